@@ -1,0 +1,288 @@
+"""Structured-config schemas, their registration with Hydra, and semantic validation.
+
+The dataclasses make Hydra reject unknown keys and wrongly typed values at composition
+time; `validate` catches what types cannot express (ranges, allowed names, paths).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from hubsweep.errors import ConfigError
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    # "tfds": a TensorFlow Datasets builder; "jsonl" / "csv": local files, one per split.
+    source: str = "tfds"
+    tfds_name: str | None = None
+    # tfds: a directory of the release files to prepare from offline (no download);
+    # jsonl/csv: the directory the split files are resolved against.
+    source_dir: str | None = None
+    # TFDS data_dir (prepared datasets); null means TFDS's default (~/tensorflow_datasets).
+    data_dir: str | None = None
+    # Role (train/validation/test) -> TFDS split name or local file name.
+    splits: dict[str, str] = field(
+        default_factory=lambda: {"train": "train", "validation": "validation", "test": "test"}
+    )
+    text_key: str = "text"
+    label_key: str = "label"
+    # Class names in label-id order; for TFDS ClassLabel features they may be left empty.
+    label_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EmbeddingConfig:
+    name: str = MISSING
+    # TF-Hub handle (URL) or a local SavedModel directory.
+    handle: str = MISSING
+    trainable: bool = False
+    # Expected output width; null accepts whatever the module produces.
+    dim: int | None = None
+    # For modules that only expose a signature (no __call__); such modules cannot be fine-tuned.
+    signature: str | None = None
+    output_key: str | None = None
+
+
+@dataclass
+class LinearHeadConfig:
+    name: str = "linear"
+
+
+@dataclass
+class MLPHeadConfig:
+    name: str = "mlp"
+    hidden_sizes: list[int] = field(default_factory=lambda: [256])
+    activation: str = "relu"
+    dropout: float = 0.0
+
+
+@dataclass
+class SGDConfig:
+    name: str = "sgd"
+    learning_rate: float = 0.01
+
+
+@dataclass
+class MomentumConfig:
+    name: str = "momentum"
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConfig:
+    name: str = "adam"
+    learning_rate: float = 0.001
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+
+@dataclass
+class AdagradConfig:
+    name: str = "adagrad"
+    learning_rate: float = 0.01
+    initial_accumulator_value: float = 0.1
+    epsilon: float = 1e-7
+
+
+@dataclass
+class RMSpropConfig:
+    name: str = "rmsprop"
+    learning_rate: float = 0.001
+    rho: float = 0.9
+    momentum: float = 0.0
+    epsilon: float = 1e-7
+
+
+@dataclass
+class ConstantScheduleConfig:
+    name: str = "constant"
+
+
+@dataclass
+class ExponentialScheduleConfig:
+    name: str = "exponential"
+    decay_steps: int = 1000
+    decay_rate: float = 0.9
+    staircase: bool = False
+
+
+@dataclass
+class CosineScheduleConfig:
+    name: str = "cosine"
+    # null: decay over the whole run (trainer.steps).
+    decay_steps: int | None = None
+    # Final learning rate as a fraction of the initial one.
+    alpha: float = 0.0
+
+
+@dataclass
+class WarmupScheduleConfig:
+    name: str = "warmup"
+    warmup_steps: int = 500
+    # What follows the linear warm-up: "linear" or "cosine" decay to end_factor × lr.
+    decay: str = "linear"
+    end_factor: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 8000
+    batch_size: int = 10
+    eval_every: int = 200
+    eval_batch_size: int = 512
+    seed: int = 0
+    shuffle_buffer: int = 10000
+    # Test metrics are computed once, at the end, and never used for selection.
+    evaluate_test: bool = False
+    # Which validation metric picks the "best" evaluation in final.json.
+    selection_metric: str = "macro_f1"
+    deterministic: bool = True
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    dataset: Any = MISSING
+    embedding: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    schedule: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    experiment_name: str = "default"
+    results_dir: str = "results"
+    output_dir: str = MISSING
+
+
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "dataset": {"dataset": DatasetConfig},
+    "embedding": {"embedding": EmbeddingConfig},
+    "model": {"linear": LinearHeadConfig, "mlp": MLPHeadConfig},
+    "optimizer": {
+        "sgd": SGDConfig,
+        "momentum": MomentumConfig,
+        "adam": AdamConfig,
+        "adagrad": AdagradConfig,
+        "rmsprop": RMSpropConfig,
+    },
+    "schedule": {
+        "constant": ConstantScheduleConfig,
+        "exponential": ExponentialScheduleConfig,
+        "cosine": CosineScheduleConfig,
+        "warmup": WarmupScheduleConfig,
+    },
+}
+
+SELECTION_METRICS = ("macro_f1", "accuracy", "macro_precision", "macro_recall", "loss")
+DATASET_SOURCES = ("tfds", "jsonl", "csv")
+SPLIT_ROLES = ("train", "validation", "test")
+WARMUP_DECAYS = ("linear", "cosine")
+
+
+def register_configs() -> None:
+    """Register the schemas so each YAML file extends its own (`/schema/<group>/<name>`)."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    for group, schemas in GROUP_SCHEMAS.items():
+        for name, schema in schemas.items():
+            cs.store(group=f"schema/{group}", name=name, node=schema)
+
+
+def _require(condition: bool, key: str, problem: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {problem}")
+
+
+def _check_name(cfg: DictConfig, group: str) -> None:
+    allowed = GROUP_SCHEMAS[group]
+    name = cfg[group].name
+    _require(name in allowed, f"{group}.name", f"unknown {name!r}; allowed: {', '.join(allowed)}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the value constraints of a composed config; raise ConfigError naming the key."""
+    for group in ("model", "optimizer", "schedule"):
+        _check_name(cfg, group)
+    t = cfg.trainer
+    for key in ("steps", "batch_size", "eval_every", "eval_batch_size"):
+        _require(t[key] > 0, f"trainer.{key}", f"must be a positive integer, got {t[key]}")
+    _require(
+        t.selection_metric in SELECTION_METRICS,
+        "trainer.selection_metric",
+        f"{t.selection_metric!r} is not one of {', '.join(SELECTION_METRICS)}",
+    )
+    _require(cfg.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0")
+
+    d = cfg.dataset
+    _require(
+        d.source in DATASET_SOURCES,
+        "dataset.source",
+        f"{d.source!r} is not one of {', '.join(DATASET_SOURCES)}",
+    )
+    if d.source == "tfds":
+        _require(bool(d.tfds_name), "dataset.tfds_name", "required when dataset.source=tfds")
+    else:
+        _require(
+            len(d.label_names) > 1,
+            "dataset.label_names",
+            f"list the class names (at least two) for dataset.source={d.source}",
+        )
+    for role in ("train", "validation"):
+        _require(role in d.splits, f"dataset.splits.{role}", "is required")
+    unknown = set(d.splits) - set(SPLIT_ROLES)
+    _require(
+        not unknown,
+        "dataset.splits",
+        f"unknown role(s) {sorted(unknown)}; allowed: {', '.join(SPLIT_ROLES)}",
+    )
+    if t.evaluate_test:
+        _require("test" in d.splits, "dataset.splits.test", "required when evaluate_test=true")
+    if d.source_dir is not None:
+        _require(
+            Path(d.source_dir).is_dir(),
+            "dataset.source_dir",
+            f"directory {d.source_dir!r} does not exist",
+        )
+
+    e = cfg.embedding
+    _require(
+        not (e.signature and e.trainable),
+        "embedding.trainable",
+        "a module used through a signature cannot be fine-tuned; set embedding.trainable=false",
+    )
+    _require(e.dim is None or e.dim > 0, "embedding.dim", "must be positive or null")
+
+    if cfg.model.name == "mlp":
+        _require(
+            all(h > 0 for h in cfg.model.hidden_sizes),
+            "model.hidden_sizes",
+            "sizes must be positive",
+        )
+        _require(0.0 <= cfg.model.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+    s = cfg.schedule
+    if s.name == "warmup":
+        _require(
+            s.decay in WARMUP_DECAYS,
+            "schedule.decay",
+            f"{s.decay!r} is not one of {', '.join(WARMUP_DECAYS)}",
+        )
+        _require(
+            0 <= s.warmup_steps < t.steps,
+            "schedule.warmup_steps",
+            f"must be in [0, trainer.steps={t.steps})",
+        )
+    if s.name == "exponential":
+        _require(s.decay_steps > 0, "schedule.decay_steps", "must be positive")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
