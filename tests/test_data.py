@@ -1,0 +1,163 @@
+"""Datasets: the TFDS scicite builder (download and offline paths) and local files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from omegaconf import OmegaConf
+
+from hubsweep.data import load_dataset
+from hubsweep.errors import DataError
+
+from .conftest import LABELS, write_scicite
+
+
+def _scicite_cfg(**kw):
+    base = {
+        "name": "scicite",
+        "source": "tfds",
+        "tfds_name": "scicite",
+        "source_dir": None,
+        "data_dir": None,
+        "splits": {"train": "train", "validation": "validation", "test": "test"},
+        "text_key": "string",
+        "label_key": "label",
+        "label_names": list(LABELS),
+    }
+    return OmegaConf.create({**base, **kw})
+
+
+def test_offline_and_download_paths_yield_the_same_examples(scicite_dir, tmp_path, monkeypatch):
+    offline = load_dataset(_scicite_cfg(source_dir=str(scicite_dir), data_dir=str(tmp_path / "a")))
+
+    # The network is the only thing replaced: TFDS's own scicite builder then extracts
+    # "the archive" to a directory holding scicite/{train,dev,test}.jsonl, as the release does.
+    def fake_download(self, url_or_urls):
+        assert "scicite.tar.gz" in url_or_urls["scicite"]
+        return {"scicite": scicite_dir.parent}
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", fake_download)
+    downloaded = load_dataset(_scicite_cfg(data_dir=str(tmp_path / "b")))
+
+    assert offline.label_names == downloaded.label_names == LABELS
+    for role in ("train", "validation", "test"):
+        a, b = offline.splits[role], downloaded.splits[role]
+        assert sorted(zip(a.texts, a.labels, strict=True)) == sorted(
+            zip(b.texts, b.labels, strict=True)
+        )
+    # TFDS keeps the first of a repeated unique_id, so the near-duplicate line is dropped.
+    raw_train = (scicite_dir / "train.jsonl").read_text().splitlines()
+    assert len(offline.splits["train"]) == len(raw_train) - 1
+    texts = {json.loads(line)["string"]: json.loads(line)["label"] for line in raw_train[:-1]}
+    for text, label in zip(
+        offline.splits["train"].texts, offline.splits["train"].labels, strict=True
+    ):
+        assert LABELS[label] == texts[text]
+
+
+def test_offline_preparation_happens_once(scicite_dir, tmp_path, monkeypatch):
+    cfg = _scicite_cfg(source_dir=str(scicite_dir), data_dir=str(tmp_path))
+    first = load_dataset(cfg)
+
+    def no_second_preparation(*args, **kwargs):
+        raise AssertionError("the prepared dataset was prepared again")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_second_preparation)
+    second = load_dataset(cfg)
+    assert list(second.splits["validation"].texts) == list(first.splits["validation"].texts)
+
+
+def test_offline_path_names_a_missing_release_file(tmp_path):
+    partial = write_scicite(tmp_path / "partial", {"train": 6, "dev": 3})
+    with pytest.raises(DataError, match="test.jsonl is missing"):
+        load_dataset(_scicite_cfg(source_dir=str(partial), data_dir=str(tmp_path / "d")))
+
+
+def test_mismatched_label_order_is_refused(scicite_dir, tmp_path):
+    cfg = _scicite_cfg(
+        source_dir=str(scicite_dir),
+        data_dir=str(tmp_path),
+        label_names=["background", "method", "result"],
+    )
+    with pytest.raises(DataError, match="label order"):
+        load_dataset(cfg)
+
+
+def _local_cfg(directory, source="jsonl", **kw):
+    ext = source
+    return OmegaConf.create(
+        {
+            "name": "local",
+            "source": source,
+            "tfds_name": None,
+            "source_dir": str(directory),
+            "data_dir": None,
+            "splits": {"train": f"train.{ext}", "validation": f"dev.{ext}"},
+            "text_key": "text",
+            "label_key": "label",
+            "label_names": ["neg", "pos"],
+            **kw,
+        }
+    )
+
+
+def _write(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def test_jsonl_and_csv_files_load_by_config_alone(tmp_path):
+    _write(
+        tmp_path / "train.jsonl",
+        [
+            '{"text": "good film", "label": "pos"}',
+            '{"text": "bad film", "label": "neg"}',
+            '{"text": "fine, by index", "label": 1}',
+        ],
+    )
+    _write(tmp_path / "dev.jsonl", ['{"text": "awful", "label": "neg"}'])
+    _write(tmp_path / "train.csv", ["text,label", '"good, really",pos', "bad,neg"])
+    _write(tmp_path / "dev.csv", ["text,label", "awful,neg"])
+    js = load_dataset(_local_cfg(tmp_path))
+    assert list(js.splits["train"].texts) == ["good film", "bad film", "fine, by index"]
+    assert list(js.splits["train"].labels) == [1, 0, 1]
+    cs = load_dataset(_local_cfg(tmp_path, source="csv"))
+    assert list(cs.splits["train"].texts) == ["good, really", "bad"]
+    assert cs.splits["train"].labels.dtype == np.int32
+    assert cs.label_names == ("neg", "pos")
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            ['{"text": "ok", "label": "pos"}', '{"text": "broken", "label": '],
+            r"train.jsonl:2: malformed JSON",
+        ),
+        (
+            ['{"text": "ok", "label": "pos"}', "", '{"text": "x", "label": "meh"}'],
+            r"train.jsonl:3: unknown label 'meh'",
+        ),
+        (['{"text": "ok"}'], r"train.jsonl:1: missing 'label'"),
+        (['["not", "an", "object"]'], r"train.jsonl:1: expected a JSON object"),
+    ],
+)
+def test_bad_jsonl_names_file_and_line(tmp_path, lines, message):
+    _write(tmp_path / "train.jsonl", lines)
+    _write(tmp_path / "dev.jsonl", ['{"text": "awful", "label": "neg"}'])
+    with pytest.raises(DataError, match=message):
+        load_dataset(_local_cfg(tmp_path))
+
+
+def test_bad_csv_names_file_and_line(tmp_path):
+    _write(tmp_path / "train.csv", ["text,label", "good,pos", "odd,neutral"])
+    _write(tmp_path / "dev.csv", ["text,label", "awful,neg"])
+    with pytest.raises(DataError, match=r"train.csv:3: unknown label 'neutral'"):
+        load_dataset(_local_cfg(tmp_path, source="csv"))
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"dataset.splits.train: file .*train.jsonl does not exist"):
+        load_dataset(_local_cfg(tmp_path))
