@@ -1,0 +1,89 @@
+"""Thin console entry points. TensorFlow is imported only once a command has a valid config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from hubsweep.errors import HubsweepError
+
+log = logging.getLogger("hubsweep")
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) buries the run's own log.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _fail(command: str, error: HubsweepError) -> None:
+    log.error("%s", error)
+    raise SystemExit(f"{command}: error: {error}")
+
+
+def _train_task(cfg) -> float | None:
+    from hubsweep.config import validate
+
+    try:
+        validate(cfg)
+        _quiet_tensorflow()
+        from hubsweep.train import train_and_evaluate
+
+        result = train_and_evaluate(cfg)
+    except HubsweepError as e:
+        _fail("hubsweep-train", e)
+    log.info(
+        "run %s: %s in %.1fs -> %s",
+        result.status,
+        cfg.experiment_name,
+        result.wall_time_s,
+        result.run_dir,
+    )
+    return result.best[result.selection_metric] if result.best else None
+
+
+def train() -> None:
+    """`hubsweep-train [overrides]`: one run, or a Hydra multirun grid with -m."""
+    import hydra
+
+    from hubsweep.config import register_configs
+    from hubsweep.paths import config_dir
+
+    try:
+        conf = config_dir()
+    except HubsweepError as e:
+        raise SystemExit(f"hubsweep-train: error: {e}") from None
+    register_configs()
+    main = hydra.main(config_path=str(conf), config_name="config", version_base="1.3")
+    main(_train_task)()
+
+
+def export(argv: list[str] | None = None) -> None:
+    """`hubsweep-export --vectors FILE --output DIR`: word2vec/GloVe text → TF-Hub module."""
+    parser = argparse.ArgumentParser(
+        prog="hubsweep-export",
+        description="Export word vectors (word2vec or GloVe text format) as a TF-Hub-format "
+        "text-embedding module (whitespace split, punctuation stripped, OOV buckets, sqrtn).",
+    )
+    parser.add_argument("--vectors", required=True, help="word2vec/GloVe text file")
+    parser.add_argument("--output", required=True, help="directory to write the SavedModel to")
+    parser.add_argument("--num-oov-buckets", type=int, default=1)
+    parser.add_argument("--lowercase", action="store_true", help="lower-case text before lookup")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _quiet_tensorflow()
+    from hubsweep.export import export_text_embedding, read_vectors_text
+
+    try:
+        vocab, vectors = read_vectors_text(args.vectors)
+        out = export_text_embedding(
+            vocab,
+            vectors,
+            args.output,
+            num_oov_buckets=args.num_oov_buckets,
+            lowercase=args.lowercase,
+        )
+    except HubsweepError as e:
+        _fail("hubsweep-export", e)
+    print(f"exported {len(vocab)} x {vectors.shape[1]} vectors to {out}", file=sys.stderr)

@@ -1,0 +1,57 @@
+"""Multi-class classification metrics: loss, accuracy, macro and per-class P/R/F1.
+
+The reference notebook applied binary precision/recall to three classes; these are the
+standard multi-class definitions (a class never predicted has precision 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Rows: true class, columns: predicted class."""
+    return np.bincount(
+        labels * num_classes + predictions, minlength=num_classes * num_classes
+    ).reshape(num_classes, num_classes)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
+
+
+def classification_metrics(
+    labels: np.ndarray, logits: np.ndarray, label_names: tuple[str, ...]
+) -> dict:
+    n = len(label_names)
+    log_probs = logits - logits.max(axis=1, keepdims=True)
+    log_probs = log_probs - np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
+    loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+    cm = confusion_matrix(labels, logits.argmax(axis=1), n)
+    tp = np.diag(cm).astype(np.float64)
+    precision = _ratio(tp, cm.sum(axis=0))
+    recall = _ratio(tp, cm.sum(axis=1))
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    return {
+        "loss": loss,
+        "accuracy": float(tp.sum() / cm.sum()),
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "macro_f1": float(f1.mean()),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(cm[i].sum()),
+            }
+            for i, name in enumerate(label_names)
+        },
+        "confusion_matrix": cm.tolist(),
+    }
