@@ -161,3 +161,13 @@ def test_bad_csv_names_file_and_line(tmp_path):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(DataError, match=r"dataset.splits.train: file .*train.jsonl does not exist"):
         load_dataset(_local_cfg(tmp_path))
+
+
+def test_only_the_requested_splits_are_read(tmp_path):
+    _write(tmp_path / "train.jsonl", ['{"text": "good", "label": "pos"}'])
+    _write(tmp_path / "dev.jsonl", ['{"text": "bad", "label": "neg"}'])
+    cfg = _local_cfg(tmp_path)
+    cfg.splits.test = "test.jsonl"  # absent, and not asked for
+    assert set(load_dataset(cfg, ["train", "validation"]).splits) == {"train", "validation"}
+    with pytest.raises(DataError, match="dataset.splits.test"):
+        load_dataset(cfg)

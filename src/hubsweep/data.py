@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,11 +42,12 @@ class TextDataset:
         return len(self.label_names)
 
 
-def load_dataset(cfg: DictConfig) -> TextDataset:
-    """Load every split named in `cfg.splits` (roles train, validation and optionally test)."""
+def load_dataset(cfg: DictConfig, roles: Sequence[str] | None = None) -> TextDataset:
+    """Load the splits with the given roles (default: every role in `cfg.splits`)."""
+    wanted = {role: cfg.splits[role] for role in (roles or cfg.splits)}
     if cfg.source == "tfds":
-        return _load_tfds(cfg)
-    return _load_local(cfg)
+        return _load_tfds(cfg, wanted)
+    return _load_local(cfg, wanted)
 
 
 # --- TensorFlow Datasets -------------------------------------------------------------
@@ -125,7 +126,7 @@ def tfds_builder(cfg: DictConfig):
     return builder
 
 
-def _load_tfds(cfg: DictConfig) -> TextDataset:
+def _load_tfds(cfg: DictConfig, wanted: dict[str, str]) -> TextDataset:
     import tensorflow_datasets as tfds
 
     builder = tfds_builder(cfg)
@@ -138,7 +139,7 @@ def _load_tfds(cfg: DictConfig) -> TextDataset:
             )
     label_names = _tfds_label_names(cfg, features[cfg.label_key])
     splits = {}
-    for role, split_name in cfg.splits.items():
+    for role, split_name in wanted.items():
         if split_name not in builder.info.splits:
             raise DataError(
                 f"dataset.splits.{role}: {cfg.tfds_name} has no split {split_name!r}; "
@@ -169,11 +170,11 @@ def _tfds_label_names(cfg: DictConfig, feature) -> tuple[str, ...]:
 # --- local JSON-lines / CSV files ------------------------------------------------------
 
 
-def _load_local(cfg: DictConfig) -> TextDataset:
+def _load_local(cfg: DictConfig, wanted: dict[str, str]) -> TextDataset:
     label_names = tuple(cfg.label_names)
     base = Path(cfg.source_dir) if cfg.source_dir else Path()
     splits = {}
-    for role, filename in cfg.splits.items():
+    for role, filename in wanted.items():
         path = base / filename
         if not path.is_file():
             raise DataError(f"dataset.splits.{role}: file {path} does not exist")

@@ -115,7 +115,8 @@ def train_and_evaluate(cfg: DictConfig, reporter: Reporter | None = None) -> Run
     writer = RunWriter(Path(cfg.output_dir))
     writer.write_config(cfg)
     _seed(cfg)
-    data = load_dataset(cfg.dataset)
+    roles = ["train", "validation", *(["test"] if cfg.trainer.evaluate_test else [])]
+    data = load_dataset(cfg.dataset, roles)
     run = _Run(cfg, data, writer, reporter, started)
     try:
         return run.execute()
