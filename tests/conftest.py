@@ -95,8 +95,13 @@ def tiny_module(tmp_path_factory, module_vectors) -> Path:
     )
 
 
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("feature-cache")
+
+
 @pytest.fixture
-def make_cfg(scicite_dir, tfds_dir, tiny_module, tmp_path) -> Callable:
+def make_cfg(scicite_dir, tfds_dir, tiny_module, cache_dir, tmp_path) -> Callable:
     """Compose the real config tree with fixture data, as `hubsweep-train` would."""
     from hydra import compose, initialize_config_dir
 
@@ -111,6 +116,7 @@ def make_cfg(scicite_dir, tfds_dir, tiny_module, tmp_path) -> Callable:
             f"embedding.handle={tiny_module}",
             f"embedding.dim={DIM}",
             "trainer.progress=false",
+            f"cache_dir={cache_dir}",
             f"output_dir={tmp_path / run}",
         ]
         if small:

@@ -13,13 +13,14 @@ from .conftest import DIM, SMALL_RUN
 
 
 @pytest.fixture
-def cli_args(scicite_dir, tfds_dir, tiny_module, tmp_path):
+def cli_args(scicite_dir, tfds_dir, tiny_module, cache_dir, tmp_path):
     return [
         f"dataset.source_dir={scicite_dir}",
         f"dataset.data_dir={tfds_dir}",
         f"embedding.handle={tiny_module}",
         f"embedding.dim={DIM}",
         f"results_dir={tmp_path / 'results'}",
+        f"cache_dir={cache_dir}",
         *SMALL_RUN,
     ]
 

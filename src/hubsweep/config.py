@@ -148,6 +148,12 @@ class TrainerConfig:
     selection_metric: str = "macro_f1"
     deterministic: bool = True
     progress: bool = True
+    # Frozen module: embed each split once and train the head on the cached vectors.
+    feature_cache: bool = True
+    # Fine-tuned hubsweep module: tokenise once, gather table rows per step.
+    fast_path: bool = True
+    # Fine-tuned hubsweep module: write it to <run_dir>/module, loadable with hub.KerasLayer.
+    export_module: bool = False
 
 
 @dataclass
@@ -160,6 +166,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     experiment_name: str = "default"
     results_dir: str = "results"
+    cache_dir: str | None = None
     output_dir: str = MISSING
 
 
@@ -260,6 +267,11 @@ def validate(cfg: DictConfig) -> None:
         "a module used through a signature cannot be fine-tuned; set embedding.trainable=false",
     )
     _require(e.dim is None or e.dim > 0, "embedding.dim", "must be positive or null")
+    _require(
+        not t.export_module or e.trainable,
+        "trainer.export_module",
+        "only a fine-tuned module (embedding.trainable=true) is exported",
+    )
 
     if cfg.model.name == "mlp":
         _require(

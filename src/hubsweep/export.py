@@ -22,6 +22,14 @@ from hubsweep.text import tokenize
 METADATA_FILE = "hubsweep_module.json"
 
 
+def sqrtn_combine(table: tf.Tensor, ids: tf.RaggedTensor) -> tf.Tensor:
+    """Sum of the token vectors / sqrt(token count); zeros for a text with no tokens."""
+    vectors = tf.gather(table, ids.flat_values)
+    summed = tf.math.unsorted_segment_sum(vectors, ids.value_rowids(), ids.nrows())
+    counts = tf.cast(tf.maximum(ids.row_lengths(), 1), tf.float32)
+    return summed / tf.sqrt(counts)[:, tf.newaxis]
+
+
 class TextEmbeddingModule(tf.train.Checkpoint):
     """TF-Hub's reusable SavedModel: `__call__`, `variables`, `trainable_variables`."""
 
@@ -50,11 +58,7 @@ class TextEmbeddingModule(tf.train.Checkpoint):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def __call__(self, sentences: tf.Tensor) -> tf.Tensor:
-        ids = self.token_ids(sentences)
-        vectors = tf.gather(self.embeddings, ids.flat_values)
-        summed = tf.math.unsorted_segment_sum(vectors, ids.value_rowids(), ids.nrows())
-        counts = tf.cast(tf.maximum(ids.row_lengths(), 1), tf.float32)
-        return summed / tf.sqrt(counts)[:, tf.newaxis]
+        return sqrtn_combine(self.embeddings, self.token_ids(sentences))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
     def serve(self, sentences: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -84,18 +88,26 @@ def export_text_embedding(
     *,
     num_oov_buckets: int = 1,
     lowercase: bool = False,
+    oov_vectors: np.ndarray | None = None,
 ) -> Path:
     """Write a SavedModel mapping a 1-D string tensor to float32 [batch, dim].
 
-    OOV bucket rows start at zero: they add nothing to a frozen embedding and are learnt
-    when the module is fine-tuned.
+    OOV bucket rows start at zero unless given: they add nothing to a frozen embedding and
+    are learnt when the module is fine-tuned.
     """
     vectors = np.asarray(vectors, dtype=np.float32)
     _check_vocabulary(vocab, vectors)
     if num_oov_buckets < 1:
         raise EmbeddingError("num_oov_buckets must be at least 1")
+    if oov_vectors is None:
+        oov_vectors = np.zeros((num_oov_buckets, vectors.shape[1]), np.float32)
+    if np.shape(oov_vectors) != (num_oov_buckets, vectors.shape[1]):
+        raise EmbeddingError(
+            f"oov_vectors must be [{num_oov_buckets}, {vectors.shape[1]}], "
+            f"got {np.shape(oov_vectors)}"
+        )
     output_dir = Path(output_dir)
-    table = np.concatenate([vectors, np.zeros((num_oov_buckets, vectors.shape[1]), np.float32)])
+    table = np.concatenate([vectors, np.asarray(oov_vectors, np.float32)])
     with tempfile.TemporaryDirectory() as tmp:
         vocab_file = Path(tmp) / "vocab.txt"
         vocab_file.write_text("".join(f"{t}\n" for t in vocab), encoding="utf-8")
@@ -144,3 +156,22 @@ def read_vectors_text(path: str | Path) -> tuple[list[str], np.ndarray]:
     if not vocab:
         raise EmbeddingError(f"{path}: no vectors")
     return vocab, np.stack(rows)
+
+
+def export_finetuned(source_module: str | Path, table: np.ndarray, output_dir: str | Path) -> Path:
+    """Re-export a hubsweep module with a (fine-tuned) table of the same shape."""
+    source_module = Path(source_module)
+    metadata_file = source_module / METADATA_FILE
+    if not metadata_file.is_file():
+        raise EmbeddingError(f"{source_module} is not a module exported by hubsweep")
+    metadata = json.loads(metadata_file.read_text())
+    vocab = (source_module / "assets" / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    n = metadata["vocab_size"]
+    return export_text_embedding(
+        vocab,
+        table[:n],
+        output_dir,
+        num_oov_buckets=metadata["num_oov_buckets"],
+        lowercase=metadata["lowercase"],
+        oov_vectors=table[n:],
+    )

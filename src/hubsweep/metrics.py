@@ -30,9 +30,11 @@ def classification_metrics(
     labels: np.ndarray, logits: np.ndarray, label_names: tuple[str, ...]
 ) -> dict:
     n = len(label_names)
-    log_probs = logits - logits.max(axis=1, keepdims=True)
-    log_probs = log_probs - np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
-    loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+    # A diverging model's logits overflow; its loss is then reported as inf/NaN, not raised.
+    with np.errstate(over="ignore", invalid="ignore"):
+        log_probs = logits - logits.max(axis=1, keepdims=True)
+        log_probs = log_probs - np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
+        loss = float(-log_probs[np.arange(len(labels)), labels].mean())
     cm = confusion_matrix(labels, logits.argmax(axis=1), n)
     tp = np.diag(cm).astype(np.float64)
     precision = _ratio(tp, cm.sum(axis=0))

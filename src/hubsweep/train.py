@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -17,12 +16,12 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hubsweep.artifacts import RunWriter
+from hubsweep.classifier import Classifier, batch_order, build_classifier
 from hubsweep.config import validate
-from hubsweep.data import TextDataset, TextSplit, load_dataset
-from hubsweep.embedding import load_embedding_layer
+from hubsweep.data import TextDataset, load_dataset
+from hubsweep.export import export_finetuned
+from hubsweep.features import FeatureCache
 from hubsweep.metrics import classification_metrics, softmax
-from hubsweep.model import build_classifier
-from hubsweep.optimization import build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +45,7 @@ class RunResult:
     train_time_s: float
     steps_per_s: float
     examples: dict[str, int]
+    training_path: str | None = None  # strings, features or token ids (see classifier.py)
     diverged_at_step: int | None = None
     error: str | None = None
     history: list[dict] = field(default_factory=list, repr=False)
@@ -57,38 +57,11 @@ class RunResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
-class _Classifier:
-    """Keras model plus compiled train / predict steps."""
-
-    def __init__(self, cfg: DictConfig, num_classes: int) -> None:
-        self.model = build_classifier(load_embedding_layer(cfg.embedding), cfg.model, num_classes)
-        self.optimizer = build_optimizer(cfg.optimizer, cfg.schedule, cfg.trainer.steps)
-        self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        self.eval_batch_size = cfg.trainer.eval_batch_size
-
-    @tf.function
-    def train_step(self, texts: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            logits = self.model(texts, training=True)
-            loss = self.loss_fn(labels, logits) + tf.add_n([0.0, *self.model.losses])
-        variables = self.model.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        return loss
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def _logits(self, texts: tf.Tensor) -> tf.Tensor:
-        return self.model(texts, training=False)
-
-    def logits(self, texts: tf.Tensor) -> np.ndarray:
-        n, bs = int(texts.shape[0]), self.eval_batch_size
-        return np.concatenate([self._logits(texts[i : i + bs]).numpy() for i in range(0, n, bs)])
-
-
-def _train_batches(split: TextSplit, cfg: DictConfig) -> tf.data.Dataset:
-    t = cfg.trainer
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(list(split.texts)), split.labels))
-    ds = ds.shuffle(min(t.shuffle_buffer, len(split)), seed=t.seed, reshuffle_each_iteration=True)
-    return ds.repeat().batch(t.batch_size).prefetch(tf.data.AUTOTUNE)
+def _chunk_ends(steps: int, eval_every: int, most: int = 100) -> list[int]:
+    """Step counts at which to hand control back to Python: every evaluation, and at least
+    every `most` steps so the progress bar moves."""
+    ends = set(range(eval_every, steps, eval_every)) | set(range(most, steps, most)) | {steps}
+    return sorted(ends)
 
 
 def _is_better(metric: str, value: float, best: dict | None) -> bool:
@@ -104,11 +77,14 @@ def _seed(cfg: DictConfig) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def train_and_evaluate(cfg: DictConfig, reporter: Reporter | None = None) -> RunResult:
+def train_and_evaluate(
+    cfg: DictConfig, reporter: Reporter | None = None, cache: FeatureCache | None = None
+) -> RunResult:
     """Train `cfg` for trainer.steps steps, evaluating on validation every trainer.eval_every.
 
     Writes the run directory (cfg.output_dir) as it goes; on an unexpected error the run is
-    recorded as failed in final.json before the error propagates.
+    recorded as failed in final.json before the error propagates. Pass one `cache` to the
+    trials of a process so frozen features are embedded once for all of them.
     """
     validate(cfg)
     started = time.perf_counter()
@@ -117,7 +93,8 @@ def train_and_evaluate(cfg: DictConfig, reporter: Reporter | None = None) -> Run
     _seed(cfg)
     roles = ["train", "validation", *(["test"] if cfg.trainer.evaluate_test else [])]
     data = load_dataset(cfg.dataset, roles)
-    run = _Run(cfg, data, writer, reporter, started)
+    cache = cache or FeatureCache(cfg.cache_dir)
+    run = _Run(cfg, data, writer, reporter, started, cache)
     try:
         return run.execute()
     except Exception as e:
@@ -133,9 +110,10 @@ class _Run:
         writer: RunWriter,
         reporter: Reporter | None,
         started: float,
+        cache: FeatureCache,
     ) -> None:
         self.cfg, self.data, self.writer, self.reporter = cfg, data, writer, reporter
-        self.started = started
+        self.started, self.cache = started, cache
         self.metric = cfg.trainer.selection_metric
         self.history: list[dict] = []
         self.best: dict | None = None
@@ -143,12 +121,11 @@ class _Run:
         self.train_time = 0.0
         self.test: dict | None = None
         self.diverged_at: int | None = None
-        self.classifier: _Classifier | None = None
-        self.texts = {role: tf.constant(list(s.texts)) for role, s in data.splits.items()}
+        self.classifier: Classifier | None = None
 
-    def evaluate(self, classifier: _Classifier, role: str) -> tuple[dict, np.ndarray]:
+    def evaluate(self, classifier: Classifier, role: str) -> tuple[dict, np.ndarray]:
         split = self.data.splits[role]
-        logits = classifier.logits(self.texts[role])
+        logits = classifier.logits(role)
         return classification_metrics(split.labels, logits, self.data.label_names), logits
 
     def record(self, step: int, role: str, metrics: dict, train_loss: float | None) -> None:
@@ -165,40 +142,46 @@ class _Run:
 
     def _execute(self) -> RunResult:
         t = self.cfg.trainer
-        classifier = self.classifier = _Classifier(self.cfg, self.data.num_classes)
-        batches = iter(_train_batches(self.data.splits["train"], self.cfg))
-        status, losses = COMPLETED, []
+        classifier = self.classifier = build_classifier(self.cfg, self.data, self.cache)
+        order = batch_order(len(self.data.splits["train"]), t.batch_size, t.seed)
         log.info(
-            "training %s on %s: %d steps, batch %d (%d train / %d validation examples)",
+            "training %s on %s (%s path): %d steps, batch %d (%d train / %d validation)",
             self.cfg.embedding.handle,
             self.data.name,
+            classifier.path,
             t.steps,
             t.batch_size,
             len(self.data.splits["train"]),
             len(self.data.splits["validation"]),
         )
+        status, losses = COMPLETED, []
         loop_started, eval_time = time.perf_counter(), 0.0
         bar = tqdm(total=t.steps, desc="train", unit="step", disable=not t.progress, leave=False)
-        for step in range(1, t.steps + 1):
-            loss = float(classifier.train_step(*next(batches)))
-            self.steps_done = step
-            bar.update()
-            if not math.isfinite(loss):
-                self.diverged_at, status = step, DIVERGED
-                log.warning("loss became %s at step %d: run diverged", loss, step)
+        for chunk_end in _chunk_ends(t.steps, t.eval_every):
+            k = chunk_end - self.steps_done
+            chunk = classifier.train_chunk(np.stack([next(order) for _ in range(k)])).numpy()
+            bad = np.flatnonzero(~np.isfinite(chunk))
+            if bad.size:
+                self.steps_done += int(bad[0]) + 1
+                self.diverged_at, status = self.steps_done, DIVERGED
+                log.warning(
+                    "loss became %s at step %d: run diverged", chunk[bad[0]], self.steps_done
+                )
                 break
-            losses.append(loss)
-            if step % t.eval_every and step != t.steps:
+            self.steps_done = chunk_end
+            losses.append(chunk)
+            bar.update(k)
+            if chunk_end % t.eval_every and chunk_end != t.steps:
                 continue
             eval_started = time.perf_counter()
             metrics, _ = self.evaluate(classifier, "validation")
-            self.on_validation(step, metrics, train_loss=float(np.mean(losses)))
+            self.on_validation(chunk_end, metrics, float(np.concatenate(losses).mean()))
             losses = []
             eval_time += time.perf_counter() - eval_started
             bar.set_postfix(acc=f"{metrics['accuracy']:.3f}", f1=f"{metrics['macro_f1']:.3f}")
-            if self.reporter is not None and self.reporter(step, metrics):
+            if self.reporter is not None and self.reporter(chunk_end, metrics):
                 status = STOPPED
-                log.info("reporter asked to stop at step %d", step)
+                log.info("reporter asked to stop at step %d", chunk_end)
                 break
         self.train_time = time.perf_counter() - loop_started - eval_time
         bar.close()
@@ -221,12 +204,18 @@ class _Run:
             metrics["macro_f1"],
         )
 
-    def write_final_model_outputs(self, classifier: _Classifier, status: str) -> None:
+    def write_final_model_outputs(self, classifier: Classifier, status: str) -> None:
         _, logits = self.evaluate(classifier, "validation")
         split = self.data.splits["validation"]
         self.writer.write_predictions(
             split.texts, split.labels, softmax(logits), self.data.label_names
         )
+        if self.cfg.trainer.export_module:
+            table = classifier.model.layers[0].trainable_weights[0].numpy()
+            out = export_finetuned(
+                self.cfg.embedding.handle, table, Path(self.writer.run_dir) / "module"
+            )
+            log.info("fine-tuned module exported to %s", out)
         if self.cfg.trainer.evaluate_test and status == COMPLETED:
             self.test, _ = self.evaluate(classifier, "test")
             self.record(self.steps_done, "test", self.test, None)
@@ -254,6 +243,7 @@ class _Run:
             train_time_s=round(self.train_time, 3),
             steps_per_s=round(self.steps_done / self.train_time, 2) if self.train_time else 0.0,
             examples={role: len(s) for role, s in self.data.splits.items()},
+            training_path=self.classifier.path if self.classifier else None,
             diverged_at_step=self.diverged_at,
             error=error,
             history=self.history,

@@ -1,0 +1,167 @@
+"""Per-trial time: the notebook way against hubsweep's train_and_evaluate, frozen and trainable.
+
+The notebook way is what the public tutorial does: `hub.KerasLayer` on raw strings inside a
+Keras model, `model.fit` on a shuffled tf.data pipeline, validation every eval_every steps.
+Both sides get the same module, data and hyperparameters (the tutorial preset by default).
+
+    python benchmarks/bench_trials.py                        # synthetic fixture data and module
+    python benchmarks/bench_trials.py --scicite ../shared/data/scicite --module modules/M
+    python benchmarks/bench_trials.py ... --profile          # where a warm trial's time goes
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def notebook_trial(handle: str, data, trainable: bool, steps: int, batch: int, every: int, lr):
+    import tensorflow as tf
+    import tensorflow_hub as hub
+    import tf_keras as keras
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    train, val = data.splits["train"], data.splits["validation"]
+    model = keras.Sequential(
+        [
+            hub.KerasLayer(handle, input_shape=[], dtype=tf.string, trainable=trainable),
+            keras.layers.Dense(data.num_classes),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((list(train.texts), train.labels))
+        .shuffle(10000, seed=0)
+        .repeat()
+        .batch(batch)
+    )
+    val_ds = tf.data.Dataset.from_tensor_slices((list(val.texts), val.labels)).batch(512)
+    history = model.fit(
+        train_ds,
+        steps_per_epoch=every,
+        epochs=steps // every,
+        validation_data=val_ds,
+        verbose=0,
+    )
+    return history.history["val_accuracy"][-1]
+
+
+def compose(args, trainable: bool, out: Path):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from hubsweep.config import register_configs
+
+    register_configs()
+    overrides = [
+        "experiment=tutorial",
+        "trainer.evaluate_test=false",
+        "trainer.progress=false",
+        f"trainer.steps={args.steps}",
+        f"embedding.trainable={str(trainable).lower()}",
+        f"embedding.handle={args.module}",
+        "embedding.dim=null",
+        f"dataset.source_dir={args.scicite}",
+        f"dataset.data_dir={out / 'tfds'}",
+        "cache_dir=null",
+        f"output_dir={out / ('trainable' if trainable else 'frozen') / str(time.time_ns())}",
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def fixture(out: Path) -> tuple[Path, Path]:
+    import numpy as np
+
+    from hubsweep.export import export_text_embedding
+    from tests.conftest import VOCAB, write_scicite
+
+    data = write_scicite(out / "scicite", {"train": 2000, "dev": 300, "test": 300})
+    vectors = np.random.default_rng(0).normal(size=(len(VOCAB), 32)).astype(np.float32)
+    module = export_text_embedding(VOCAB, vectors, out / "module", lowercase=True)
+    return data, module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scicite", type=Path, help="SciCite release files (default: fixture)")
+    parser.add_argument("--module", type=Path, help="text-embedding module (default: fixture)")
+    parser.add_argument("--steps", type=int, default=8000)
+    parser.add_argument("--arms", default="frozen,trainable")
+    parser.add_argument("--profile", action="store_true", help="profile a warm hubsweep trial")
+    args = parser.parse_args()
+    out = Path(tempfile.mkdtemp(prefix="hubsweep-bench-"))
+    if args.scicite is None or args.module is None:
+        args.scicite, args.module = fixture(out)
+
+    from hubsweep.data import load_dataset
+    from hubsweep.features import FeatureCache
+    from hubsweep.train import train_and_evaluate
+
+    rows = []
+    for arm in args.arms.split(","):
+        trainable = arm == "trainable"
+        cfg = compose(args, trainable, out)
+        data = load_dataset(cfg.dataset, ["train", "validation"])
+        t = cfg.trainer
+        started = time.perf_counter()
+        nb_acc = notebook_trial(
+            str(args.module),
+            data,
+            trainable,
+            t.steps,
+            t.batch_size,
+            t.eval_every,
+            cfg.optimizer.learning_rate,
+        )
+        nb_time = time.perf_counter() - started
+        cache = FeatureCache(None)  # one process, many trials: the sweep's situation
+        times, accs = [], []
+        for _ in range(2):  # first trial pays the embedding of each split; the next does not
+            cfg = compose(args, trainable, out)
+            started = time.perf_counter()
+            result = train_and_evaluate(cfg, cache=cache)
+            times.append(time.perf_counter() - started)
+            accs.append(result.final["accuracy"])
+        rows.append((arm, nb_time, nb_acc, times, accs, result.training_path))
+        if args.profile:
+            cfg = compose(args, trainable, out)
+            profiler = cProfile.Profile()
+            profiler.runcall(train_and_evaluate, cfg, None, cache)
+            print(f"\n--- profile of a warm {arm} hubsweep trial (cumulative time) ---")
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(18)
+
+    examples = t.steps * t.batch_size
+    print(f"\n{t.steps} steps x batch {t.batch_size}, eval every {t.eval_every} | {args.module}")
+    header = "arm        way                     trial s  examples/s  val acc  speed-up"
+    print(header)
+    print("-" * len(header))
+    for arm, nb_time, nb_acc, times, accs, path in rows:
+        print(
+            f"{arm:<10} notebook (model.fit)   {nb_time:8.2f}  {examples / nb_time:10.0f}"
+            f"  {nb_acc:7.4f}      1.0x"
+        )
+        for label, seconds, acc in zip(("first", "next"), times, accs, strict=True):
+            print(
+                f"{arm:<10} hubsweep {label:<5} ({path:<9}) {seconds:6.2f}"
+                f"  {examples / seconds:10.0f}  {acc:7.4f}  {nb_time / seconds:7.1f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""One model, three ways to compute it; `build_classifier` picks the fastest that applies.
+
+- strings: the module runs on raw text every step (any module; the reference way);
+- features: the module is frozen, so the head trains on cached vectors (FeatureCache);
+- token ids: a hubsweep-exported module being fine-tuned; sentences are tokenised and
+  looked up once, and each step gathers the rows it needs from the module's own table
+  with the module's own sqrtn combiner (sparse gradients).
+
+All three train on the same batches (a seeded index order) with the same head
+initialisation, and run many steps per TensorFlow call, so the Python loop costs little.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from omegaconf import DictConfig
+
+from hubsweep.data import TextDataset
+from hubsweep.embedding import load_embedding_layer
+from hubsweep.export import sqrtn_combine
+from hubsweep.features import FeatureCache
+from hubsweep.model import build_head
+from hubsweep.optimization import build_optimizer
+
+log = logging.getLogger(__name__)
+
+
+def batch_order(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+    """Example indices, one seeded permutation per epoch, cut into batches across epochs."""
+    rng = np.random.default_rng(seed)
+    pending = np.empty(0, dtype=np.int32)
+    while True:
+        while len(pending) < batch_size:
+            pending = np.concatenate([pending, rng.permutation(n).astype(np.int32)])
+        yield pending[:batch_size]
+        pending = pending[batch_size:]
+
+
+class Classifier:
+    """Trains `head` on top of an embedding; subclasses say how inputs reach the head."""
+
+    path = "strings"
+
+    def __init__(
+        self,
+        model: keras.Sequential,
+        head: keras.Sequential,
+        optimizer: keras.optimizers.Optimizer,
+        data: TextDataset,
+        eval_batch_size: int,
+    ) -> None:
+        self.model, self.head, self.optimizer = model, head, optimizer
+        self.labels = tf.constant(data.splits["train"].labels)
+        self.sizes = {role: len(split) for role, split in data.splits.items()}
+        self.eval_batch_size = eval_batch_size
+        self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.variables = self.trainable_variables()
+        # Slots must exist before the first step: variables cannot be created in a loop.
+        self.optimizer.build(self.variables)
+
+    def trainable_variables(self) -> list[tf.Variable]:
+        return self.model.trainable_variables
+
+    def gather(self, role: str, idx: tf.Tensor):
+        raise NotImplementedError
+
+    def forward(self, inputs, training: bool) -> tf.Tensor:
+        return self.model(inputs, training=training)
+
+    @tf.function
+    def train_chunk(self, order: tf.Tensor) -> tf.Tensor:
+        """Run one step per row of `order` ([steps, batch] indices); return each step's loss."""
+        steps = tf.shape(order)[0]
+        losses = tf.TensorArray(tf.float32, size=steps)
+        for i in tf.range(steps):
+            idx = order[i]
+            with tf.GradientTape() as tape:
+                logits = self.forward(self.gather("train", idx), training=True)
+                loss = self.loss_fn(tf.gather(self.labels, idx), logits)
+                loss += tf.add_n([0.0, *self.model.losses])
+            grads = tape.gradient(loss, self.variables)
+            self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
+            losses = losses.write(i, loss)
+        return losses.stack()
+
+    @tf.function
+    def _eval_logits(self, role: str, lo: tf.Tensor, hi: tf.Tensor) -> tf.Tensor:
+        return self.forward(self.gather(role, tf.range(lo, hi)), training=False)
+
+    def logits(self, role: str) -> np.ndarray:
+        n, bs = self.sizes[role], self.eval_batch_size
+        return np.concatenate(
+            [self._eval_logits(role, i, min(i + bs, n)).numpy() for i in range(0, n, bs)]
+        )
+
+
+class StringClassifier(Classifier):
+    def __init__(self, *args, texts: dict[str, tf.Tensor]) -> None:
+        self.texts = texts
+        super().__init__(*args)
+
+    def gather(self, role: str, idx: tf.Tensor) -> tf.Tensor:
+        return tf.gather(self.texts[role], idx)
+
+
+class FeatureClassifier(Classifier):
+    path = "features"
+
+    def __init__(self, *args, features: dict[str, tf.Tensor]) -> None:
+        self.features = features
+        super().__init__(*args)
+
+    def trainable_variables(self) -> list[tf.Variable]:
+        return self.head.trainable_variables
+
+    def gather(self, role: str, idx: tf.Tensor) -> tf.Tensor:
+        return tf.gather(self.features[role], idx)
+
+    def forward(self, inputs, training: bool) -> tf.Tensor:
+        return self.head(inputs, training=training)
+
+
+class TokenIdClassifier(Classifier):
+    path = "token ids"
+
+    def __init__(self, *args, table: tf.Variable, ids: dict[str, tf.RaggedTensor]) -> None:
+        self.table, self.ids = table, ids
+        super().__init__(*args)
+
+    def trainable_variables(self) -> list[tf.Variable]:
+        return [self.table, *self.head.trainable_variables]
+
+    def gather(self, role: str, idx: tf.Tensor) -> tf.RaggedTensor:
+        return tf.gather(self.ids[role], idx)
+
+    def forward(self, inputs, training: bool) -> tf.Tensor:
+        return self.head(sqrtn_combine(self.table, inputs), training=training)
+
+
+def _embed_in_batches(layer, texts: np.ndarray, batch_size: int) -> np.ndarray:
+    return np.concatenate(
+        [
+            layer(tf.constant(list(texts[i : i + batch_size]))).numpy()
+            for i in range(0, len(texts), batch_size)
+        ]
+    )
+
+
+def _token_table(layer) -> tf.Variable | None:
+    """The embedding table of a hubsweep-exported module (None for any other module)."""
+    obj = layer.resolved_object
+    if hasattr(obj, "token_ids") and hasattr(obj, "embeddings"):
+        return obj.embeddings
+    return None
+
+
+def build_classifier(
+    cfg: DictConfig, data: TextDataset, cache: FeatureCache | None = None
+) -> Classifier:
+    t, e = cfg.trainer, cfg.embedding
+    layer = load_embedding_layer(e)
+    head = keras.Sequential(build_head(cfg.model, data.num_classes, t.seed), name="head")
+    model = keras.Sequential([layer, head])
+    model(tf.constant(["build"]))
+    args = (
+        model,
+        head,
+        build_optimizer(cfg.optimizer, cfg.schedule, t.steps),
+        data,
+        t.eval_batch_size,
+    )
+    if not e.trainable and t.feature_cache:
+        cache = cache or FeatureCache(None)
+        features = {
+            role: tf.constant(
+                cache.get_or_build(
+                    e.handle, split.texts, lambda x: _embed_in_batches(layer, x, t.eval_batch_size)
+                )
+            )
+            for role, split in data.splits.items()
+        }
+        return FeatureClassifier(*args, features=features)
+    table = _token_table(layer) if e.trainable and t.fast_path else None
+    if table is not None:
+        token_ids = layer.resolved_object.token_ids
+        ids = {
+            role: token_ids(tf.constant(list(split.texts))) for role, split in data.splits.items()
+        }
+        return TokenIdClassifier(*args, table=table, ids=ids)
+    texts = {role: tf.constant(list(split.texts)) for role, split in data.splits.items()}
+    return StringClassifier(*args, texts=texts)

@@ -1,0 +1,123 @@
+"""Frozen-feature cache: each split embedded once per (module, split content).
+
+A frozen module maps the same sentence to the same vector on every step of every trial,
+so the vectors are computed once and kept in memory and on disk. Entries are keyed by a
+fingerprint of the module's files and of the split's texts, so a changed module or
+dataset can never be served stale vectors. Files are written to a temporary name and
+renamed (safe with concurrent workers), and carry a checksum that is verified on load: a
+corrupt or truncated file is rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = "features-v1"
+Embed = Callable[[np.ndarray], np.ndarray]
+
+
+def _hash_files(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_stats(root: Path) -> tuple:
+    if not root.is_dir():
+        return ()
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
+def module_fingerprint(handle: str) -> str:
+    """Content hash of a module's files (a remote handle is resolved to TF-Hub's local copy)."""
+    path = Path(handle.removeprefix("file://"))
+    if not path.is_dir():
+        import tensorflow_hub as hub
+
+        path = Path(hub.resolve(handle))
+    return _hash_files(path)
+
+
+def texts_fingerprint(texts: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\0")
+    return digest.hexdigest()
+
+
+def _checksum(features: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(features).tobytes()).hexdigest()
+
+
+class FeatureCache:
+    """Embedded splits in memory (for the trials of one process) and under `directory`."""
+
+    def __init__(self, directory: str | Path | None) -> None:
+        self.directory = Path(directory) if directory else None
+        self._memory: dict[str, np.ndarray] = {}
+        self._module_fingerprints: dict[tuple, str] = {}
+
+    def key(self, handle: str, texts: np.ndarray) -> str:
+        # Hashing a large module per trial is wasted work; its files' stats say if it changed.
+        stamp = (handle, *_file_stats(Path(handle.removeprefix("file://"))))
+        if stamp not in self._module_fingerprints:
+            self._module_fingerprints[stamp] = module_fingerprint(handle)
+        module = self._module_fingerprints[stamp]
+        parts = f"{FORMAT_VERSION}:{module}:{texts_fingerprint(texts)}"
+        return hashlib.sha256(parts.encode()).hexdigest()[:32]
+
+    def path(self, key: str) -> Path | None:
+        return self.directory / f"{key}.npz" if self.directory else None
+
+    def get_or_build(self, handle: str, texts: np.ndarray, embed: Embed) -> np.ndarray:
+        key = self.key(handle, texts)
+        if key in self._memory:
+            return self._memory[key]
+        features = self._load(key)
+        if features is None or len(features) != len(texts):
+            features = np.asarray(embed(texts), dtype=np.float32)
+            self._store(key, features)
+        self._memory[key] = features
+        return features
+
+    def _load(self, key: str) -> np.ndarray | None:
+        path = self.path(key)
+        if path is None or not path.exists():
+            return None
+        try:
+            with np.load(path) as stored:
+                features, checksum = stored["features"], str(stored["sha256"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            log.warning("feature cache file %s is unreadable (%s); rebuilding it", path, e)
+            return None
+        if _checksum(features) != checksum:
+            log.warning("feature cache file %s fails its checksum; rebuilding it", path)
+            return None
+        return features
+
+    def _store(self, key: str, features: np.ndarray) -> None:
+        path = self.path(key)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp.npz")
+        try:
+            np.savez(tmp, features=features, sha256=np.array(_checksum(features)))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -1,0 +1,155 @@
+"""The frozen-feature cache and the token-id fine-tuning path give the same model, faster."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+import tensorflow_hub as hub
+
+from hubsweep.artifacts import read_metrics
+from hubsweep.export import export_text_embedding
+from hubsweep.features import FeatureCache
+from hubsweep.metrics import softmax
+from hubsweep.train import train_and_evaluate
+
+from .conftest import VOCAB
+
+TOLERANCE = 1e-4  # same batches and initial weights; only float summation order may differ
+
+
+def _curve(result) -> np.ndarray:
+    lines = read_metrics(result.run_dir)
+    return np.array([[m["loss"], m["accuracy"], m["macro_f1"], m["train_loss"]] for m in lines])
+
+
+def test_cached_features_train_the_same_head_as_the_string_path(make_cfg):
+    cached = train_and_evaluate(make_cfg("model=mlp", run="cached"))
+    plain = train_and_evaluate(make_cfg("model=mlp", "trainer.feature_cache=false", run="plain"))
+    assert (cached.training_path, plain.training_path) == ("features", "strings")
+    np.testing.assert_allclose(_curve(cached), _curve(plain), atol=TOLERANCE)
+
+
+def test_token_id_path_fine_tunes_the_same_model_as_the_string_path(make_cfg):
+    fast = train_and_evaluate(make_cfg("embedding.trainable=true", run="fast"))
+    plain = train_and_evaluate(
+        make_cfg("embedding.trainable=true", "trainer.fast_path=false", run="plain")
+    )
+    assert (fast.training_path, plain.training_path) == ("token ids", "strings")
+    np.testing.assert_allclose(_curve(fast), _curve(plain), atol=TOLERANCE)
+    np.testing.assert_allclose(
+        fast.model.layers[0].weights[0].numpy(),
+        plain.model.layers[0].weights[0].numpy(),
+        atol=TOLERANCE,
+    )
+
+
+def test_fine_tuned_module_exports_and_reloads_with_the_same_predictions(make_cfg, tiny_module):
+    result = train_and_evaluate(make_cfg("embedding.trainable=true", "trainer.export_module=true"))
+    exported = hub.KerasLayer(f"{result.run_dir}/module")
+    predictions = pd.read_csv(f"{result.run_dir}/predictions.csv")
+    head = result.model.layers[1]
+    probs = softmax(head(exported(tf.constant(list(predictions.text)))).numpy())
+    np.testing.assert_allclose(probs, predictions.filter(like="p_").to_numpy(), atol=1e-5)
+    original = hub.KerasLayer(str(tiny_module))(tf.constant(["virus cells"])).numpy()
+    assert not np.allclose(exported(tf.constant(["virus cells"])).numpy(), original)
+
+
+# --- the cache itself ---------------------------------------------------------------------
+
+
+class CountingEmbed:
+    def __init__(self, scale: float = 1.0) -> None:
+        self.calls, self.scale = 0, scale
+
+    def __call__(self, texts: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return np.array([[len(t) * self.scale, t.count(" ")] for t in texts], np.float32)
+
+
+TEXTS = np.array(["virus cells", "the model", "previous studies"], dtype=object)
+
+
+def test_cache_is_reused_across_processes_via_disk(tiny_module, tmp_path):
+    embed = CountingEmbed()
+    first = FeatureCache(tmp_path).get_or_build(str(tiny_module), TEXTS, embed)
+    again = FeatureCache(tmp_path).get_or_build(str(tiny_module), TEXTS, embed)
+    assert embed.calls == 1
+    np.testing.assert_array_equal(first, again)
+    cache = FeatureCache(None)  # memory only
+    cache.get_or_build(str(tiny_module), TEXTS, embed)
+    cache.get_or_build(str(tiny_module), TEXTS, embed)
+    assert embed.calls == 2
+
+
+def test_changed_module_or_dataset_invalidates_the_cache(tmp_path, module_vectors):
+    module = export_text_embedding(VOCAB, module_vectors, tmp_path / "m")
+    cache, embed = FeatureCache(tmp_path / "cache"), CountingEmbed()
+    cache.get_or_build(str(module), TEXTS, embed)
+    cache.get_or_build(str(module), TEXTS[:2], embed)  # other dataset content
+    assert embed.calls == 2
+    export_text_embedding(VOCAB, module_vectors * 2, tmp_path / "m")  # same path, new weights
+    changed = CountingEmbed(2.0)
+    features = cache.get_or_build(str(module), TEXTS, changed)
+    assert changed.calls == 1
+    np.testing.assert_array_equal(features, changed(TEXTS))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_corrupt_cache_file_is_detected_and_rebuilt(tiny_module, tmp_path, damage, caplog):
+    cache = FeatureCache(tmp_path)
+    good = cache.get_or_build(str(tiny_module), TEXTS, CountingEmbed())
+    (path,) = tmp_path.glob("*.npz")
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":
+        data[-200] ^= 0xFF
+    else:
+        data = bytearray(b"not a numpy file")
+    path.write_bytes(bytes(data))
+    embed = CountingEmbed()
+    rebuilt = FeatureCache(tmp_path).get_or_build(str(tiny_module), TEXTS, embed)
+    assert embed.calls == 1
+    np.testing.assert_array_equal(rebuilt, good)
+    assert "rebuilding" in caplog.text
+    assert FeatureCache(tmp_path)._load(cache.key(str(tiny_module), TEXTS)) is not None
+
+
+WORKER = """
+import sys, time
+import numpy as np
+from hubsweep.features import FeatureCache
+module, cache_dir, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+texts = np.array([f"sentence {i} " * (i % 7) for i in range(20000)], dtype=object)
+def embed(x):
+    return np.array([[len(t), t.count(" "), i] for i, t in enumerate(x)], np.float32)
+time.sleep(max(0.0, start - time.time()))
+features = FeatureCache(cache_dir).get_or_build(module, texts, embed)
+print(float(features.sum()))
+"""
+
+
+def test_concurrent_workers_building_one_entry_do_not_corrupt_it(tiny_module, tmp_path):
+    start = time.time() + 2.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(tiny_module), str(tmp_path), str(start)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    sums = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(sums) == 1
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    assert not list(tmp_path.glob("*.tmp*"))
+    texts = np.array([f"sentence {i} " * (i % 7) for i in range(20000)], dtype=object)
+    reread = FeatureCache(tmp_path).get_or_build(str(tiny_module), texts, CountingEmbed())
+    assert str(float(reread.sum())) in sums
