@@ -101,7 +101,20 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def make_cfg(scicite_dir, tfds_dir, tiny_module, cache_dir, tmp_path) -> Callable:
+def fixture_overrides(scicite_dir, tfds_dir, tiny_module, cache_dir) -> list[str]:
+    """Command-line overrides that point a run at the fixture data and module."""
+    return [
+        f"dataset.source_dir={scicite_dir}",
+        f"dataset.data_dir={tfds_dir}",
+        f"embedding.handle={tiny_module}",
+        f"embedding.dim={DIM}",
+        "trainer.progress=false",
+        f"cache_dir={cache_dir}",
+    ]
+
+
+@pytest.fixture
+def make_cfg(fixture_overrides, tmp_path) -> Callable:
     """Compose the real config tree with fixture data, as `hubsweep-train` would."""
     from hydra import compose, initialize_config_dir
 
@@ -110,15 +123,7 @@ def make_cfg(scicite_dir, tfds_dir, tiny_module, cache_dir, tmp_path) -> Callabl
     register_configs()
 
     def make(*overrides: str, run: str = "run", small: bool = True):
-        base = [
-            f"dataset.source_dir={scicite_dir}",
-            f"dataset.data_dir={tfds_dir}",
-            f"embedding.handle={tiny_module}",
-            f"embedding.dim={DIM}",
-            "trainer.progress=false",
-            f"cache_dir={cache_dir}",
-            f"output_dir={tmp_path / run}",
-        ]
+        base = [*fixture_overrides, f"output_dir={tmp_path / run}"]
         if small:
             base += SMALL_RUN
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

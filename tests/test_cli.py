@@ -9,20 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DIM, SMALL_RUN
+from .conftest import SMALL_RUN
 
 
 @pytest.fixture
-def cli_args(scicite_dir, tfds_dir, tiny_module, cache_dir, tmp_path):
-    return [
-        f"dataset.source_dir={scicite_dir}",
-        f"dataset.data_dir={tfds_dir}",
-        f"embedding.handle={tiny_module}",
-        f"embedding.dim={DIM}",
-        f"results_dir={tmp_path / 'results'}",
-        f"cache_dir={cache_dir}",
-        *SMALL_RUN,
-    ]
+def cli_args(fixture_overrides, tmp_path):
+    return [*fixture_overrides, f"results_dir={tmp_path / 'results'}", *SMALL_RUN]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

@@ -73,15 +73,14 @@ class RunWriter:
         frame.to_csv(self.run_dir / PREDICTIONS_FILE, index=False)
 
     def write_learning_curve(self, history: list[dict], title: str) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # A bare Figure (no pyplot): no global figure registry, and cheaper per trial.
+        from matplotlib.figure import Figure
 
         if not history:
             return
         steps = [h["step"] for h in history]
-        fig, (ax_scores, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+        fig = Figure(figsize=(11, 4.2), layout="constrained")
+        ax_scores, ax_loss = fig.subplots(1, 2)
         for key in CURVE_METRICS[:-1]:
             ax_scores.plot(steps, [h[key] for h in history], label=key.replace("_", " "))
         ax_scores.set(xlabel="global step", ylabel="validation score", title="scores")
@@ -95,9 +94,7 @@ class RunWriter:
         ax_loss.legend(loc="upper right")
         ax_loss.grid(alpha=0.3)
         fig.suptitle(title)
-        fig.tight_layout()
-        fig.savefig(self.run_dir / CURVE_FILE, dpi=110)
-        plt.close(fig)
+        fig.savefig(self.run_dir / CURVE_FILE, dpi=100)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

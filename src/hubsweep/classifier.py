@@ -50,7 +50,7 @@ class Classifier:
         self,
         model: keras.Sequential,
         head: keras.Sequential,
-        optimizer: keras.optimizers.Optimizer,
+        optimizer: keras.optimizers.legacy.Optimizer,
         data: TextDataset,
         eval_batch_size: int,
     ) -> None:
@@ -61,7 +61,7 @@ class Classifier:
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.variables = self.trainable_variables()
         # Slots must exist before the first step: variables cannot be created in a loop.
-        self.optimizer.build(self.variables)
+        self.optimizer._create_all_weights(self.variables)
 
     def trainable_variables(self) -> list[tf.Variable]:
         return self.model.trainable_variables
@@ -94,8 +94,12 @@ class Classifier:
 
     def logits(self, role: str) -> np.ndarray:
         n, bs = self.sizes[role], self.eval_batch_size
+        # Bounds go in as tensors: Python ints would trace one graph per batch position.
         return np.concatenate(
-            [self._eval_logits(role, i, min(i + bs, n)).numpy() for i in range(0, n, bs)]
+            [
+                self._eval_logits(role, tf.constant(i), tf.constant(min(i + bs, n))).numpy()
+                for i in range(0, n, bs)
+            ]
         )
 
 

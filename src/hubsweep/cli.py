@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -43,8 +44,7 @@ def _train_task(cfg) -> float | None:
     return result.best[result.selection_metric] if result.best else None
 
 
-def train() -> None:
-    """`hubsweep-train [overrides]`: one run, or a Hydra multirun grid with -m."""
+def _hydra_app(command: str, task) -> None:
     import hydra
 
     from hubsweep.config import register_configs
@@ -53,10 +53,48 @@ def train() -> None:
     try:
         conf = config_dir()
     except HubsweepError as e:
-        raise SystemExit(f"hubsweep-train: error: {e}") from None
+        raise SystemExit(f"{command}: error: {e}") from None
     register_configs()
     main = hydra.main(config_path=str(conf), config_name="config", version_base="1.3")
-    main(_train_task)()
+    main(task)()
+
+
+def train() -> None:
+    """`hubsweep-train [overrides]`: one run, or a Hydra multirun grid with -m."""
+    _hydra_app("hubsweep-train", _train_task)
+
+
+def _sweep_task(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from hubsweep.config import validate
+    from hubsweep.paths import config_dir
+
+    try:
+        validate(cfg)
+        _quiet_tensorflow()
+        from hubsweep.sweep import run_sweep, study_dir
+
+        summary = run_sweep(cfg, HydraConfig.get().overrides.task, str(config_dir()))
+    except HubsweepError as e:
+        _fail("hubsweep-sweep", e)
+    (study_dir(cfg) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("study finished: %s", json.dumps(summary))
+
+
+def sweep() -> None:
+    """`hubsweep-sweep [overrides]`: an Optuna study over the common entry point."""
+    if "-m" in sys.argv or "--multirun" in sys.argv:
+        raise SystemExit(
+            "hubsweep-sweep: error: -m is for hubsweep-train grids; a study runs "
+            "its own trials (sweep.workers=N for parallel workers)"
+        )
+    # The study directory is the sweep's Hydra run directory: its log and config land there.
+    sys.argv[1:1] = [
+        "hydra.run.dir=${results_dir}/${experiment_name}/${sweep.study_name}",
+        "hydra.job.name=sweep",
+    ]
+    _hydra_app("hubsweep-sweep", _sweep_task)
 
 
 def export(argv: list[str] | None = None) -> None:

@@ -157,6 +157,41 @@ class TrainerConfig:
 
 
 @dataclass
+class SweepConfig:
+    """An Optuna study over any config keys (see sweep/*.yaml)."""
+
+    study_name: str = MISSING
+    # name -> {key: <dotted config key>, type: float|int|categorical, low, high, log, step,
+    # choices}
+    params: dict[str, Any] = field(default_factory=dict)
+    # Target total of finished trials (complete, pruned or failed with a reason), across
+    # every invocation and worker.
+    n_trials: int = 20
+    timeout_s: float | None = None
+    metric: str = "macro_f1"
+    # null: minimize for loss, maximize otherwise.
+    direction: str | None = None
+    sampler: str = "tpe"
+    sampler_seed: int = 0
+    pruner: str = "median"
+    pruner_startup_trials: int = 5
+    pruner_warmup_steps: int = 0
+    pruner_percentile: float = 25.0
+    # null: a journal file in the study directory; or any SQLAlchemy URL
+    # (postgresql://host/db for distributed workers).
+    storage: str | None = None
+    workers: int = 1
+    # k runs of each sampled config with seeds trainer.seed .. trainer.seed+k-1; the
+    # objective is their mean.
+    seeds_per_trial: int = 1
+    # Re-run the best config with this many seeds and trainer.evaluate_test=true.
+    retrain_best_seeds: int = 0
+    heartbeat_s: float = 30.0
+    # A running trial whose heartbeat is older than this is failed and retried once.
+    grace_s: float = 120.0
+
+
+@dataclass
 class RunConfig:
     dataset: Any = MISSING
     embedding: Any = MISSING
@@ -164,6 +199,7 @@ class RunConfig:
     optimizer: Any = MISSING
     schedule: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sweep: Any = None
     experiment_name: str = "default"
     results_dir: str = "results"
     cache_dir: str | None = None
@@ -173,6 +209,7 @@ class RunConfig:
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"dataset": DatasetConfig},
     "embedding": {"embedding": EmbeddingConfig},
+    "sweep": {"sweep": SweepConfig},
     "model": {"linear": LinearHeadConfig, "mlp": MLPHeadConfig},
     "optimizer": {
         "sgd": SGDConfig,

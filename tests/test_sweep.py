@@ -1,0 +1,251 @@
+"""Optuna sweeps: real training on the fixture, real Optuna, real storages."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hubsweep.sweep import open_storage, run_sweep, storage_url, study_dir, tally
+
+from .conftest import REPO
+
+CONF = str(REPO / "conf")
+FAST_SWEEP = ["sweep=lr", "sweep.heartbeat_s=1", "sweep.grace_s=4", "sweep.pruner=none"]
+
+
+@pytest.fixture
+def sweep(make_cfg, fixture_overrides, tmp_path):
+    """Run a study in this process: (overrides...) -> (cfg, summary, study)."""
+
+    def run(*overrides: str):
+        args = [f"results_dir={tmp_path / 'results'}", *FAST_SWEEP, *overrides]
+        cfg = make_cfg(*args)
+        summary = run_sweep(cfg, [*fixture_overrides, *args], CONF)
+        study = optuna.load_study(
+            study_name=cfg.sweep.study_name, storage=open_storage(storage_url(cfg))
+        )
+        return cfg, summary, study
+
+    return run
+
+
+def _states(study) -> dict[TrialState, int]:
+    counts: dict[TrialState, int] = {}
+    for t in study.trials:
+        counts[t.state] = counts.get(t.state, 0) + 1
+    return counts
+
+
+def test_pruning_stops_bad_trials_early(sweep):
+    cfg, summary, study = sweep(
+        "sweep.study_name=prune",
+        "sweep.n_trials=10",
+        "sweep.sampler=random",
+        "sweep.pruner=median",
+        "sweep.pruner_startup_trials=2",
+        "sweep.params.lr.low=1e-4",
+        "sweep.params.lr.high=3.0",
+        "trainer.steps=200",
+        "trainer.eval_every=20",
+    )
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert pruned and complete
+    assert len(pruned) + len(complete) == 10
+    assert all(t.user_attrs["steps_done"] < 200 for t in pruned)
+    assert all(t.user_attrs["steps_done"] == 200 for t in complete)
+    for t in complete:  # per-trial records: metrics and the run directory
+        assert t.value == pytest.approx(t.user_attrs["val_macro_f1"])
+        (run_dir,) = t.user_attrs["run_dirs"]
+        final = json.loads((Path(run_dir) / "final.json").read_text())
+        assert final["final"]["accuracy"] == pytest.approx(t.user_attrs["val_accuracy"])
+    assert summary["best"]["trial"] == study.best_trial.number
+    preset = Path(summary["best"]["preset"])
+    assert "optimizer.learning_rate" not in preset.read_text()
+    assert f"learning_rate: {study.best_params['optimizer.learning_rate']}" in preset.read_text()
+
+
+def test_the_best_preset_runs_with_hubsweep_train(sweep):
+    cfg, summary, study = sweep("sweep.study_name=preset", "sweep.n_trials=2")
+    proc = subprocess.run(
+        [
+            shutil.which("hubsweep-train"),
+            "--config-dir",
+            str(study_dir(cfg).resolve()),
+            "experiment=best",
+            "--cfg",
+            "job",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lr = study.best_params["optimizer.learning_rate"]
+    assert f"learning_rate: {lr}" in proc.stdout
+
+
+def test_failed_and_diverged_trials_keep_their_reason_and_the_sweep_finishes(sweep):
+    cfg, summary, study = sweep(
+        "sweep.study_name=failures",
+        "sweep.sampler=grid",
+        "sweep.n_trials=10",
+        "sweep.params.lr.type=categorical",
+        "+sweep.params.lr.choices=[0.5,1e38]",
+        "+sweep.params.batch={key:trainer.batch_size,type:categorical,choices:[8,0]}",
+    )
+    assert len(study.trials) == 4  # the grid's size caps n_trials
+    reasons = sorted(
+        t.user_attrs.get("fail_reason", "") for t in study.trials if t.state == TrialState.FAIL
+    )
+    assert len(reasons) == 3
+    assert sum("trainer.batch_size: must be a positive integer" in r for r in reasons) == 2
+    assert sum(r.startswith("diverged at step") for r in reasons) == 1
+    assert summary["trials"] == {"complete": 1, "fail": 3}
+
+
+def test_seeds_per_trial_and_a_seeded_sampler_reproduce(sweep):
+    common = [
+        "sweep.n_trials=3",
+        "sweep.sampler=random",
+        "sweep.sampler_seed=7",
+        "sweep.seeds_per_trial=2",
+        "sweep.retrain_best_seeds=2",
+    ]
+    _, summary, first = sweep("sweep.study_name=repro_a", *common)
+    _, _, second = sweep("sweep.study_name=repro_b", *common)
+    assert [t.params for t in first.trials] == [t.params for t in second.trials]
+    for t in first.trials:
+        seeds = t.user_attrs["seed_values"]
+        assert len(seeds) == 2 and len(t.user_attrs["run_dirs"]) == 2
+        assert t.value == pytest.approx(sum(seeds) / 2)
+        assert t.user_attrs["value_std"] == pytest.approx(abs(seeds[0] - seeds[1]) / 2)
+    retrain = summary["retrain"]
+    assert retrain["best_trial"] == first.best_trial.number and retrain["seeds"] == 2
+    accuracies = []
+    for run_dir in retrain["run_dirs"]:
+        final = json.loads((Path(run_dir) / "final.json").read_text())
+        accuracies.append(final["test"]["accuracy"])
+    assert retrain["test"]["accuracy"]["values"] == pytest.approx(accuracies)
+    assert retrain["test"]["accuracy"]["mean"] == pytest.approx(sum(accuracies) / 2)
+
+
+def _postgres_url() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect("postgresql://127.0.0.1:5432/postgres", connect_timeout=3):
+            return "postgresql://127.0.0.1:5432"
+    except Exception:
+        return None
+
+
+@pytest.fixture
+def postgres_db():
+    server = _postgres_url()
+    if server is None:
+        pytest.skip("no PostgreSQL server answers at 127.0.0.1:5432")
+    import psycopg
+
+    name = f"hubsweep_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"{server}/{name}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.mark.parametrize("storage", ["postgresql", "journal"])
+def test_three_workers_finish_exactly_n_trials(sweep, storage, request):
+    extra = []
+    if storage == "postgresql":
+        extra.append(f"sweep.storage={request.getfixturevalue('postgres_db')}")
+    cfg, summary, study = sweep(
+        f"sweep.study_name=workers_{storage}",
+        "sweep.workers=3",
+        "sweep.n_trials=7",
+        "trainer.steps=100",
+        *extra,
+    )
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 7
+    assert tally(study)[0] == 7
+    assert len({t.number for t in complete}) == 7
+    run_dirs = [t.user_attrs["run_dirs"][0] for t in complete]
+    assert len(set(run_dirs)) == 7
+    assert all((Path(d) / "final.json").is_file() for d in run_dirs)
+
+
+def test_sqlite_with_several_workers_is_refused(sweep, tmp_path):
+    from hubsweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="SQLite is not safe for several worker processes"):
+        sweep(f"sweep.storage=sqlite:///{tmp_path}/s.db", "sweep.workers=2")
+
+
+def _sweep_process(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [shutil.which("hubsweep-sweep"), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_killed_sweep_resumes_to_exactly_n_trials(fixture_overrides, tmp_path):
+    args = [
+        *fixture_overrides,
+        f"results_dir={tmp_path / 'results'}",
+        *FAST_SWEEP,
+        "sweep.study_name=resume",
+        "sweep.n_trials=3",
+        # The string path is the slow one: long enough to be killed in the middle.
+        "embedding.trainable=true",
+        "trainer.fast_path=false",
+        "trainer.steps=1500",
+        "trainer.eval_every=100",
+        "trainer.batch_size=8",
+    ]
+    journal = tmp_path / "results" / "default" / "resume" / "study.journal"
+    proc = _sweep_process(args)
+    deadline = time.time() + 240
+    killed = None
+    while time.time() < deadline and killed is None:
+        time.sleep(0.5)
+        if not journal.exists():
+            continue
+        study = optuna.load_study(study_name="resume", storage=open_storage(f"journal:{journal}"))
+        states = [t.state for t in study.trials]
+        running = [t for t in study.trials if t.state == TrialState.RUNNING]
+        if TrialState.COMPLETE in states and running and running[0].intermediate_values:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            killed = running[0].number
+            completed_before = {
+                t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE
+            }
+    assert killed is not None, "the sweep never had a running trial after a complete one"
+
+    again = _sweep_process(args)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="resume", storage=open_storage(f"journal:{journal}"))
+    complete = {t.number: t for t in study.trials if t.state == TrialState.COMPLETE}
+    assert len(complete) == 3
+    for number, value in completed_before.items():  # nothing completed was lost or re-run
+        assert complete[number].value == value
+    failed = study.trials[killed]
+    assert failed.state == TrialState.FAIL and "fail_reason" not in failed.user_attrs
+    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
+    assert retry.state == TrialState.COMPLETE and retry.params == failed.params
+    assert not os.path.exists(journal.parent / "trials" / f"{retry.number:04d}" / "seed1")
