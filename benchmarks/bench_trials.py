@@ -7,6 +7,7 @@ Both sides get the same module, data and hyperparameters (the tutorial preset by
     python benchmarks/bench_trials.py                        # synthetic fixture data and module
     python benchmarks/bench_trials.py --scicite ../shared/data/scicite --module modules/M
     python benchmarks/bench_trials.py ... --profile          # where a warm trial's time goes
+    python benchmarks/bench_trials.py ... --study 30         # a 30-trial frozen study, end to end
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import argparse
 import cProfile
 import os
 import pstats
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -85,6 +88,34 @@ def compose(args, trainable: bool, out: Path):
         return hydra_compose("config", overrides=overrides)
 
 
+def study_time(args, out: Path) -> None:
+    """hubsweep-sweep from a fresh process: TensorFlow start-up is paid once, not per trial."""
+    command = [
+        shutil.which("hubsweep-sweep"),
+        "experiment=tutorial",
+        "sweep=lr_batch_steps",
+        f"sweep.n_trials={args.study}",
+        "sweep.pruner=none",
+        "sweep.study_name=bench",
+        f"embedding.handle={args.module}",
+        "embedding.dim=null",
+        f"dataset.source_dir={args.scicite}",
+        f"dataset.data_dir={out / 'tfds'}",
+        f"results_dir={out / 'study'}",
+    ]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    total = time.perf_counter() - started
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import tensorflow, tensorflow_hub"], check=True)
+    start_up = time.perf_counter() - started
+    print(
+        f"\n{args.study}-trial frozen study (sweep=lr_batch_steps, no pruning), end to end: "
+        f"{total:.1f}s ({total / args.study:.2f}s per trial; TensorFlow import {start_up:.1f}s, "
+        "paid once per process)"
+    )
+
+
 def fixture(out: Path) -> tuple[Path, Path]:
     import numpy as np
 
@@ -104,6 +135,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--arms", default="frozen,trainable")
     parser.add_argument("--profile", action="store_true", help="profile a warm hubsweep trial")
+    parser.add_argument("--study", type=int, default=0, help="also time an N-trial frozen study")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="hubsweep-bench-"))
     if args.scicite is None or args.module is None:
@@ -147,6 +179,8 @@ def main() -> None:
             print(f"\n--- profile of a warm {arm} hubsweep trial (cumulative time) ---")
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(18)
 
+    if args.study:
+        study_time(args, out)
     examples = t.steps * t.batch_size
     print(f"\n{t.steps} steps x batch {t.batch_size}, eval every {t.eval_every} | {args.module}")
     header = "arm        way                     trial s  examples/s  val acc  speed-up"

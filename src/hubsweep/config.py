@@ -141,7 +141,6 @@ class TrainerConfig:
     eval_every: int = 200
     eval_batch_size: int = 512
     seed: int = 0
-    shuffle_buffer: int = 10000
     # Test metrics are computed once, at the end, and never used for selection.
     evaluate_test: bool = False
     # Which validation metric picks the "best" evaluation in final.json.

@@ -335,6 +335,7 @@ class Objective:
         for k in range(self.s["seeds_per_trial"]):
             run_dir = base / f"seed{k}"
             cfg = seeded_run(self.spec, sampled, k, run_dir)
+            cfg.trainer.evaluate_test = False  # test never feeds the search
             run_dirs.append(str(run_dir))
             trial.set_user_attr("run_dirs", run_dirs)
             reporter = self._reporter(trial, metric) if k == 0 else None
