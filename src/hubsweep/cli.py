@@ -44,7 +44,7 @@ def _train_task(cfg) -> float | None:
     return result.best[result.selection_metric] if result.best else None
 
 
-def _hydra_app(command: str, task) -> None:
+def _hydra_app(command: str, task, config_name: str = "config") -> None:
     import hydra
 
     from hubsweep.config import register_configs
@@ -55,7 +55,7 @@ def _hydra_app(command: str, task) -> None:
     except HubsweepError as e:
         raise SystemExit(f"{command}: error: {e}") from None
     register_configs()
-    main = hydra.main(config_path=str(conf), config_name="config", version_base="1.3")
+    main = hydra.main(config_path=str(conf), config_name=config_name, version_base="1.3")
     main(task)()
 
 
@@ -95,6 +95,25 @@ def sweep() -> None:
         "hydra.job.name=sweep",
     ]
     _hydra_app("hubsweep-sweep", _sweep_task)
+
+
+def _analyze_task(cfg) -> None:
+    from hubsweep.config import validate_analyze
+
+    try:
+        validate_analyze(cfg)
+        _quiet_tensorflow()
+        from hubsweep.analyze import run_analysis
+
+        run_analysis(cfg)
+    except HubsweepError as e:
+        _fail("hubsweep-analyze", e)
+    log.info("analysis written to %s", cfg.output_dir)
+
+
+def analyze() -> None:
+    """`hubsweep-analyze embedding.handle=...`: similarity heatmap and nearest neighbours."""
+    _hydra_app("hubsweep-analyze", _analyze_task, config_name="analyze")
 
 
 def export(argv: list[str] | None = None) -> None:

@@ -205,6 +205,21 @@ class RunConfig:
     output_dir: str = MISSING
 
 
+@dataclass
+class AnalyzeConfig:
+    """hubsweep-analyze: term similarity and nearest neighbours of one module."""
+
+    embedding: Any = MISSING
+    groups: list[list[str]] = field(default_factory=list)
+    # Terms to list neighbours for; empty means every term of the groups.
+    neighbours: list[str] = field(default_factory=list)
+    top_k: int = 10
+    # One token per line; null uses the module's assets/vocab.txt (or tokens.txt).
+    vocab_file: str | None = None
+    results_dir: str = "results"
+    output_dir: str = MISSING
+
+
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"dataset": DatasetConfig},
     "embedding": {"embedding": EmbeddingConfig},
@@ -235,6 +250,7 @@ def register_configs() -> None:
     """Register the schemas so each YAML file extends its own (`/schema/<group>/<name>`)."""
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
+    cs.store(name="analyze_schema", node=AnalyzeConfig)
     for group, schemas in GROUP_SCHEMAS.items():
         for name, schema in schemas.items():
             cs.store(group=f"schema/{group}", name=name, node=schema)
@@ -330,6 +346,12 @@ def validate(cfg: DictConfig) -> None:
         )
     if s.name == "exponential":
         _require(s.decay_steps > 0, "schedule.decay_steps", "must be positive")
+
+
+def validate_analyze(cfg: DictConfig) -> None:
+    _require(len(cfg.groups) > 0, "groups", "list at least one group of terms")
+    _require(all(len(g) > 0 for g in cfg.groups), "groups", "a group is empty")
+    _require(cfg.top_k > 0, "top_k", "must be positive")
 
 
 def to_yaml(cfg: DictConfig) -> str:
