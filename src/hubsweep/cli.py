@@ -116,6 +116,22 @@ def analyze() -> None:
     _hydra_app("hubsweep-analyze", _analyze_task, config_name="analyze")
 
 
+def _swivel_task(cfg) -> None:
+    try:
+        from hubsweep.swivel.pipeline import build_module, validate_swivel
+
+        validate_swivel(cfg)
+        _quiet_tensorflow()
+        build_module(cfg)
+    except HubsweepError as e:
+        _fail("hubsweep-swivel", e)
+
+
+def swivel() -> None:
+    """`hubsweep-swivel corpus=... output=...`: Swivel embeddings as a TF-Hub module."""
+    _hydra_app("hubsweep-swivel", _swivel_task, config_name="swivel")
+
+
 def export(argv: list[str] | None = None) -> None:
     """`hubsweep-export --vectors FILE --output DIR`: word2vec/GloVe text → TF-Hub module."""
     parser = argparse.ArgumentParser(

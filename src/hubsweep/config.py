@@ -220,6 +220,30 @@ class AnalyzeConfig:
     output_dir: str = MISSING
 
 
+@dataclass
+class SwivelConfig:
+    """hubsweep-swivel: train Swivel embeddings on a corpus and export a TF-Hub module."""
+
+    corpus: str = MISSING
+    output: str = MISSING
+    work_dir: str = MISSING
+    fields: list[str] = field(
+        default_factory=lambda: ["title", "authors", "abstract", "body_text", "ref_titles"]
+    )
+    lowercase: bool = True
+    window: int = 10
+    min_count: int = 5
+    max_vocab: int = 135168
+    shard_size: int = 4096
+    dim: int = 128
+    epochs: int = 20
+    learning_rate: float = 0.1
+    num_oov_buckets: int = 1
+    seed: int = 0
+    processes: int = 0
+    progress: bool = True
+
+
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"dataset": DatasetConfig},
     "embedding": {"embedding": EmbeddingConfig},
@@ -251,6 +275,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(name="analyze_schema", node=AnalyzeConfig)
+    cs.store(name="swivel_schema", node=SwivelConfig)
     for group, schemas in GROUP_SCHEMAS.items():
         for name, schema in schemas.items():
             cs.store(group=f"schema/{group}", name=name, node=schema)

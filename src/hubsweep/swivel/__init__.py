@@ -1,0 +1,1 @@
+"""Swivel (Shazeer et al., 2016) embeddings: corpus → co-occurrence shards → training → module."""
