@@ -98,3 +98,17 @@ def test_vocabulary_is_cut_to_whole_shards_and_min_count(tmp_path):
     )
     meta = count_corpus(corpus, tmp_path / "counts", settings)
     assert meta["vocab_size"] == 8
+
+
+def test_plain_text_and_jsonl_corpora_stream_documents(tmp_path):
+    from hubsweep.swivel.corpus import corpus_files, documents
+
+    (tmp_path / "a.txt").write_text("first line here\n\nsecond line\n")
+    (tmp_path / "b.jsonl").write_text(
+        json.dumps({"title": "T", "authors": ["A B"], "abstract": "", "ref_titles": ["R"]}) + "\n"
+    )
+    files = corpus_files(tmp_path)
+    assert [f.name for f in files] == ["a.txt", "b.jsonl"]
+    assert list(documents(files[0])) == ["first line here\n", "second line\n"]
+    assert list(documents(files[1])) == ["T\nA B\nR"]
+    assert list(documents(files[1], fields=("title",))) == ["T"]

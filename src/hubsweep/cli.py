@@ -117,11 +117,13 @@ def analyze() -> None:
 
 
 def _swivel_task(cfg) -> None:
-    try:
-        from hubsweep.swivel.pipeline import build_module, validate_swivel
+    from hubsweep.config import validate_swivel
 
+    try:
         validate_swivel(cfg)
         _quiet_tensorflow()
+        from hubsweep.swivel.pipeline import build_module
+
         build_module(cfg)
     except HubsweepError as e:
         _fail("hubsweep-swivel", e)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig
 
 from hubsweep.errors import ConfigError
 
@@ -238,6 +238,8 @@ class SwivelConfig:
     dim: int = 128
     epochs: int = 20
     learning_rate: float = 0.1
+    # Context-distribution smoothing exponent for column probabilities (1.0: plain PMI).
+    smoothing: float = 1.0
     num_oov_buckets: int = 1
     seed: int = 0
     processes: int = 0
@@ -379,5 +381,10 @@ def validate_analyze(cfg: DictConfig) -> None:
     _require(cfg.top_k > 0, "top_k", "must be positive")
 
 
-def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
+def validate_swivel(cfg: DictConfig) -> None:
+    for key in ("window", "min_count", "shard_size", "dim", "epochs"):
+        _require(cfg[key] > 0, key, f"must be a positive integer, got {cfg[key]}")
+    _require(cfg.max_vocab >= cfg.shard_size, "max_vocab", "must hold at least one shard")
+    _require(cfg.learning_rate > 0, "learning_rate", "must be positive")
+    _require(0 < cfg.smoothing <= 1, "smoothing", "must be in (0, 1]")
+    _require(Path(cfg.corpus).exists(), "corpus", f"{cfg.corpus} does not exist")

@@ -14,28 +14,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from hubsweep.errors import ConfigError
 from hubsweep.export import export_text_embedding
 from hubsweep.swivel.counting import META_FILE, CountSettings, count_corpus
 from hubsweep.swivel.training import SwivelSettings, SwivelTrainer
 
 log = logging.getLogger(__name__)
-
-
-def validate_swivel(cfg: DictConfig) -> None:
-    checks = [
-        (cfg.window > 0, "window", "must be positive"),
-        (cfg.min_count > 0, "min_count", "must be positive"),
-        (cfg.shard_size > 0, "shard_size", "must be positive"),
-        (cfg.max_vocab >= cfg.shard_size, "max_vocab", "must hold at least one shard"),
-        (cfg.dim > 0, "dim", "must be positive"),
-        (cfg.epochs > 0, "epochs", "must be positive"),
-        (cfg.learning_rate > 0, "learning_rate", "must be positive"),
-        (Path(cfg.corpus).exists(), "corpus", f"{cfg.corpus} does not exist"),
-    ]
-    for ok, key, problem in checks:
-        if not ok:
-            raise ConfigError(f"{key}: {problem}")
 
 
 def _count_settings(cfg: DictConfig) -> CountSettings:
@@ -83,7 +66,11 @@ def build_module(cfg: DictConfig) -> dict:
     trainer = SwivelTrainer(
         counts_dir,
         SwivelSettings(
-            dim=cfg.dim, epochs=cfg.epochs, learning_rate=cfg.learning_rate, seed=cfg.seed
+            dim=cfg.dim,
+            epochs=cfg.epochs,
+            learning_rate=cfg.learning_rate,
+            smoothing=cfg.smoothing,
+            seed=cfg.seed,
         ),
     )
     vectors = trainer.train(work, progress=cfg.progress)

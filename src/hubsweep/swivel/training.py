@@ -35,6 +35,9 @@ class SwivelSettings:
     confidence_base: float = 0.1
     confidence_scale: float = 0.25
     confidence_exponent: float = 0.5
+    # Context-distribution smoothing (Levy et al., 2015): column probabilities from
+    # count^alpha; 1.0 is the paper's plain PMI.
+    smoothing: float = 1.0
     seed: int = 0
 
 
@@ -59,26 +62,28 @@ class SwivelTrainer:
         meta = json.loads((counts_dir / META_FILE).read_text())
         self.n, self.size = meta["num_shards"], meta["shard_size"]
         self.vocab_size = meta["vocab_size"]
-        marginals = np.load(counts_dir / "marginals.npy")
-        self.log_marginals = tf.constant(np.log(np.maximum(marginals, 1e-12)), tf.float32)
-        self.log_total = float(np.log(marginals.sum()))
+        marginals = np.maximum(np.load(counts_dir / "marginals.npy"), 1e-12)
+        # PMI(i, j) = log x_ij - log x_i - log P(j), with P(j) = x_j^a / sum_k x_k^a.
+        log_rows = np.log(marginals)
+        smoothed = settings.smoothing * log_rows
+        log_col_prob = smoothed - np.logaddexp.reduce(smoothed)
+        self.log_rows = tf.constant(log_rows, tf.float32)
+        self.log_col_prob = tf.constant(log_col_prob, tf.float32)
         self.model = SwivelModel(self.vocab_size, settings.dim, settings.seed)
         # The v2 optimizer updates only the rows a block touched (sparse gradients).
         self.optimizer = keras.optimizers.legacy.Adagrad(settings.learning_rate)
         self.epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
-        self.blocks = {
-            (r, c): self._observed(r, c, marginals) for r in range(self.n) for c in range(self.n)
-        }
+        self.blocks = {(r, c): self._observed(r, c) for r in range(self.n) for c in range(self.n)}
 
-    def _observed(self, r: int, c: int, marginals: np.ndarray) -> tuple[tf.Tensor, ...]:
+    def _observed(self, r: int, c: int) -> tuple[tf.Tensor, ...]:
         """A block's observed cells: (indices, PMI, PMI of a count of 1, confidence weight).
 
         These never change, so they are computed once; only the estimate is dense.
         """
         rows, cols, counts = load_block(self.dir, r, c)
-        log_r = np.log(marginals[rows.astype(np.int64) * self.n + r])
-        log_c = np.log(marginals[cols.astype(np.int64) * self.n + c])
-        pmi_one = self.log_total - log_r - log_c
+        log_r = self.log_rows.numpy()[rows.astype(np.int64) * self.n + r]
+        log_c = self.log_col_prob.numpy()[cols.astype(np.int64) * self.n + c]
+        pmi_one = -log_r - log_c
         weight = self.s.confidence_base + self.s.confidence_scale * np.power(
             counts, self.s.confidence_exponent
         )
@@ -95,11 +100,10 @@ class SwivelTrainer:
     @tf.function
     def _step(self, row_ids, col_ids, indices, pmi, pmi_one, weight) -> tf.Tensor:
         m = self.model
-        # -PMI of a count of 1, for every cell: log p(row) + log p(col) - log total.
+        # Minus the PMI of a count of 1, for every cell of the block.
         shift = (
-            tf.gather(self.log_marginals, row_ids)[:, None]
-            + tf.gather(self.log_marginals, col_ids)[None, :]
-            - self.log_total
+            tf.gather(self.log_rows, row_ids)[:, None]
+            + tf.gather(self.log_col_prob, col_ids)[None, :]
         )
         variables = [m.row, m.col, m.row_bias, m.col_bias]
         with tf.GradientTape() as tape:
