@@ -12,7 +12,6 @@ initialisation, and run many steps per TensorFlow call, so the Python loop costs
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,8 +25,6 @@ from hubsweep.export import sqrtn_combine
 from hubsweep.features import FeatureCache
 from hubsweep.model import build_head
 from hubsweep.optimization import build_optimizer
-
-log = logging.getLogger(__name__)
 
 
 def batch_order(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:

@@ -316,7 +316,7 @@ class Objective:
         heartbeat = _Heartbeat(study, trial, self.s["heartbeat_s"])
         try:
             return self._run(trial)
-        except (optuna.TrialPruned, _SurplusTrial):
+        except optuna.TrialPruned:
             raise
         except Exception as e:
             if FAIL_REASON not in trial.user_attrs:
