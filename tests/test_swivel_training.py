@@ -94,3 +94,4 @@ def test_cli_builds_a_module_that_round_trips(tmp_path):
     np.testing.assert_allclose(via_module[1], vectors[vocab.index("fever")], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(via_module[2], np.zeros(8))  # OOV bucket starts at zero
     assert hub.KerasLayer(str(output), trainable=True).trainable_weights
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 5.0, rtol=1e-4)  # normalize

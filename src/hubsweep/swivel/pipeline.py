@@ -74,6 +74,9 @@ def build_module(cfg: DictConfig) -> dict:
         ),
     )
     vectors = trainer.train(work, progress=cfg.progress)
+    if cfg.normalize:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, 1e-12) * cfg.scale
     vocab = (counts_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
     export_text_embedding(
         vocab, vectors, output, num_oov_buckets=cfg.num_oov_buckets, lowercase=cfg.lowercase
@@ -86,6 +89,10 @@ def build_module(cfg: DictConfig) -> dict:
         "vocab_size": len(vocab),
         "dim": cfg.dim,
         "epochs": cfg.epochs,
+        "learning_rate": cfg.learning_rate,
+        "smoothing": cfg.smoothing,
+        "normalize": cfg.normalize,
+        "scale": cfg.scale,
         "counts": meta,
     }
     (output / "swivel.json").write_text(json.dumps(summary, indent=2) + "\n")
