@@ -40,10 +40,10 @@ def _cos(v: np.ndarray) -> np.ndarray:
     return unit @ unit.T
 
 
-def test_training_lowers_the_loss_and_separates_the_topics(counts, tmp_path):
-    vectors = SwivelTrainer(counts, SwivelSettings(dim=8, epochs=30, learning_rate=0.1)).train(
-        tmp_path, progress=False
-    )
+@pytest.mark.parametrize(("optimizer", "lr"), [("adagrad", 0.1), ("adam", 0.01)])
+def test_training_lowers_the_loss_and_separates_the_topics(counts, tmp_path, optimizer, lr):
+    settings = SwivelSettings(dim=8, epochs=30, optimizer=optimizer, learning_rate=lr)
+    vectors = SwivelTrainer(counts, settings).train(tmp_path, progress=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / LOSS_LOG).read_text().splitlines()]
     assert losses[-1] < 0.5 * losses[0]
     vocab = (counts / "vocab.txt").read_text().split()

@@ -237,6 +237,8 @@ class SwivelConfig:
     shard_size: int = 4096
     dim: int = 128
     epochs: int = 20
+    # adagrad (the paper's), adam or sgd.
+    optimizer: str = "adagrad"
     learning_rate: float = 0.1
     # Context-distribution smoothing exponent for column probabilities (1.0: plain PMI).
     smoothing: float = 1.0
@@ -276,6 +278,7 @@ SELECTION_METRICS = ("macro_f1", "accuracy", "macro_precision", "macro_recall", 
 DATASET_SOURCES = ("tfds", "jsonl", "csv")
 SPLIT_ROLES = ("train", "validation", "test")
 WARMUP_DECAYS = ("linear", "cosine")
+SWIVEL_OPTIMIZERS = ("adagrad", "adam", "sgd")
 
 
 def register_configs() -> None:
@@ -394,4 +397,9 @@ def validate_swivel(cfg: DictConfig) -> None:
     _require(cfg.learning_rate > 0, "learning_rate", "must be positive")
     _require(0 < cfg.smoothing <= 1, "smoothing", "must be in (0, 1]")
     _require(cfg.scale > 0, "scale", "must be positive")
+    _require(
+        cfg.optimizer in SWIVEL_OPTIMIZERS,
+        "optimizer",
+        f"{cfg.optimizer!r} is not one of {', '.join(SWIVEL_OPTIMIZERS)}",
+    )
     _require(Path(cfg.corpus).exists(), "corpus", f"{cfg.corpus} does not exist")

@@ -68,6 +68,7 @@ def build_module(cfg: DictConfig) -> dict:
         SwivelSettings(
             dim=cfg.dim,
             epochs=cfg.epochs,
+            optimizer=cfg.optimizer,
             learning_rate=cfg.learning_rate,
             smoothing=cfg.smoothing,
             seed=cfg.seed,

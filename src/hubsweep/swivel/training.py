@@ -25,12 +25,18 @@ from hubsweep.swivel.counting import META_FILE, load_block
 log = logging.getLogger(__name__)
 
 LOSS_LOG = "loss.jsonl"
+OPTIMIZERS = {
+    "adagrad": keras.optimizers.legacy.Adagrad,  # the paper's choice
+    "adam": keras.optimizers.legacy.Adam,
+    "sgd": keras.optimizers.legacy.SGD,
+}
 
 
 @dataclass(frozen=True)
 class SwivelSettings:
     dim: int = 128
     epochs: int = 40
+    optimizer: str = "adagrad"
     learning_rate: float = 0.05
     confidence_base: float = 0.1
     confidence_scale: float = 0.25
@@ -70,8 +76,8 @@ class SwivelTrainer:
         self.log_rows = tf.constant(log_rows, tf.float32)
         self.log_col_prob = tf.constant(log_col_prob, tf.float32)
         self.model = SwivelModel(self.vocab_size, settings.dim, settings.seed)
-        # The v2 optimizer updates only the rows a block touched (sparse gradients).
-        self.optimizer = keras.optimizers.legacy.Adagrad(settings.learning_rate)
+        # v2 optimizers update only the rows a block touched (sparse gradients).
+        self.optimizer = OPTIMIZERS[settings.optimizer](settings.learning_rate)
         self.epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
         self.blocks = {(r, c): self._observed(r, c) for r in range(self.n) for c in range(self.n)}
 
