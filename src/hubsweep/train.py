@@ -122,6 +122,7 @@ class _Run:
         self.test: dict | None = None
         self.diverged_at: int | None = None
         self.classifier: Classifier | None = None
+        self.last_logits: np.ndarray | None = None
 
     def evaluate(self, classifier: Classifier, role: str) -> tuple[dict, np.ndarray]:
         split = self.data.splits[role]
@@ -174,7 +175,7 @@ class _Run:
             if chunk_end % t.eval_every and chunk_end != t.steps:
                 continue
             eval_started = time.perf_counter()
-            metrics, _ = self.evaluate(classifier, "validation")
+            metrics, self.last_logits = self.evaluate(classifier, "validation")
             self.on_validation(chunk_end, metrics, float(np.concatenate(losses).mean()))
             losses = []
             eval_time += time.perf_counter() - eval_started
@@ -205,7 +206,9 @@ class _Run:
         )
 
     def write_final_model_outputs(self, classifier: Classifier, status: str) -> None:
-        _, logits = self.evaluate(classifier, "validation")
+        # Training always ends right after a validation evaluation (the last step, or the
+        # one the reporter stopped at), so its logits are the final model's.
+        logits = self.last_logits
         split = self.data.splits["validation"]
         self.writer.write_predictions(
             split.texts, split.labels, softmax(logits), self.data.label_names
