@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +22,14 @@ from hubsweep.swivel.training import SwivelSettings, SwivelTrainer
 log = logging.getLogger(__name__)
 
 
+def _settings(cls: type, cfg: DictConfig, **given):
+    """`cls` filled from the config keys it shares a name with (the rest keep defaults)."""
+    names = {f.name for f in fields(cls)} & set(cfg) - set(given)
+    return cls(**{name: cfg[name] for name in names}, **given)
+
+
 def _count_settings(cfg: DictConfig) -> CountSettings:
-    return CountSettings(
-        lowercase=cfg.lowercase,
-        window=cfg.window,
-        min_count=cfg.min_count,
-        max_vocab=cfg.max_vocab,
-        shard_size=cfg.shard_size,
-        fields=tuple(cfg.fields),
-        processes=cfg.processes,
-    )
+    return _settings(CountSettings, cfg, fields=tuple(cfg.fields))
 
 
 def _counts_match(meta_file: Path, settings: CountSettings) -> bool:
@@ -65,14 +64,7 @@ def build_module(cfg: DictConfig) -> dict:
         log.info("counted %d tokens at %d tokens/s", meta["tokens"], meta["tokens_per_s"])
     trainer = SwivelTrainer(
         counts_dir,
-        SwivelSettings(
-            dim=cfg.dim,
-            epochs=cfg.epochs,
-            optimizer=cfg.optimizer,
-            learning_rate=cfg.learning_rate,
-            smoothing=cfg.smoothing,
-            seed=cfg.seed,
-        ),
+        _settings(SwivelSettings, cfg),
     )
     vectors = trainer.train(work, progress=cfg.progress)
     if cfg.normalize:
