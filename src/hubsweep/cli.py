@@ -48,10 +48,11 @@ def _hydra_app(command: str, task, config_name: str = "config") -> None:
     import hydra
 
     from hubsweep.config import register_configs
-    from hubsweep.paths import config_dir
+    from hubsweep.paths import check_yaml_syntax, config_dir, extra_config_dirs
 
     try:
         conf = config_dir()
+        check_yaml_syntax([conf, *extra_config_dirs(sys.argv[1:])])
     except HubsweepError as e:
         raise SystemExit(f"{command}: error: {e}") from None
     register_configs()
@@ -73,13 +74,12 @@ def _sweep_task(cfg) -> None:
     try:
         validate(cfg)
         _quiet_tensorflow()
-        from hubsweep.sweep import run_sweep, study_dir
+        from hubsweep.sweep import run_sweep
 
         summary = run_sweep(cfg, HydraConfig.get().overrides.task, str(config_dir()))
     except HubsweepError as e:
         _fail("hubsweep-sweep", e)
-    (study_dir(cfg) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("study finished: %s", json.dumps(summary))
+    log.info("sweep finished: %s", json.dumps(summary))
 
 
 def sweep() -> None:
@@ -162,3 +162,4 @@ def export(argv: list[str] | None = None) -> None:
     except HubsweepError as e:
         _fail("hubsweep-export", e)
     print(f"exported {len(vocab)} x {vectors.shape[1]} vectors to {out}", file=sys.stderr)
+

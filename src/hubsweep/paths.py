@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from hubsweep.errors import ConfigError
@@ -23,3 +24,31 @@ def config_dir() -> Path:
         f"hubsweep's config tree (conf/config.yaml) was not found in {candidates[0]} or above; "
         f"install from a checkout with `pip install -e .` or set {CONFIG_DIR_ENV}"
     )
+
+
+def extra_config_dirs(argv: Sequence[str]) -> list[Path]:
+    """Directories given with Hydra's --config-dir / -cd."""
+    found = []
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config-dir="):
+            found.append(Path(arg.split("=", 1)[1]))
+        elif arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            found.append(Path(argv[i + 1]))
+    return found
+
+
+def check_yaml_syntax(directories: Iterable[Path]) -> None:
+    """One `file:line: problem` error for a malformed YAML file in the config tree; Hydra
+    itself answers one with a long traceback."""
+    import yaml
+
+    for directory in directories:
+        for root, _, files in os.walk(directory, followlinks=True):
+            for name in sorted(f for f in files if f.endswith((".yaml", ".yml"))):
+                path = Path(root) / name
+                try:
+                    yaml.safe_load(path.read_text(encoding="utf-8"))
+                except yaml.MarkedYAMLError as e:
+                    mark = e.problem_mark or e.context_mark
+                    line = f":{mark.line + 1}" if mark else ""
+                    raise ConfigError(f"{path}{line}: invalid YAML: {e.problem}") from None
