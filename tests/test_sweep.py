@@ -249,3 +249,54 @@ def test_a_killed_sweep_resumes_to_exactly_n_trials(fixture_overrides, tmp_path)
     (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
     assert retry.state == TrialState.COMPLETE and retry.params == failed.params
     assert not os.path.exists(journal.parent / "trials" / f"{retry.number:04d}" / "seed1")
+
+
+def test_an_experiment_with_arms_runs_one_study_per_arm_with_the_same_budget(
+    make_cfg, fixture_overrides, tmp_path
+):
+    args = [
+        f"results_dir={tmp_path / 'results'}",
+        "experiment_name=arms",
+        "+arms.linear=['model=linear']",
+        "+arms.mlp=['model=mlp','model.hidden_sizes=[4]']",
+        *FAST_SWEEP,
+        "sweep.n_trials=3",
+        "sweep.sampler=random",
+        "sweep.retrain_best_seeds=2",
+    ]
+    cfg = make_cfg(*args)
+    summary = run_sweep(cfg, [*fixture_overrides, *args], CONF)
+    assert set(summary["arms"]) == {"linear", "mlp"}
+    sampled = {}
+    for arm in ("linear", "mlp"):
+        directory = tmp_path / "results" / "arms" / "lr" / arm
+        info = json.loads((directory / "study.json").read_text())
+        assert info["arm"] == arm and info["study_name"] == f"lr-{arm}"
+        assert info["command"].startswith("hubsweep-sweep ")
+        study = optuna.load_study(study_name=f"lr-{arm}", storage=open_storage(info["storage"]))
+        assert _states(study) == {TrialState.COMPLETE: 3}
+        sampled[arm] = [t.params for t in study.trials]
+        for t in study.trials:
+            config = (Path(t.user_attrs["run_dirs"][0]) / "config.yaml").read_text()
+            assert f"name: {arm}" in config
+        assert "name: mlp" in (directory / "experiment" / "best.yaml").read_text() or arm != "mlp"
+        retrain = json.loads((directory / "retrain.json").read_text())
+        assert retrain["seeds"] == 2 and "test" in retrain
+    assert sampled["linear"] == sampled["mlp"]  # same sampler seed: paired configs
+
+
+def test_a_bad_arm_is_refused_before_any_study_starts(make_cfg, fixture_overrides, tmp_path):
+    from hubsweep.errors import ConfigError
+
+    args = [
+        f"results_dir={tmp_path / 'results'}",
+        "+arms.ok=['model=linear']",
+        "+arms.bad=['model=transformer']",
+        *FAST_SWEEP,
+    ]
+    cfg = make_cfg(*args)
+    with pytest.raises(ConfigError, match="arms.bad: .*transformer"):
+        run_sweep(cfg, [*fixture_overrides, *args], CONF)
+    assert not (tmp_path / "results").exists() or not list(
+        (tmp_path / "results").rglob("*.journal")
+    )

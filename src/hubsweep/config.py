@@ -199,6 +199,9 @@ class RunConfig:
     schedule: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sweep: Any = None
+    # hubsweep-sweep runs one study per arm (name -> Hydra overrides every trial of that arm
+    # adds), all with the same search space, budget and sampler seed; empty: one study.
+    arms: dict[str, list[str]] = field(default_factory=dict)
     experiment_name: str = "default"
     results_dir: str = "results"
     cache_dir: str | None = None

@@ -10,10 +10,13 @@ goes stale (its worker was killed) is failed and retried once with the same para
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import multiprocessing
 import os
+import re
+import shlex
 import threading
 import time
 from collections.abc import Sequence
@@ -39,6 +42,10 @@ SAMPLERS = ("tpe", "random", "grid", "cmaes")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 PARAM_TYPES = ("float", "int", "categorical")
 STUDY_FILE = "study.journal"
+# Written when a study starts: what the report needs to find and describe it.
+INFO_FILE = "study.json"
+SUMMARY_FILE = "summary.json"
+ARM_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 # --- settings -------------------------------------------------------------------------
@@ -148,14 +155,46 @@ def validate_sweep(cfg: DictConfig) -> list[Param]:
     return params
 
 
-def study_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.results_dir) / cfg.experiment_name / cfg.sweep.study_name
+@dataclass(frozen=True)
+class Arm:
+    """One study of an experiment: its name (None for a plain sweep) and its overrides."""
+
+    name: str | None
+    overrides: tuple[str, ...] = ()
 
 
-def storage_url(cfg: DictConfig) -> str:
+def experiment_arms(cfg: DictConfig) -> list[Arm]:
+    if not cfg.arms:
+        return [Arm(None)]
+    found = []
+    for name, overrides in cfg.arms.items():
+        if not ARM_NAME.match(str(name)):
+            raise ConfigError(f"arms.{name}: an arm name may use letters, digits and _ only")
+        if not isinstance(overrides, Sequence) or isinstance(overrides, str):
+            raise ConfigError(f"arms.{name}: give a list of overrides, e.g. [model=mlp]")
+        for o in overrides:
+            if str(o).lstrip("+~").startswith(("sweep", "hydra", "arms")):
+                raise ConfigError(
+                    f"arms.{name}: {o!r}: arms share the study settings; override run settings only"
+                )
+        found.append(Arm(str(name), tuple(str(o) for o in overrides)))
+    return found
+
+
+def study_dir(cfg: DictConfig, arm: str | None = None) -> Path:
+    """results/<experiment>/<study>, and one folder below it per arm."""
+    base = Path(cfg.results_dir) / cfg.experiment_name / cfg.sweep.study_name
+    return base / arm if arm else base
+
+
+def study_name(cfg: DictConfig, arm: str | None = None) -> str:
+    return f"{cfg.sweep.study_name}-{arm}" if arm else cfg.sweep.study_name
+
+
+def storage_url(cfg: DictConfig, arm: str | None = None) -> str:
     url = cfg.sweep.storage
     if not url:
-        return f"journal:{study_dir(cfg) / STUDY_FILE}"
+        return f"journal:{study_dir(cfg, arm) / STUDY_FILE}"
     if url.startswith("postgresql://"):
         # SQLAlchemy's default PostgreSQL driver is psycopg2; hubsweep installs psycopg 3.
         return "postgresql+psycopg://" + url.removeprefix("postgresql://")
@@ -443,20 +482,12 @@ def run_worker(spec: WorkerSpec, parent_pid: int | None = None) -> None:
 # --- the sweep ----------------------------------------------------------------------------
 
 
-def create_study(cfg: DictConfig) -> optuna.Study:
-    return optuna.create_study(
-        study_name=cfg.sweep.study_name,
-        storage=open_storage(storage_url(cfg)),
-        direction=direction(cfg.sweep),
-        load_if_exists=True,
-    )
-
-
 def run_sweep(cfg: DictConfig, overrides: Sequence[str], config_dir: str) -> dict:
-    """Run the study of `cfg.sweep` with `sweep.workers` processes and finish it.
+    """Run the study of `cfg.sweep` (one per arm) with `sweep.workers` processes each.
 
     `overrides` are the command-line overrides of the base config (sweep.* and hydra.*
-    ones are dropped): every trial composes them plus its sampled parameters.
+    ones are dropped): every trial composes them, its arm's, and its sampled parameters.
+    Returns the study's summary, or {"arms": {arm: summary}} for an experiment with arms.
     """
     params = validate_sweep(cfg)
     s = cfg.sweep
@@ -465,36 +496,78 @@ def run_sweep(cfg: DictConfig, overrides: Sequence[str], config_dir: str) -> dic
         if s.n_trials > size:
             log.info("grid of %d configs: n_trials lowered from %d", size, s.n_trials)
             s.n_trials = size
-    directory = study_dir(cfg)
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        study = create_study(cfg)
-    except Exception as e:
-        raise HubsweepError(f"sweep.storage: cannot open {storage_url(cfg)!r}: {e}") from e
     trial_overrides = tuple(
         o for o in overrides if not o.lstrip("+~").startswith(("sweep", "hydra"))
     )
-    spec = WorkerSpec(
+    specs = {arm: _spec(cfg, arm, trial_overrides, config_dir) for arm in experiment_arms(cfg)}
+    for arm, spec in specs.items():
+        if arm.name:
+            _check_arm(arm, spec)
+    command = shlex.join(["hubsweep-sweep", *overrides])
+    summaries = {arm.name: _run_study(cfg, arm, spec, command) for arm, spec in specs.items()}
+    return {"arms": summaries} if cfg.arms else summaries[None]
+
+
+def _spec(cfg: DictConfig, arm: Arm, overrides: tuple[str, ...], config_dir: str) -> WorkerSpec:
+    return WorkerSpec(
         config_dir=config_dir,
-        overrides=trial_overrides,
-        study_dir=str(directory),
-        storage=storage_url(cfg),
-        study_name=s.study_name,
-        sweep=OmegaConf.to_container(s, resolve=True),
+        overrides=(*overrides, *arm.overrides),
+        study_dir=str(study_dir(cfg, arm.name)),
+        storage=storage_url(cfg, arm.name),
+        study_name=study_name(cfg, arm.name),
+        sweep=OmegaConf.to_container(cfg.sweep, resolve=True),
         cache_dir=cfg.cache_dir,
     )
+
+
+def _check_arm(arm: Arm, spec: WorkerSpec) -> None:
+    """An arm's config must compose and validate before any study starts."""
+    from hubsweep.config import validate
+
+    try:
+        validate(compose_run(spec, []))
+    except ConfigError as e:
+        raise ConfigError(f"arms.{arm.name}: {e}") from None
+    except Exception as e:  # Hydra's composition errors name the bad override
+        raise ConfigError(f"arms.{arm.name}: {type(e).__name__}: {e}") from None
+
+
+def _run_study(cfg: DictConfig, arm: Arm, spec: WorkerSpec, command: str) -> dict:
+    directory = Path(spec.study_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        study = optuna.create_study(
+            study_name=spec.study_name,
+            storage=open_storage(spec.storage),
+            direction=direction(cfg.sweep),
+            load_if_exists=True,
+        )
+    except Exception as e:
+        raise HubsweepError(f"sweep.storage: cannot open {spec.storage!r}: {e}") from e
+    info = {
+        "study_name": spec.study_name,
+        "storage": spec.storage,
+        "arm": arm.name,
+        "arm_overrides": list(arm.overrides),
+        "experiment_name": cfg.experiment_name,
+        "overrides": list(spec.overrides),
+        "command": command,
+        "sweep": spec.sweep,
+    }
+    (directory / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     finished, _ = tally(study)
     log.info(
         "study %s: %d of %d trials finished; %d worker(s); storage %s",
-        s.study_name,
+        spec.study_name,
         finished,
-        s.n_trials,
-        s.workers,
+        cfg.sweep.n_trials,
+        cfg.sweep.workers,
         spec.storage,
     )
     started = time.perf_counter()
-    _run_workers(spec, s.workers)
-    summary = finish_study(cfg, spec, params, time.perf_counter() - started)
+    _run_workers(spec, cfg.sweep.workers)
+    summary = finish_study(cfg, spec, time.perf_counter() - started)
+    (directory / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -522,7 +595,7 @@ def _state_counts(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def finish_study(cfg: DictConfig, spec: WorkerSpec, params: list[Param], wall_s: float) -> dict:
+def finish_study(cfg: DictConfig, spec: WorkerSpec, wall_s: float) -> dict:
     from hubsweep.best import retrain_best, write_best_preset
 
     study = optuna.load_study(study_name=spec.study_name, storage=open_storage(spec.storage))
