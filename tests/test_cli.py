@@ -56,3 +56,16 @@ def test_config_dir_is_found_from_an_unrelated_working_directory(cli_args, tmp_p
     assert proc.returncode == 0, proc.stderr
     assert "tfds_name: scicite" in proc.stdout
     assert not list(Path(tmp_path).glob("results"))
+
+
+def test_a_misspelt_experiment_or_broken_preset_is_one_clear_error(cli_args, tmp_path):
+    proc = _run(*cli_args, "experiment=tutorail")
+    assert proc.returncode != 0
+    assert "Could not find 'experiment/tutorail'" in proc.stderr and "tutorial" in proc.stderr
+    presets = tmp_path / "presets" / "experiment"
+    presets.mkdir(parents=True)
+    (presets / "mine.yaml").write_text("# @package _global_\narms:\n  a: [x=[1]\n")
+    proc = _run("--config-dir", str(presets.parent), "experiment=mine", *cli_args)
+    assert proc.returncode == 1
+    assert f"{presets / 'mine.yaml'}:3: invalid YAML" in proc.stderr
+    assert "Traceback" not in proc.stderr
