@@ -55,12 +55,17 @@ def _record(rng: np.random.Generator, split: str, i: int, label: str) -> dict:
     }
 
 
-def write_scicite(directory: Path, sizes: dict[str, int], seed: int = 0) -> Path:
-    """Release-schema JSON lines (bare NaN tokens and a repeated unique_id included)."""
+def write_scicite(
+    directory: Path, sizes: dict[str, int], seed: int = 0, label_noise: float = 0.0
+) -> Path:
+    """Release-schema JSON lines (bare NaN tokens and a repeated unique_id included);
+    `label_noise` of the sentences get the cue words of another class."""
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
     for split, n in sizes.items():
         records = [_record(rng, split, i, LABELS[i % 3]) for i in range(n)]
+        for i in np.flatnonzero(rng.random(n) < label_noise):
+            records[i]["string"] = _sentence(rng, LABELS[(i + 1) % 3])
         if split == "train":  # the release repeats some unique_ids; TFDS keeps the first
             records.append({**records[0], "string": "A near duplicate of the first line."})
         with (directory / f"{split}.jsonl").open("w") as f:

@@ -163,3 +163,26 @@ def export(argv: list[str] | None = None) -> None:
         _fail("hubsweep-export", e)
     print(f"exported {len(vocab)} x {vectors.shape[1]} vectors to {out}", file=sys.stderr)
 
+
+def report(argv: list[str] | None = None) -> None:
+    """`hubsweep-report results/<experiment>`: tables and plots over runs, grids and studies."""
+    parser = argparse.ArgumentParser(
+        prog="hubsweep-report",
+        description="Tables (Markdown, CSV, LaTeX) and plots (PNG) over a results directory: "
+        "single runs, multirun grids and Optuna studies, finished or not.",
+    )
+    parser.add_argument("results", help="a results directory, e.g. results/frozen_vs_finetuned")
+    parser.add_argument("--output", help="where to write the report (default: <results>/report)")
+    parser.add_argument("--top-k", type=int, default=10, help="trials listed per arm (default 10)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    if args.top_k < 1:
+        parser.error("--top-k must be positive")
+    from hubsweep.report.document import build_report
+
+    try:
+        path = build_report(args.results, args.output, args.top_k)
+    except HubsweepError as e:
+        _fail("hubsweep-report", e)
+    print(path)

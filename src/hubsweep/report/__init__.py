@@ -1,0 +1,1 @@
+"""`hubsweep-report`: tables and plots over a results directory (runs, grids, studies)."""

@@ -1,0 +1,302 @@
+"""Assemble a report: tables/*.{md,csv,tex}, plots/*.png and report.md tying them together
+with each study's state, resolved configs and the commands that reproduce the numbers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from hubsweep.errors import HubsweepError
+from hubsweep.report import plots
+from hubsweep.report.collect import Results, Study, collect
+from hubsweep.report.tables import LABELS, arms_table, runs_table, top_trials, trials_table
+from hubsweep.sweep import STUDY_FILE
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.md"
+
+
+def _shown(path: Path) -> str:
+    """A path as a reader should type it: relative to the working directory when inside it."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _hide_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@]+@", r"\1:***@", url)
+
+
+def write_table(numbers: pd.DataFrame, text: pd.DataFrame, directory: Path, name: str) -> str:
+    """CSV holds the numbers; Markdown and LaTeX the formatted text. Returns the Markdown."""
+    directory.mkdir(parents=True, exist_ok=True)
+    numbers.to_csv(directory / f"{name}.csv", index=False)
+    markdown = text.to_markdown(index=False, floatfmt=".4g")
+    (directory / f"{name}.md").write_text(markdown + "\n")
+    latex = text.to_latex(index=False, escape=True, float_format="%.4g")
+    (directory / f"{name}.tex").write_text(latex.replace("±", r"$\pm$"))
+    return markdown
+
+
+def _retrain_command(study: Study) -> list[str]:
+    preset = _shown(study.directory)
+    lines = []
+    for run in study.retrain:
+        seed = run.setting("trainer.seed")
+        lines.append(
+            f"hubsweep-train --config-dir {preset} experiment=best trainer.seed={seed} "
+            f"trainer.evaluate_test=true   # {_shown(run.directory)}"
+        )
+    return lines
+
+
+def _study_section(study: Study) -> list[str]:
+    storage = study.info.get("storage", f"journal:{study.directory / STUDY_FILE}")
+    out = [
+        f"### {study.label}",
+        "",
+        f"- study `{study.name}` in `{_shown(study.directory)}`, storage "
+        f"`{_hide_password(storage)}`",
+        f"- state: **{study.status()}**; {study.retrain_status()}",
+    ]
+    if study.arm:
+        overrides = " ".join(study.info.get("arm_overrides", []))
+        out.append(f"- arm overrides: `{overrides}`")
+    best = study.best_trial
+    if best is not None:
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()
+        )
+        metric = LABELS.get(study.metric, study.metric)
+        out.append(
+            f"- best trial {best.number}: validation {metric} {best.value:.4f} with {params}"
+        )
+    return out
+
+
+def _reproduce(results: Results) -> list[str]:
+    lines = ["## Reproduce", ""]
+    commands = {s.info["command"] for s in results.studies if s.info.get("command")}
+    if commands:
+        lines += ["The studies (running a command again resumes its study):", "", "```bash"]
+        lines += sorted(commands)
+        lines += ["```", ""]
+    for study in results.studies:
+        retrain = _retrain_command(study)
+        if retrain:
+            lines += [
+                f"{study.label}: the best config's runs with test, one per seed:",
+                "",
+                "```bash",
+                *retrain,
+                "```",
+                "",
+            ]
+    journals = [
+        s.directory / STUDY_FILE for s in results.studies if (s.directory / STUDY_FILE).is_file()
+    ]
+    if journals:
+        lines += [
+            "Browse a study in Optuna Dashboard (`pip install optuna-dashboard`):",
+            "",
+            "```bash",
+            *[f"optuna-dashboard {_shown(j)}" for j in journals],
+            "```",
+            "",
+        ]
+    lines += ["This report:", "", "```bash", f"hubsweep-report {_shown(results.root)}", "```", ""]
+    return lines
+
+
+def _details(summary: str, yaml_text: str) -> list[str]:
+    return [
+        f"<details><summary>{summary}</summary>",
+        "",
+        "```yaml",
+        yaml_text.rstrip(),
+        "```",
+        "",
+        "</details>",
+        "",
+    ]
+
+
+def _configs(results: Results) -> list[str]:
+    lines = []
+    for study in results.studies:
+        preset = study.directory / "experiment" / "best.yaml"
+        if preset.is_file():
+            summary = f"{study.label}: best config (<code>{_shown(preset)}</code>)"
+            lines += _details(summary, preset.read_text())
+    for group in results.groups:
+        for _, runs in group.configs():
+            config = runs[0].directory / "config.yaml"
+            summary = f"{group.name}: <code>{_shown(config)}</code>"
+            lines += _details(summary, config.read_text())
+    return ["## Resolved configs", "", *lines] if lines else []
+
+
+def _image(path: Path | None, out: Path, caption: str) -> list[str]:
+    if path is None:
+        return []
+    return [f"![{caption}]({path.relative_to(out)})", "", f"*{caption}*", ""]
+
+
+def build_report(root: Path, out: Path | None = None, top_k: int = 10) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise HubsweepError(f"{root}: no such results directory")
+    results = collect(root)
+    if results.empty:
+        raise HubsweepError(
+            f"{root}: no runs or studies found (looked for runs with config.yaml and "
+            f"metrics.jsonl, and studies with study.json or {STUDY_FILE})"
+        )
+    out = Path(out) if out else root / "report"
+    tables, figures = out / "tables", out / "plots"
+    title = root.resolve().name
+    lines = [
+        f"# Report: {title}",
+        "",
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from `{_shown(root)}`.",
+        "",
+    ]
+    studies = results.studies
+    if studies:
+        lines += _studies_part(results, tables, figures, out, top_k)
+    if any(g.runs for g in results.groups):
+        lines += _runs_part(results, tables, figures, out, bool(studies))
+    lines += _reproduce(results) + _configs(results)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / REPORT_FILE
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    log.info("report: %d studies, %d run groups -> %s", len(studies), len(results.groups), path)
+    return path
+
+
+def _studies_part(
+    results: Results, tables: Path, figures: Path, out: Path, top_k: int
+) -> list[str]:
+    studies = results.studies
+    lines = ["## Studies", ""]
+    for study in studies:
+        lines += [*_study_section(study), ""]
+    numbers, text = arms_table(studies)
+    metric = LABELS.get(studies[0].metric, studies[0].metric)
+    lines += [
+        "## Results per arm",
+        "",
+        f"Best val: the study's objective (validation {metric} of its best trial). The best "
+        "config is then re-run with new seeds and evaluated on test once per seed: mean ± "
+        "sample std over seeds, with the 95% t-interval of the mean. Test never selects.",
+        "",
+        write_table(numbers, text, tables, "arms"),
+        "",
+    ]
+    retrained = {s.label: s.retrain for s in studies if s.retrain}
+    lines += _image(
+        plots.test_scores(retrained, figures / "test_scores.png"),
+        out,
+        "Test scores per seed over the arm's mean",
+    )
+    lines += _image(
+        plots.learning_curves(retrained, figures / "learning_curves.png"),
+        out,
+        "Validation curves of each arm's best config, mean ± std over seeds",
+    )
+    top = top_trials(studies, top_k)
+    if not top.empty:
+        lines += [
+            f"## Top {top_k} trials per arm",
+            "",
+            write_table(top, top, tables, "top_trials"),
+            "",
+        ]
+        pd.concat([trials_table(s) for s in studies], ignore_index=True).to_csv(
+            tables / "trials.csv", index=False
+        )
+        lines += ["Every trial, with its state and fail reason: `tables/trials.csv`.", ""]
+    lines += ["## Search", ""]
+    lines += _image(plots.history(studies, figures / "history.png"), out, "Optimisation history")
+    lines += _image(
+        plots.importances(studies, figures / "importances.png"), out, "Parameter importances"
+    )
+    lines += _image(
+        plots.lr_vs_score(studies, figures / "lr_vs_score.png"),
+        out,
+        "Learning rate vs validation score",
+    )
+    models = {}
+    for s in studies:
+        model = plots.best_model(s.retrain, s.metric, s.minimize)
+        if model is not None:
+            models[s.label] = model
+    if models:
+        lines += ["## Best models", ""]
+        lines += [
+            f"- {label}: `{_shown(run.directory)}` (the re-run seed with the best validation "
+            f"{metric})"
+            for label, run in models.items()
+        ]
+        lines += [""]
+        lines += _image(
+            plots.confusion(models, figures / "confusion.png"), out, "Test confusion matrices"
+        )
+    return lines
+
+
+def _runs_part(
+    results: Results, tables: Path, figures: Path, out: Path, with_studies: bool
+) -> list[str]:
+    groups = [g for g in results.groups if g.runs]
+    numbers, text = runs_table(groups)
+    lines = [
+        "## Runs" if with_studies else "## Results",
+        "",
+        "One row per distinct config in each run directory (single runs, multirun grids), "
+        "seeds pooled: mean ± sample std [95% t-interval] over its runs.",
+        "",
+        write_table(numbers, text, tables, "runs"),
+        "",
+    ]
+    curves, tested = {}, {}
+    for group in groups:
+        for settings, runs in group.configs():
+            label = _config_label(group.name, settings, len(groups) > 1)
+            curves[label] = runs
+            if any(r.test for r in runs):
+                tested[label] = runs
+    if not with_studies:
+        lines += _image(
+            plots.test_scores(tested, figures / "run_test_scores.png"), out, "Test scores per run"
+        )
+        lines += _image(
+            plots.learning_curves(curves, figures / "run_learning_curves.png"),
+            out,
+            "Validation curves, mean ± std over runs of one config",
+        )
+        models = {}
+        for label, runs in tested.items():
+            model = plots.best_model(runs, "macro_f1", False)
+            if model is not None:
+                models[label] = model
+        lines += _image(
+            plots.confusion(dict(list(models.items())[:4]), figures / "run_confusion.png"),
+            out,
+            "Test confusion matrices",
+        )
+    return lines
+
+
+def _config_label(group: str, settings: dict, with_group: bool) -> str:
+    parts = [f"{k.split('.')[-1]}={v}" for k, v in settings.items()]
+    label = ", ".join(parts) or os.path.basename(group)
+    return f"{group}: {label}" if with_group and parts else label

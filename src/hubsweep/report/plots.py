@@ -1,0 +1,267 @@
+"""The report's figures (seaborn on bare matplotlib Figures: no pyplot state). Each
+returns the PNG it wrote, or None when the results hold nothing to draw."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from optuna.trial import TrialState
+
+from hubsweep.report.collect import Run, Study
+from hubsweep.report.tables import LABELS, SCORES
+
+log = logging.getLogger(__name__)
+
+LR_KEY = "optimizer.learning_rate"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def learning_curves(curves: dict[str, list[Run]], path: Path) -> Path | None:
+    """Validation macro-F1 and loss against the step: mean ± std band over seeds per arm."""
+    frames = [
+        run.history.assign(arm=label, seed=i)
+        for label, runs in curves.items()
+        for i, run in enumerate(runs)
+        if not run.history.empty
+    ]
+    if not frames:
+        return None
+    data = pd.concat(frames, ignore_index=True)
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    for ax, metric in zip(fig.subplots(1, 2), ("macro_f1", "loss"), strict=True):
+        sns.lineplot(data=data, x="step", y=metric, hue="arm", errorbar="sd", ax=ax)
+        ax.set(xlabel="step", ylabel=f"validation {LABELS[metric]}")
+        ax.grid(alpha=0.3)
+    seeds = data.groupby("arm").seed.nunique()
+    fig.suptitle(
+        "Best config of each arm: mean ± std over seeds ("
+        + ", ".join(f"{a}: {n}" for a, n in seeds.items())
+        + ")"
+    )
+    return _save(fig, path)
+
+
+def test_scores(scores: dict[str, list[Run]], path: Path) -> Path | None:
+    """Test accuracy and macro-F1 per seed (points) over the arm's mean (bar)."""
+    rows = [
+        {"arm": label, "metric": LABELS[m], "score": run.test[m]}
+        for label, runs in scores.items()
+        for run in runs
+        if run.test
+        for m in SCORES
+    ]
+    if not rows:
+        return None
+    data = pd.DataFrame(rows)
+    fig = Figure(figsize=(4 + 1.6 * data.arm.nunique(), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(SCORES), sharey=True)
+    for ax, metric in zip(axes, data.metric.unique(), strict=True):
+        part = data[data.metric == metric]
+        sns.barplot(
+            data=part, x="arm", y="score", hue="arm", errorbar=None, alpha=0.35, legend=False, ax=ax
+        )
+        sns.stripplot(
+            data=part, x="arm", y="score", hue="arm", size=7, jitter=0.12, legend=False, ax=ax
+        )
+        low = part.score.min()
+        ax.set(title=f"test {metric}", xlabel="", ylabel="score", ylim=(max(0, low - 0.05), None))
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Test scores of each arm's best config, one point per seed")
+    return _save(fig, path)
+
+
+def _last_value(trial) -> float | None:
+    if not trial.intermediate_values:
+        return None
+    return trial.intermediate_values[max(trial.intermediate_values)]
+
+
+def history(studies: Sequence[Study], path: Path) -> Path | None:
+    """Objective per trial, best so far, and where pruned trials stopped."""
+    studies = [s for s in studies if s.trials]
+    if not studies:
+        return None
+    fig = Figure(figsize=(5.5 * len(studies), 4.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(studies), sharey=True))
+    for ax, study in zip(axes, studies, strict=True):
+        complete = study.by_state(TrialState.COMPLETE)
+        pruned = [(t.number, _last_value(t)) for t in study.by_state(TrialState.PRUNED)]
+        pruned = [(n, v) for n, v in pruned if v is not None]
+        if complete:
+            numbers = [t.number for t in complete]
+            values = [t.value for t in complete]
+            ax.scatter(numbers, values, s=22, color="tab:blue", label="complete")
+            best = (
+                np.minimum.accumulate(values) if study.minimize else np.maximum.accumulate(values)
+            )
+            ax.step(numbers, best, where="post", color="tab:red", label="best so far")
+        if pruned:
+            ax.scatter(
+                *zip(*pruned, strict=True),
+                marker="x",
+                color="tab:gray",
+                label="pruned (last report)",
+            )
+        failed = len(study.failed)
+        ax.set(
+            title=f"{study.label}: {len(complete)} complete, {len(pruned)} pruned, {failed} failed",
+            xlabel="trial",
+            ylabel=f"validation {LABELS.get(study.metric, study.metric)}",
+        )
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle("Optuna optimisation history")
+    return _save(fig, path)
+
+
+def importances(studies: Sequence[Study], path: Path) -> Path | None:
+    """Importance of each searched parameter for reaching the best trials, per arm."""
+    rows = []
+    for study in studies:
+        if study.optuna_study is None or len(study.by_state(TrialState.COMPLETE)) < 3:
+            continue
+        names = study.param_names()
+        try:
+            # PED-ANOVA, Optuna's default: needs no scikit-learn, and is deterministic.
+            found = optuna.importance.get_param_importances(study.optuna_study)
+        except (RuntimeError, ValueError) as e:  # e.g. a parameter never varied
+            log.warning("%s: no parameter importances: %s", study.label, e)
+            continue
+        rows += [
+            {"arm": study.label, "parameter": names.get(k, k), "importance": v}
+            for k, v in found.items()
+        ]
+    if not rows:
+        return None
+    data = pd.DataFrame(rows)
+    fig = Figure(
+        figsize=(7, 1.5 + 0.5 * data.parameter.nunique() * data.arm.nunique()), layout="constrained"
+    )
+    ax = fig.subplots()
+    sns.barplot(data=data, x="importance", y="parameter", hue="arm", ax=ax)
+    ax.set(
+        title="Parameter importance (PED-ANOVA over complete trials)",
+        xlabel="importance (normalised to sum 1)",
+        ylabel="",
+    )
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def lr_vs_score(studies: Sequence[Study], path: Path) -> Path | None:
+    """Learning rate against the objective, every arm on one axis; pruned trials at their
+    last reported value."""
+    rows = []
+    log_scale = False
+    for study in studies:
+        for t in study.trials:
+            if LR_KEY not in t.params:
+                continue
+            dist = t.distributions[LR_KEY]
+            log_scale |= bool(getattr(dist, "log", False))
+            if t.state == TrialState.COMPLETE:
+                rows.append(
+                    {
+                        "arm": study.label,
+                        "lr": t.params[LR_KEY],
+                        "score": t.value,
+                        "trial": "complete",
+                    }
+                )
+            elif t.state == TrialState.PRUNED and _last_value(t) is not None:
+                rows.append(
+                    {
+                        "arm": study.label,
+                        "lr": t.params[LR_KEY],
+                        "score": _last_value(t),
+                        "trial": "pruned",
+                    }
+                )
+    if not rows:
+        return None
+    data = pd.DataFrame(rows)
+    metric = LABELS.get(studies[0].metric, studies[0].metric)
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    sns.scatterplot(
+        data=data,
+        x="lr",
+        y="score",
+        hue="arm",
+        style="trial",
+        style_order=["complete", "pruned"],
+        markers={"complete": "o", "pruned": "X"},
+        s=45,
+        ax=ax,
+    )
+    if log_scale:
+        ax.set_xscale("log")
+    ax.set(
+        title="Learning rate vs validation score",
+        xlabel="learning rate",
+        ylabel=f"validation {metric}",
+    )
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def best_model(runs: Sequence[Run], metric: str, minimize: bool) -> Run | None:
+    """The seed with the best validation score (test never selects)."""
+    tested = [r for r in runs if r.test and r.final.get("final")]
+    if not tested:
+        return None
+    pick = min if minimize else max
+    return pick(tested, key=lambda r: r.final["final"][metric])
+
+
+def confusion(models: dict[str, Run], path: Path) -> Path | None:
+    """Test confusion matrix of each arm's best model, row-normalised, counts annotated."""
+    if not models:
+        return None
+    fig = Figure(figsize=(4.6 * len(models), 4.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(models)))
+    for ax, (label, run) in zip(axes, models.items(), strict=True):
+        counts = np.asarray(run.test["confusion_matrix"])
+        names = list(run.test["per_class"])
+        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        notes = np.array(
+            [
+                [f"{r:.2f}\n({c})" for r, c in zip(rr, cc, strict=True)]
+                for rr, cc in zip(rates, counts, strict=True)
+            ]
+        )
+        sns.heatmap(
+            rates,
+            annot=notes,
+            fmt="",
+            vmin=0,
+            vmax=1,
+            cmap="Blues",
+            cbar=False,
+            xticklabels=names,
+            yticklabels=names,
+            square=True,
+            ax=ax,
+        )
+        seed = run.setting("trainer.seed")
+        ax.set(
+            title=f"{label} (seed {seed}): test acc {run.test['accuracy']:.3f}",
+            xlabel="predicted",
+            ylabel="true",
+        )
+    fig.suptitle("Confusion matrices of the best models (rows: true class, share and count)")
+    return _save(fig, path)

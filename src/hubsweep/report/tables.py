@@ -1,0 +1,214 @@
+"""The report's tables as pandas frames: numbers for CSV, `mean ± std` text for Markdown
+and LaTeX. Every number comes from the run files and the study storage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from optuna.trial import TrialState
+from scipy import stats
+
+from hubsweep.report.collect import RunGroup, Study
+
+SCORES = ("accuracy", "macro_f1")
+LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "loss": "loss"}
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean, sample std and the 95% t-interval of the mean over n seeds."""
+
+    n: int
+    mean: float
+    std: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        arr = np.asarray([v for v in values if v is not None], dtype=float)
+        if arr.size == 0:
+            return cls(0, np.nan, np.nan, np.nan, np.nan)
+        if arr.size == 1:
+            return cls(1, float(arr[0]), np.nan, np.nan, np.nan)
+        std = float(arr.std(ddof=1))
+        half = float(stats.t.ppf(0.975, arr.size - 1)) * std / np.sqrt(arr.size)
+        mean = float(arr.mean())
+        return cls(int(arr.size), mean, std, mean - half, mean + half)
+
+    def columns(self, name: str) -> dict[str, float]:
+        return {
+            f"{name}_mean": self.mean,
+            f"{name}_std": self.std,
+            f"{name}_ci95_low": self.low,
+            f"{name}_ci95_high": self.high,
+        }
+
+    def text(self, with_interval: bool = False) -> str:
+        if self.n == 0:
+            return "–"
+        if self.n == 1:
+            return f"{self.mean:.4f}"
+        text = f"{self.mean:.4f} ± {self.std:.4f}"
+        return f"{text} [{self.low:.4f}, {self.high:.4f}]" if with_interval else text
+
+
+def _mean(values: Sequence[float | None]) -> float:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else np.nan
+
+
+def class_names(studies: Sequence[Study]) -> list[str]:
+    for study in studies:
+        for run in study.retrain:
+            if run.test:
+                return list(run.test["per_class"])
+    return []
+
+
+def arms_table(studies: Sequence[Study]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per study (arm): (numbers for CSV, formatted for Markdown/LaTeX)."""
+    classes = class_names(studies)
+    numbers, text = [], []
+    for study in studies:
+        best = study.best_trial
+        tested = [r for r in study.retrain if r.status == "completed" and r.test]
+        spreads = {m: Spread.of([r.test[m] for r in tested]) for m in SCORES}
+        per_class = {c: Spread.of([r.test["per_class"][c]["f1"] for r in tested]) for c in classes}
+        val = Spread.of([r.final["final"][study.metric] for r in tested if r.final.get("final")])
+        timed = [
+            t
+            for t in study.trials
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "wall_time_s" in t.user_attrs
+        ]
+        names = study.param_names()
+        params = {names[k]: v for k, v in best.params.items()} if best else {}
+        steps = tested[0].setting("trainer.steps") if tested else None
+        row = {
+            "arm": study.label,
+            "complete": len(study.by_state(TrialState.COMPLETE)),
+            "pruned": len(study.by_state(TrialState.PRUNED)),
+            "failed": len(study.failed),
+            "running": len(study.by_state(TrialState.RUNNING)),
+            "best_trial": best.number if best else None,
+            f"best_val_{study.metric}": best.value if best else np.nan,
+            **params,
+            "steps": steps,
+            "seeds": len(tested),
+            **{k: v for m in SCORES for k, v in spreads[m].columns(f"test_{m}").items()},
+            **{f"test_f1_{c}_mean": s.mean for c, s in per_class.items()},
+            **{f"test_f1_{c}_std": s.std for c, s in per_class.items()},
+            f"retrain_val_{study.metric}_mean": val.mean,
+            "time_per_trial_s": _mean([t.user_attrs["wall_time_s"] for t in timed]),
+            "steps_per_trial": _mean([t.user_attrs.get("steps_done") for t in timed]),
+        }
+        numbers.append(row)
+        metric = LABELS.get(study.metric, study.metric)
+        text.append(
+            {
+                "arm": study.label,
+                "trials (complete / pruned / failed)": f"{row['complete']} / {row['pruned']} / "
+                f"{row['failed']}" + (f" (+{row['running']} running)" if row["running"] else ""),
+                f"best val {metric}": f"{best.value:.4f}" if best else "–",
+                **{k: _short(v) for k, v in params.items()},
+                "seeds": f"{len(tested)}",
+                "test accuracy": spreads["accuracy"].text(),
+                "95% CI": _interval(spreads["accuracy"]),
+                "test macro-F1": spreads["macro_f1"].text(),
+                "95% CI ": _interval(spreads["macro_f1"]),
+                **{f"F1 {c}": s.text() for c, s in per_class.items()},
+                "s / trial": f"{row['time_per_trial_s']:.1f}" if timed else "–",
+            }
+        )
+    return pd.DataFrame(numbers), pd.DataFrame(text)
+
+
+def _interval(spread: Spread) -> str:
+    return f"[{spread.low:.4f}, {spread.high:.4f}]" if spread.n > 1 else "–"
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def trials_table(study: Study) -> pd.DataFrame:
+    """Every trial of a study with its state, value, parameters and records."""
+    names = study.param_names()
+    rows = []
+    for t in study.trials:
+        if t.user_attrs.get("surplus"):
+            continue
+        last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
+        rows.append(
+            {
+                "arm": study.label,
+                "trial": t.number,
+                "state": t.state.name.lower(),
+                "value": t.value,
+                # A spread only exists with sweep.seeds_per_trial > 1.
+                "value_std": t.user_attrs.get("value_std")
+                if len(t.user_attrs.get("seed_values", [])) > 1
+                else None,
+                **{names[k]: v for k, v in t.params.items()},
+                "steps_done": t.user_attrs.get("steps_done"),
+                "last_reported": last,
+                "val_accuracy": t.user_attrs.get("val_accuracy"),
+                "wall_time_s": t.user_attrs.get("wall_time_s"),
+                "fail_reason": t.user_attrs.get("fail_reason"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def top_trials(studies: Sequence[Study], k: int) -> pd.DataFrame:
+    frames = []
+    for study in studies:
+        trials = trials_table(study)
+        if trials.empty:
+            continue
+        done = trials[trials.state == "complete"]
+        done = done.sort_values("value", ascending=study.minimize).head(k)
+        keep = [c for c in done.columns if c not in ("state", "last_reported", "fail_reason")]
+        frames.append(done[keep].dropna(axis=1, how="all"))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per distinct config in each run group, seeds pooled: (numbers, formatted)."""
+    numbers, text = [], []
+    for group in groups:
+        for settings, runs in group.configs():
+            done = [r for r in runs if r.final and r.final.get("final")]
+            tested = [r for r in done if r.test]
+            val = {m: Spread.of([r.final["final"][m] for r in done]) for m in SCORES}
+            test = {m: Spread.of([r.test[m] for r in tested]) for m in SCORES}
+            statuses = pd.Series([r.status for r in runs]).value_counts().to_dict()
+            wall = _mean([r.final.get("wall_time_s") for r in done])
+            row = {"group": group.name, **settings, "runs": len(runs)}
+            numbers.append(
+                {
+                    **row,
+                    **{k: v for m in SCORES for k, v in val[m].columns(f"val_{m}").items()},
+                    **{k: v for m in SCORES for k, v in test[m].columns(f"test_{m}").items()},
+                    "wall_time_s": wall,
+                    "statuses": ", ".join(f"{n} {s}" for s, n in statuses.items()),
+                }
+            )
+            text.append(
+                {
+                    **{k: _short(v) for k, v in row.items()},
+                    "status": ", ".join(f"{n} {s}" for s, n in statuses.items()),
+                    "val accuracy": val["accuracy"].text(),
+                    "val macro-F1": val["macro_f1"].text(),
+                    "test accuracy": test["accuracy"].text(True),
+                    "test macro-F1": test["macro_f1"].text(True),
+                    "s / run": f"{wall:.1f}" if done else "–",
+                }
+            )
+    # A setting that varies in one group only is blank in the others' rows.
+    return pd.DataFrame(numbers), pd.DataFrame(text).fillna("")

@@ -1,0 +1,260 @@
+"""hubsweep-report over fixture results: an experiment with two arms (pruned and failed
+trials included), single runs, a grid, and an interrupted study."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from hubsweep.artifacts import read_final
+from hubsweep.sweep import HEARTBEAT, open_storage, run_sweep
+
+from .conftest import DIM, LABELS, REPO, SMALL_RUN, write_scicite
+
+CONF = str(REPO / "conf")
+ARMS = [
+    "+arms.frozen=['embedding.trainable=false']",
+    "+arms.finetuned=['embedding.trainable=true']",
+]
+STUDY = [
+    "sweep=lr",
+    "sweep.heartbeat_s=1",
+    "sweep.grace_s=4",
+    # A grid of learning rates: tiny ones fall behind and are pruned, 1e38 diverges.
+    "sweep.sampler=grid",
+    "sweep.params.lr.type=categorical",
+    "+sweep.params.lr.choices=[0.5,0.3,3e-5,1e-5,1e38]",
+    "sweep.pruner=median",
+    "sweep.pruner_startup_trials=1",
+    "sweep.retrain_best_seeds=3",
+]
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from hubsweep.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory, tiny_module, cache_dir) -> Path:
+    """results/<experiment>: a two-arm study, two single runs (same config, two seeds),
+    a two-job grid, and a study left with a trial its dead worker was running. Noisy
+    labels, so seeds differ."""
+    from hubsweep.train import train_and_evaluate
+
+    tmp = tmp_path_factory.mktemp("report")
+    sizes = {"train": 120, "dev": 60, "test": 60}
+    data = write_scicite(tmp / "scicite", sizes, seed=3, label_noise=0.3)
+    results = tmp / "results"
+    base = [
+        f"dataset.source_dir={data}",
+        f"dataset.data_dir={tmp / 'tfds'}",
+        f"embedding.handle={tiny_module}",
+        f"embedding.dim={DIM}",
+        "trainer.progress=false",
+        f"cache_dir={cache_dir}",
+        f"results_dir={results}",
+        "experiment_name=exp",
+        *SMALL_RUN,
+    ]
+    args = [*base, *ARMS, *STUDY]
+    run_sweep(_compose([*args, "output_dir=unused"]), args, CONF)
+
+    root = results / "exp"
+    for seed in (0, 1):
+        cfg = _compose([*base, f"output_dir={root}/runs/single{seed}", f"trainer.seed={seed}"])
+        cfg.trainer.evaluate_test = True
+        train_and_evaluate(cfg)
+    for job, trainable in enumerate(("false", "true")):
+        out = f"output_dir={root}/multirun/grid/{job}"
+        train_and_evaluate(_compose([*base, out, f"embedding.trainable={trainable}"]))
+
+    partial = [*base, "sweep=lr", "sweep.study_name=partial", "sweep.n_trials=2"]
+    run_sweep(_compose([*partial, "output_dir=unused"]), partial, CONF)
+    info = json.loads((root / "partial" / "study.json").read_text())
+    study = optuna.load_study(study_name="partial", storage=open_storage(info["storage"]))
+    stuck = study.ask()  # a worker took this trial and was killed: no beat since
+    study._storage.set_trial_system_attr(stuck._trial_id, HEARTBEAT, time.time())
+    info["sweep"]["n_trials"] = 4
+    info["sweep"]["grace_s"] = 1.0
+    time.sleep(1.5)
+    (root / "partial" / "study.json").write_text(json.dumps(info))
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(experiment) -> Path:
+    exe = shutil.which("hubsweep-report")
+    assert exe, "the console script is installed with the package"
+    proc = subprocess.run([exe, str(experiment)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return experiment / "report"
+
+
+def _study(experiment: Path, arm: str) -> optuna.Study:
+    info = json.loads((experiment / "lr" / arm / "study.json").read_text())
+    return optuna.load_study(study_name=info["study_name"], storage=open_storage(info["storage"]))
+
+
+def test_the_fixture_study_has_complete_pruned_and_failed_trials(experiment):
+    for arm in ("frozen", "finetuned"):
+        states = {t.state for t in _study(experiment, arm).trials}
+        assert {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL} <= states
+
+
+def test_arm_numbers_trace_back_to_the_run_files(report, experiment):
+    arms = pd.read_csv(report / "tables" / "arms.csv").set_index("arm")
+    assert set(arms.index) == {"frozen", "finetuned", "partial"}
+    for arm in ("frozen", "finetuned"):
+        study = _study(experiment, arm)
+        states = [t.state for t in study.trials]
+        row = arms.loc[arm]
+        assert row.complete == states.count(TrialState.COMPLETE)
+        assert row.pruned == states.count(TrialState.PRUNED)
+        assert row.failed == states.count(TrialState.FAIL)
+        assert row.best_trial == study.best_trial.number
+        assert row.test_accuracy_std > 0  # seeds differ: the spread is measured, not zero
+        assert row.best_val_macro_f1 == pytest.approx(study.best_value)
+        assert row.lr == pytest.approx(study.best_params["optimizer.learning_rate"])
+        best = int(row.best_trial)
+        runs = sorted((experiment / "lr" / arm / "retrain").glob(f"trial{best:04d}-*"))
+        finals = [read_final(r) for r in runs]
+        assert row.seeds == len(finals) == 3
+        for metric in ("accuracy", "macro_f1"):
+            values = np.array([f["test"][metric] for f in finals])
+            assert row[f"test_{metric}_mean"] == pytest.approx(values.mean())
+            assert row[f"test_{metric}_std"] == pytest.approx(values.std(ddof=1))
+            half = row[f"test_{metric}_ci95_high"] - row[f"test_{metric}_mean"]
+            assert half == pytest.approx(4.302653 * values.std(ddof=1) / np.sqrt(3), rel=1e-5)
+        for name in LABELS:
+            f1 = np.mean([f["test"]["per_class"][name]["f1"] for f in finals])
+            assert row[f"test_f1_{name}_mean"] == pytest.approx(f1)
+        walls = [
+            t.user_attrs["wall_time_s"]
+            for t in study.trials
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        ]
+        assert row.time_per_trial_s == pytest.approx(np.mean(walls))
+
+
+def test_markdown_latex_and_top_trials_agree_with_the_csv(report, experiment):
+    arms = pd.read_csv(report / "tables" / "arms.csv").set_index("arm")
+    markdown = (report / "tables" / "arms.md").read_text()
+    latex = (report / "tables" / "arms.tex").read_text()
+    for arm in ("frozen", "finetuned"):
+        mean, std = arms.loc[arm, "test_accuracy_mean"], arms.loc[arm, "test_accuracy_std"]
+        assert f"{mean:.4f} ± {std:.4f}" in markdown
+        assert f"{mean:.4f} $\\pm$ {std:.4f}" in latex
+    top = pd.read_csv(report / "tables" / "top_trials.csv")
+    for arm in ("frozen", "finetuned"):
+        study = _study(experiment, arm)
+        complete = sorted(
+            (t for t in study.trials if t.state == TrialState.COMPLETE),
+            key=lambda t: -t.value,
+        )
+        mine = top[top.arm == arm]
+        assert list(mine.trial) == [t.number for t in complete][:10]
+        assert list(mine.value) == pytest.approx([t.value for t in complete][:10])
+    trials = pd.read_csv(report / "tables" / "trials.csv")
+    failed = trials[trials.state == "fail"]
+    assert len(failed) and failed.fail_reason.str.startswith("diverged at step").all()
+
+
+def test_runs_and_grids_are_tabulated_with_seeds_pooled(report, experiment):
+    runs = pd.read_csv(report / "tables" / "runs.csv")
+    single = runs[runs.group == "runs"]
+    assert len(single) == 1 and single.iloc[0].runs == 2  # two seeds of one config
+    accuracies = [
+        read_final(experiment / "runs" / f"single{s}")["test"]["accuracy"] for s in (0, 1)
+    ]
+    assert single.iloc[0].test_accuracy_mean == pytest.approx(np.mean(accuracies))
+    grid = runs[runs.group == "multirun/grid"]
+    assert sorted(grid["embedding.trainable"]) == [False, True]
+    for job, trainable in enumerate((False, True)):
+        final = read_final(experiment / "multirun" / "grid" / str(job))
+        row = grid[grid["embedding.trainable"] == trainable].iloc[0]
+        assert row.val_macro_f1_mean == pytest.approx(final["final"]["macro_f1"])
+
+
+def test_unfinished_studies_are_reported_as_such(report):
+    text = (report / "report.md").read_text()
+    assert "crashed: 2 of 4 trials finished, 1 left running by a stopped worker" in text
+    assert "finished: 5 of 5 trials" in text  # the grid caps n_trials at its size
+    arms = pd.read_csv(report / "tables" / "arms.csv").set_index("arm")
+    assert arms.loc["partial", "running"] == 1 and arms.loc["partial", "seeds"] == 0
+
+
+def test_every_plot_is_written_and_linked(report):
+    text = (report / "report.md").read_text()
+    expected = [
+        "test_scores",
+        "learning_curves",
+        "history",
+        "importances",
+        "lr_vs_score",
+        "confusion",
+    ]
+    for name in expected:
+        path = report / "plots" / f"{name}.png"
+        assert path.stat().st_size > 10_000, name
+        assert f"](plots/{name}.png)" in text
+    from matplotlib.image import imread
+
+    image = imread(report / "plots" / "confusion.png")
+    assert image.std() > 0.05  # not a blank canvas
+    assert "optuna-dashboard " in text and "hubsweep-sweep " in text
+    assert "experiment=best trainer.seed=" in text
+
+
+def test_bad_paths_are_one_clear_error(tmp_path):
+    exe = shutil.which("hubsweep-report")
+    proc = subprocess.run([exe, str(tmp_path / "nope")], capture_output=True, text=True)
+    assert proc.returncode == 1 and "no such results directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([exe, str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "no runs or studies found" in proc.stderr
+
+
+def test_optuna_dashboard_opens_a_study_journal_as_it_is(experiment):
+    import socket
+    import urllib.request
+
+    exe = shutil.which("optuna-dashboard")
+    assert exe, "optuna-dashboard comes with the dev extra"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    journal = experiment / "lr" / "frozen" / "study.journal"
+    server = subprocess.Popen(
+        [exe, str(journal), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as r:
+                    summaries = json.loads(r.read())["study_summaries"]
+                break
+            except OSError:
+                assert time.time() < deadline, "optuna-dashboard did not answer"
+                time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert [s["study_name"] for s in summaries] == ["lr-frozen"]
