@@ -284,6 +284,13 @@ def test_an_experiment_with_arms_runs_one_study_per_arm_with_the_same_budget(
         assert retrain["seeds"] == 2 and "test" in retrain
     assert sampled["linear"] == sampled["mlp"]  # same sampler seed: paired configs
 
+    retrained = sorted((tmp_path / "results" / "arms" / "lr").glob("*/retrain/*/final.json"))
+    stamps = [f.stat().st_mtime_ns for f in retrained]
+    again = run_sweep(cfg, [*fixture_overrides, *args], CONF)  # running it again resumes
+    for arm in ("linear", "mlp"):
+        assert again["arms"][arm]["trials"] == {"complete": 3}
+    assert [f.stat().st_mtime_ns for f in retrained] == stamps  # nothing re-trained
+
 
 def test_a_bad_arm_is_refused_before_any_study_starts(make_cfg, fixture_overrides, tmp_path):
     from hubsweep.errors import ConfigError

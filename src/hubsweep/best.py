@@ -24,9 +24,10 @@ def write_best_preset(cfg: DictConfig, spec: WorkerSpec, best: optuna.trial.Froz
     composed = compose_run(spec, param_overrides(best.params), with_hydra=True)
     choices = composed.hydra.runtime.choices
     values = OmegaConf.to_container(composed, resolve=False)
-    for key in ("hydra", "sweep", "output_dir"):
+    # One run's config: no study settings, and no arms (hubsweep-sweep would run them).
+    for key in ("hydra", "sweep", "arms", "output_dir"):
         values.pop(key, None)
-    study = Path(spec.study_dir).resolve()
+    study = Path(spec.study_dir)
     header = [
         "# @package _global_",
         f"# Best trial {best.number} of study {spec.study_name}: "

@@ -504,7 +504,10 @@ def run_sweep(cfg: DictConfig, overrides: Sequence[str], config_dir: str) -> dic
         if arm.name:
             _check_arm(arm, spec)
     command = shlex.join(["hubsweep-sweep", *overrides])
-    summaries = {arm.name: _run_study(cfg, arm, spec, command) for arm, spec in specs.items()}
+    summaries = {
+        arm.name: _run_study(cfg, arm, i, spec, command)
+        for i, (arm, spec) in enumerate(specs.items())
+    }
     return {"arms": summaries} if cfg.arms else summaries[None]
 
 
@@ -532,7 +535,7 @@ def _check_arm(arm: Arm, spec: WorkerSpec) -> None:
         raise ConfigError(f"arms.{arm.name}: {type(e).__name__}: {e}") from None
 
 
-def _run_study(cfg: DictConfig, arm: Arm, spec: WorkerSpec, command: str) -> dict:
+def _run_study(cfg: DictConfig, arm: Arm, index: int, spec: WorkerSpec, command: str) -> dict:
     directory = Path(spec.study_dir)
     directory.mkdir(parents=True, exist_ok=True)
     try:
@@ -548,6 +551,7 @@ def _run_study(cfg: DictConfig, arm: Arm, spec: WorkerSpec, command: str) -> dic
         "study_name": spec.study_name,
         "storage": spec.storage,
         "arm": arm.name,
+        "arm_index": index,  # the experiment's order, for reports
         "arm_overrides": list(arm.overrides),
         "experiment_name": cfg.experiment_name,
         "overrides": list(spec.overrides),

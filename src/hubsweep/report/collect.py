@@ -255,7 +255,11 @@ def _walk(root: Path) -> Iterator[Path]:
 
 def collect(root: Path) -> Results:
     study_dirs = [root] if _is_study(root) else [d for d in _walk(root) if _is_study(d)]
-    studies = [read_study(d) for d in study_dirs]
+    # Arms of one experiment in the order it lists them.
+    studies = sorted(
+        (read_study(d) for d in study_dirs),
+        key=lambda s: (str(s.directory.parent), s.info.get("arm_index", 0), s.name),
+    )
     by_parent: dict[Path, list[Run]] = {}
     if not _is_study(root):
         for d in _walk(root):
