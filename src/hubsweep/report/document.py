@@ -6,20 +6,25 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from hubsweep.errors import HubsweepError
 from hubsweep.report import plots
-from hubsweep.report.collect import Results, Study, collect
+from hubsweep.report.collect import Results, Run, Study, collect
 from hubsweep.report.tables import LABELS, arms_table, runs_table, top_trials, trials_table
 from hubsweep.sweep import STUDY_FILE
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.md"
+RUN_SCORES_TITLE = "Test scores of each config, one point per run"
+RUN_CURVES_TITLE = "Validation curves of each config: mean ± std over its runs"
 
 
 def _shown(path: Path) -> str:
@@ -82,7 +87,7 @@ def _study_section(study: Study) -> list[str]:
     return out
 
 
-def _reproduce(results: Results) -> list[str]:
+def _reproduce(results: Results, out: Path) -> list[str]:
     lines = ["## Reproduce", ""]
     commands = {s.info["command"] for s in results.studies if s.info.get("command")}
     if commands:
@@ -112,7 +117,10 @@ def _reproduce(results: Results) -> list[str]:
             "```",
             "",
         ]
-    lines += ["This report:", "", "```bash", f"hubsweep-report {_shown(results.root)}", "```", ""]
+    command = f"hubsweep-report {_shown(results.root)}"
+    if out.resolve() != (results.root / "report").resolve():
+        command += f" --output {_shown(out)}"
+    lines += ["This report:", "", "```bash", command, "```", ""]
     return lines
 
 
@@ -144,10 +152,15 @@ def _configs(results: Results) -> list[str]:
     return ["## Resolved configs", "", *lines] if lines else []
 
 
-def _image(path: Path | None, out: Path, caption: str) -> list[str]:
-    if path is None:
-        return []
-    return [f"![{caption}]({path.relative_to(out)})", "", f"*{caption}*", ""]
+def _figures(out: Path, specs: list[tuple[Callable, Any, str, str]]) -> list[str]:
+    """Draw (plot function, its data, file stem, caption) each into out/plots; link those
+    that had something to draw."""
+    lines = []
+    for draw, data, stem, caption in specs:
+        path = draw(data, out / "plots" / f"{stem}.png")
+        if path is not None:
+            lines += [f"![{caption}]({path.relative_to(out)})", "", f"*{caption}*", ""]
+    return lines
 
 
 def build_report(root: Path, out: Path | None = None, top_k: int = 10) -> Path:
@@ -161,7 +174,7 @@ def build_report(root: Path, out: Path | None = None, top_k: int = 10) -> Path:
             f"metrics.jsonl, and studies with study.json or {STUDY_FILE})"
         )
     out = Path(out) if out else root / "report"
-    tables, figures = out / "tables", out / "plots"
+    tables = out / "tables"
     title = root.resolve().name
     lines = [
         f"# Report: {title}",
@@ -171,10 +184,10 @@ def build_report(root: Path, out: Path | None = None, top_k: int = 10) -> Path:
     ]
     studies = results.studies
     if studies:
-        lines += _studies_part(results, tables, figures, out, top_k)
+        lines += _studies_part(results, tables, out, top_k)
     if any(g.runs for g in results.groups):
-        lines += _runs_part(results, tables, figures, out, bool(studies))
-    lines += _reproduce(results) + _configs(results)
+        lines += _runs_part(results, tables, out, bool(studies))
+    lines += _reproduce(results, out) + _configs(results)
     out.mkdir(parents=True, exist_ok=True)
     path = out / REPORT_FILE
     path.write_text("\n".join(lines).rstrip() + "\n")
@@ -182,9 +195,7 @@ def build_report(root: Path, out: Path | None = None, top_k: int = 10) -> Path:
     return path
 
 
-def _studies_part(
-    results: Results, tables: Path, figures: Path, out: Path, top_k: int
-) -> list[str]:
+def _studies_part(results: Results, tables: Path, out: Path, top_k: int) -> list[str]:
     studies = results.studies
     lines = ["## Studies", ""]
     for study in studies:
@@ -202,15 +213,22 @@ def _studies_part(
         "",
     ]
     retrained = {s.label: s.retrain for s in studies if s.retrain}
-    lines += _image(
-        plots.test_scores(retrained, figures / "test_scores.png"),
+    lines += _figures(
         out,
-        "Test scores per seed over the arm's mean",
-    )
-    lines += _image(
-        plots.learning_curves(retrained, figures / "learning_curves.png"),
-        out,
-        "Validation curves of each arm's best config, mean ± std over seeds",
+        [
+            (
+                plots.test_scores,
+                retrained,
+                "test_scores",
+                "Test scores per seed over the arm's mean",
+            ),
+            (
+                plots.learning_curves,
+                retrained,
+                "learning_curves",
+                "Validation curves of each arm's best config, mean ± std over seeds",
+            ),
+        ],
     )
     top = top_trials(studies, top_k)
     if not top.empty:
@@ -225,20 +243,15 @@ def _studies_part(
         )
         lines += ["Every trial, with its state and fail reason: `tables/trials.csv`.", ""]
     lines += ["## Search", ""]
-    lines += _image(plots.history(studies, figures / "history.png"), out, "Optimisation history")
-    lines += _image(
-        plots.importances(studies, figures / "importances.png"), out, "Parameter importances"
-    )
-    lines += _image(
-        plots.lr_vs_score(studies, figures / "lr_vs_score.png"),
+    lines += _figures(
         out,
-        "Learning rate vs validation score",
+        [
+            (plots.history, studies, "history", "Optimisation history"),
+            (plots.importances, studies, "importances", "Parameter importances"),
+            (plots.lr_vs_score, studies, "lr_vs_score", "Learning rate vs validation score"),
+        ],
     )
-    models = {}
-    for s in studies:
-        model = plots.best_model(s.retrain, s.metric, s.minimize)
-        if model is not None:
-            models[s.label] = model
+    models = _best_models((s.label, s.retrain, s.metric, s.minimize) for s in studies)
     if models:
         lines += ["## Best models", ""]
         lines += [
@@ -247,15 +260,11 @@ def _studies_part(
             for label, run in models.items()
         ]
         lines += [""]
-        lines += _image(
-            plots.confusion(models, figures / "confusion.png"), out, "Test confusion matrices"
-        )
+        lines += _figures(out, [(plots.confusion, models, "confusion", "Test confusion matrices")])
     return lines
 
 
-def _runs_part(
-    results: Results, tables: Path, figures: Path, out: Path, with_studies: bool
-) -> list[str]:
+def _runs_part(results: Results, tables: Path, out: Path, with_studies: bool) -> list[str]:
     groups = [g for g in results.groups if g.runs]
     numbers, text = runs_table(groups)
     lines = [
@@ -270,33 +279,46 @@ def _runs_part(
     curves, tested = {}, {}
     for group in groups:
         for settings, runs in group.configs():
-            label = _config_label(group.name, settings, len(groups) > 1)
+            label = _config_label(group.name, settings, runs, len(groups) > 1)
             curves[label] = runs
             if any(r.test for r in runs):
                 tested[label] = runs
     if not with_studies:
-        lines += _image(
-            plots.test_scores(tested, figures / "run_test_scores.png"), out, "Test scores per run"
-        )
-        lines += _image(
-            plots.learning_curves(curves, figures / "run_learning_curves.png"),
+        models = _best_models((label, runs, "macro_f1", False) for label, runs in tested.items())
+        lines += _figures(
             out,
-            "Validation curves, mean ± std over runs of one config",
-        )
-        models = {}
-        for label, runs in tested.items():
-            model = plots.best_model(runs, "macro_f1", False)
-            if model is not None:
-                models[label] = model
-        lines += _image(
-            plots.confusion(dict(list(models.items())[:4]), figures / "run_confusion.png"),
-            out,
-            "Test confusion matrices",
+            [
+                (
+                    partial(plots.test_scores, title=RUN_SCORES_TITLE, hue="config"),
+                    tested,
+                    "run_test_scores",
+                    "Test scores per run",
+                ),
+                (
+                    partial(plots.learning_curves, title=RUN_CURVES_TITLE, hue="config"),
+                    curves,
+                    "run_learning_curves",
+                    "Validation curves, mean ± std over runs of one config",
+                ),
+                (
+                    plots.confusion,
+                    dict(list(models.items())[:4]),
+                    "run_confusion",
+                    "Test confusion matrices (at most four configs)",
+                ),
+            ],
         )
     return lines
 
 
-def _config_label(group: str, settings: dict, with_group: bool) -> str:
+def _best_models(candidates: Iterable[tuple[str, list[Run], str, bool]]) -> dict[str, Run]:
+    """Per label, the run with the best validation score (label, runs, metric, minimize)."""
+    picked = {label: plots.best_model(runs, m, minimize) for label, runs, m, minimize in candidates}
+    return {label: run for label, run in picked.items() if run is not None}
+
+
+def _config_label(group: str, settings: dict, runs: list[Run], with_group: bool) -> str:
+    """The settings that set this config apart, else its experiment's name."""
     parts = [f"{k.split('.')[-1]}={v}" for k, v in settings.items()]
-    label = ", ".join(parts) or os.path.basename(group)
-    return f"{group}: {label}" if with_group and parts else label
+    label = ", ".join(parts) or runs[0].setting("experiment_name") or os.path.basename(group)
+    return f"{group}: {label}" if with_group else label

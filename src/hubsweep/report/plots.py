@@ -29,10 +29,16 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def learning_curves(curves: dict[str, list[Run]], path: Path) -> Path | None:
-    """Validation macro-F1 and loss against the step: mean ± std band over seeds per arm."""
+def learning_curves(
+    curves: dict[str, list[Run]],
+    path: Path,
+    title: str = "Best config of each arm: mean ± std over seeds",
+    hue: str = "arm",
+) -> Path | None:
+    """Validation macro-F1 and loss against the step: mean ± std band over the runs of
+    each label (an arm's seeds, or a config's runs)."""
     frames = [
-        run.history.assign(arm=label, seed=i)
+        run.history.assign(**{hue: label}, seed=i)
         for label, runs in curves.items()
         for i, run in enumerate(runs)
         if not run.history.empty
@@ -42,22 +48,23 @@ def learning_curves(curves: dict[str, list[Run]], path: Path) -> Path | None:
     data = pd.concat(frames, ignore_index=True)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     for ax, metric in zip(fig.subplots(1, 2), ("macro_f1", "loss"), strict=True):
-        sns.lineplot(data=data, x="step", y=metric, hue="arm", errorbar="sd", ax=ax)
+        sns.lineplot(data=data, x="step", y=metric, hue=hue, errorbar="sd", ax=ax)
         ax.set(xlabel="step", ylabel=f"validation {LABELS[metric]}")
         ax.grid(alpha=0.3)
-    seeds = data.groupby("arm").seed.nunique()
-    fig.suptitle(
-        "Best config of each arm: mean ± std over seeds ("
-        + ", ".join(f"{a}: {n}" for a, n in seeds.items())
-        + ")"
-    )
+    runs = data.groupby(hue, sort=False).seed.nunique()
+    fig.suptitle(f"{title} (" + ", ".join(f"{a}: {n}" for a, n in runs.items()) + ")")
     return _save(fig, path)
 
 
-def test_scores(scores: dict[str, list[Run]], path: Path) -> Path | None:
-    """Test accuracy and macro-F1 per seed (points) over the arm's mean (bar)."""
+def test_scores(
+    scores: dict[str, list[Run]],
+    path: Path,
+    title: str = "Test scores of each arm's best config, one point per seed",
+    hue: str = "arm",
+) -> Path | None:
+    """Test accuracy and macro-F1 per run (points) over each label's mean (bar)."""
     rows = [
-        {"arm": label, "metric": LABELS[m], "score": run.test[m]}
+        {hue: label, "metric": LABELS[m], "score": run.test[m]}
         for label, runs in scores.items()
         for run in runs
         if run.test
@@ -66,20 +73,20 @@ def test_scores(scores: dict[str, list[Run]], path: Path) -> Path | None:
     if not rows:
         return None
     data = pd.DataFrame(rows)
-    fig = Figure(figsize=(4 + 1.6 * data.arm.nunique(), 4.2), layout="constrained")
+    fig = Figure(figsize=(4 + 1.6 * data[hue].nunique(), 4.2), layout="constrained")
     axes = fig.subplots(1, len(SCORES), sharey=True)
     for ax, metric in zip(axes, data.metric.unique(), strict=True):
         part = data[data.metric == metric]
         sns.barplot(
-            data=part, x="arm", y="score", hue="arm", errorbar=None, alpha=0.35, legend=False, ax=ax
+            data=part, x=hue, y="score", hue=hue, errorbar=None, alpha=0.35, legend=False, ax=ax
         )
         sns.stripplot(
-            data=part, x="arm", y="score", hue="arm", size=7, jitter=0.12, legend=False, ax=ax
+            data=part, x=hue, y="score", hue=hue, size=7, jitter=0.12, legend=False, ax=ax
         )
         low = part.score.min()
         ax.set(title=f"test {metric}", xlabel="", ylabel="score", ylim=(max(0, low - 0.05), None))
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Test scores of each arm's best config, one point per seed")
+    fig.suptitle(title)
     return _save(fig, path)
 
 
@@ -232,7 +239,7 @@ def confusion(models: dict[str, Run], path: Path) -> Path | None:
     """Test confusion matrix of each arm's best model, row-normalised, counts annotated."""
     if not models:
         return None
-    fig = Figure(figsize=(4.6 * len(models), 4.2), layout="constrained")
+    fig = Figure(figsize=(max(6.0, 4.6 * len(models)), 4.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(models)))
     for ax, (label, run) in zip(axes, models.items(), strict=True):
         counts = np.asarray(run.test["confusion_matrix"])
@@ -263,5 +270,5 @@ def confusion(models: dict[str, Run], path: Path) -> Path | None:
             xlabel="predicted",
             ylabel="true",
         )
-    fig.suptitle("Confusion matrices of the best models (rows: true class, share and count)")
+    fig.suptitle("Test confusion matrices of the best models\n(rows: true class; share, count)")
     return _save(fig, path)

@@ -72,58 +72,59 @@ def class_names(studies: Sequence[Study]) -> list[str]:
 def arms_table(studies: Sequence[Study]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per study (arm): (numbers for CSV, formatted for Markdown/LaTeX)."""
     classes = class_names(studies)
-    numbers, text = [], []
-    for study in studies:
-        best = study.best_trial
-        tested = [r for r in study.retrain if r.status == "completed" and r.test]
-        spreads = {m: Spread.of([r.test[m] for r in tested]) for m in SCORES}
-        per_class = {c: Spread.of([r.test["per_class"][c]["f1"] for r in tested]) for c in classes}
-        val = Spread.of([r.final["final"][study.metric] for r in tested if r.final.get("final")])
-        timed = [
-            t
-            for t in study.trials
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "wall_time_s" in t.user_attrs
-        ]
-        names = study.param_names()
-        params = {names[k]: v for k, v in best.params.items()} if best else {}
-        steps = tested[0].setting("trainer.steps") if tested else None
-        row = {
+    rows = [_arm_rows(study, classes) for study in studies]
+    return pd.DataFrame([r[0] for r in rows]), pd.DataFrame([r[1] for r in rows])
+
+
+def _arm_rows(study: Study, classes: list[str]) -> tuple[dict, dict]:
+    best = study.best_trial
+    tested = [r for r in study.retrain if r.status == "completed" and r.test]
+    spreads = {m: Spread.of([r.test[m] for r in tested]) for m in SCORES}
+    per_class = {c: Spread.of([r.test["per_class"][c]["f1"] for r in tested]) for c in classes}
+    val = Spread.of([r.final["final"][study.metric] for r in tested if r.final.get("final")])
+    timed = [
+        t
+        for t in study.trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "wall_time_s" in t.user_attrs
+    ]
+    names = study.param_names()
+    params = {names[k]: v for k, v in best.params.items()} if best else {}
+    if "trainer.steps" not in names:  # not searched: the steps the best config ran
+        params["steps"] = tested[0].setting("trainer.steps") if tested else None
+    row = {
+        "arm": study.label,
+        "complete": len(study.by_state(TrialState.COMPLETE)),
+        "pruned": len(study.by_state(TrialState.PRUNED)),
+        "failed": len(study.failed),
+        "running": len(study.by_state(TrialState.RUNNING)),
+        "best_trial": best.number if best else None,
+        f"best_val_{study.metric}": best.value if best else np.nan,
+        **params,
+        "seeds": len(tested),
+        **{k: v for m in SCORES for k, v in spreads[m].columns(f"test_{m}").items()},
+        **{f"test_f1_{c}_mean": s.mean for c, s in per_class.items()},
+        **{f"test_f1_{c}_std": s.std for c, s in per_class.items()},
+        f"retrain_val_{study.metric}_mean": val.mean,
+        "time_per_trial_s": _mean([t.user_attrs["wall_time_s"] for t in timed]),
+        "steps_per_trial": _mean([t.user_attrs.get("steps_done") for t in timed]),
+    }
+    metric = LABELS.get(study.metric, study.metric)
+    return row, (
+        {
             "arm": study.label,
-            "complete": len(study.by_state(TrialState.COMPLETE)),
-            "pruned": len(study.by_state(TrialState.PRUNED)),
-            "failed": len(study.failed),
-            "running": len(study.by_state(TrialState.RUNNING)),
-            "best_trial": best.number if best else None,
-            f"best_val_{study.metric}": best.value if best else np.nan,
-            **params,
-            "steps": steps,
-            "seeds": len(tested),
-            **{k: v for m in SCORES for k, v in spreads[m].columns(f"test_{m}").items()},
-            **{f"test_f1_{c}_mean": s.mean for c, s in per_class.items()},
-            **{f"test_f1_{c}_std": s.std for c, s in per_class.items()},
-            f"retrain_val_{study.metric}_mean": val.mean,
-            "time_per_trial_s": _mean([t.user_attrs["wall_time_s"] for t in timed]),
-            "steps_per_trial": _mean([t.user_attrs.get("steps_done") for t in timed]),
+            "trials (complete / pruned / failed)": f"{row['complete']} / {row['pruned']} / "
+            f"{row['failed']}" + (f" (+{row['running']} running)" if row["running"] else ""),
+            f"best val {metric}": f"{best.value:.4f}" if best else "–",
+            **{k: _short(v) for k, v in params.items()},
+            "seeds": f"{len(tested)}",
+            "test accuracy": spreads["accuracy"].text(),
+            "accuracy 95% CI": _interval(spreads["accuracy"]),
+            "test macro-F1": spreads["macro_f1"].text(),
+            "macro-F1 95% CI": _interval(spreads["macro_f1"]),
+            **{f"F1 {c}": s.text() for c, s in per_class.items()},
+            "s / trial": f"{row['time_per_trial_s']:.1f}" if timed else "–",
         }
-        numbers.append(row)
-        metric = LABELS.get(study.metric, study.metric)
-        text.append(
-            {
-                "arm": study.label,
-                "trials (complete / pruned / failed)": f"{row['complete']} / {row['pruned']} / "
-                f"{row['failed']}" + (f" (+{row['running']} running)" if row["running"] else ""),
-                f"best val {metric}": f"{best.value:.4f}" if best else "–",
-                **{k: _short(v) for k, v in params.items()},
-                "seeds": f"{len(tested)}",
-                "test accuracy": spreads["accuracy"].text(),
-                "95% CI": _interval(spreads["accuracy"]),
-                "test macro-F1": spreads["macro_f1"].text(),
-                "95% CI ": _interval(spreads["macro_f1"]),
-                **{f"F1 {c}": s.text() for c, s in per_class.items()},
-                "s / trial": f"{row['time_per_trial_s']:.1f}" if timed else "–",
-            }
-        )
-    return pd.DataFrame(numbers), pd.DataFrame(text)
+    )
 
 
 def _interval(spread: Spread) -> str:
