@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,15 @@ def _varying_keys(runs: list[Run]) -> list[str]:
     flats = [flat_config(r.config) for r in runs]
     keys = sorted({k for f in flats for k in f} - set(RUN_IDENTITY_IGNORED))
     return [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
+
+
+def best_model(runs: Sequence[Run], metric: str, minimize: bool) -> Run | None:
+    """The seed with the best validation score (test never selects)."""
+    tested = [r for r in runs if r.test and r.final.get("final")]
+    if not tested:
+        return None
+    pick = min if minimize else max
+    return pick(tested, key=lambda r: r.final["final"][metric])
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pandas as pd
 
 from hubsweep.errors import HubsweepError
 from hubsweep.report import plots
-from hubsweep.report.collect import Results, Run, Study, collect
+from hubsweep.report.collect import Results, Run, Study, best_model, collect
 from hubsweep.report.tables import LABELS, arms_table, runs_table, top_trials, trials_table
 from hubsweep.sweep import STUDY_FILE
 
@@ -313,7 +313,7 @@ def _runs_part(results: Results, tables: Path, out: Path, with_studies: bool) ->
 
 def _best_models(candidates: Iterable[tuple[str, list[Run], str, bool]]) -> dict[str, Run]:
     """Per label, the run with the best validation score (label, runs, metric, minimize)."""
-    picked = {label: plots.best_model(runs, m, minimize) for label, runs, m, minimize in candidates}
+    picked = {label: best_model(runs, m, minimize) for label, runs, m, minimize in candidates}
     return {label: run for label, run in picked.items() if run is not None}
 
 

@@ -80,9 +80,8 @@ def test_scores(
         sns.barplot(
             data=part, x=hue, y="score", hue=hue, errorbar=None, alpha=0.35, legend=False, ax=ax
         )
-        sns.stripplot(
-            data=part, x=hue, y="score", hue=hue, size=7, jitter=0.12, legend=False, ax=ax
-        )
+        # A swarm, not a jittered strip: no overlaps, and the same picture every time.
+        sns.swarmplot(data=part, x=hue, y="score", hue=hue, size=7, legend=False, ax=ax)
         low = part.score.min()
         ax.set(title=f"test {metric}", xlabel="", ylabel="score", ylim=(max(0, low - 0.05), None))
         ax.grid(axis="y", alpha=0.3)
@@ -181,22 +180,15 @@ def lr_vs_score(studies: Sequence[Study], path: Path) -> Path | None:
             dist = t.distributions[LR_KEY]
             log_scale |= bool(getattr(dist, "log", False))
             if t.state == TrialState.COMPLETE:
+                score = t.value
+            elif t.state == TrialState.PRUNED:
+                score = _last_value(t)
+            else:
+                continue
+            if score is not None:
+                kind = t.state.name.lower()
                 rows.append(
-                    {
-                        "arm": study.label,
-                        "lr": t.params[LR_KEY],
-                        "score": t.value,
-                        "trial": "complete",
-                    }
-                )
-            elif t.state == TrialState.PRUNED and _last_value(t) is not None:
-                rows.append(
-                    {
-                        "arm": study.label,
-                        "lr": t.params[LR_KEY],
-                        "score": _last_value(t),
-                        "trial": "pruned",
-                    }
+                    {"arm": study.label, "lr": t.params[LR_KEY], "score": score, "trial": kind}
                 )
     if not rows:
         return None
@@ -224,15 +216,6 @@ def lr_vs_score(studies: Sequence[Study], path: Path) -> Path | None:
     )
     ax.grid(alpha=0.3)
     return _save(fig, path)
-
-
-def best_model(runs: Sequence[Run], metric: str, minimize: bool) -> Run | None:
-    """The seed with the best validation score (test never selects)."""
-    tested = [r for r in runs if r.test and r.final.get("final")]
-    if not tested:
-        return None
-    pick = min if minimize else max
-    return pick(tested, key=lambda r: r.final["final"][metric])
 
 
 def confusion(models: dict[str, Run], path: Path) -> Path | None:
