@@ -42,12 +42,14 @@ def check_yaml_syntax(directories: Iterable[Path]) -> None:
     itself answers one with a long traceback."""
     import yaml
 
+    # libyaml's loader when built in: this runs at every command's start.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     for directory in directories:
         for root, _, files in os.walk(directory, followlinks=True):
             for name in sorted(f for f in files if f.endswith((".yaml", ".yml"))):
                 path = Path(root) / name
                 try:
-                    yaml.safe_load(path.read_text(encoding="utf-8"))
+                    yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
                 except yaml.MarkedYAMLError as e:
                     mark = e.problem_mark or e.context_mark
                     line = f":{mark.line + 1}" if mark else ""

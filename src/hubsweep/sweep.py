@@ -163,6 +163,11 @@ class Arm:
     overrides: tuple[str, ...] = ()
 
 
+def is_study_setting(override: str) -> bool:
+    """sweep.*, hydra.* and arms.* overrides set up the study; trials do not compose them."""
+    return override.lstrip("+~").startswith(("sweep", "hydra", "arms"))
+
+
 def experiment_arms(cfg: DictConfig) -> list[Arm]:
     if not cfg.arms:
         return [Arm(None)]
@@ -173,7 +178,7 @@ def experiment_arms(cfg: DictConfig) -> list[Arm]:
         if not isinstance(overrides, Sequence) or isinstance(overrides, str):
             raise ConfigError(f"arms.{name}: give a list of overrides, e.g. [model=mlp]")
         for o in overrides:
-            if str(o).lstrip("+~").startswith(("sweep", "hydra", "arms")):
+            if is_study_setting(str(o)):
                 raise ConfigError(
                     f"arms.{name}: {o!r}: arms share the study settings; override run settings only"
                 )
@@ -485,8 +490,9 @@ def run_worker(spec: WorkerSpec, parent_pid: int | None = None) -> None:
 def run_sweep(cfg: DictConfig, overrides: Sequence[str], config_dir: str) -> dict:
     """Run the study of `cfg.sweep` (one per arm) with `sweep.workers` processes each.
 
-    `overrides` are the command-line overrides of the base config (sweep.* and hydra.*
-    ones are dropped): every trial composes them, its arm's, and its sampled parameters.
+    `overrides` are the command-line overrides of the base config (sweep.*, hydra.* and
+    arms.* ones are dropped): every trial composes them, its arm's, and its sampled
+    parameters.
     Returns the study's summary, or {"arms": {arm: summary}} for an experiment with arms.
     """
     params = validate_sweep(cfg)
@@ -496,9 +502,7 @@ def run_sweep(cfg: DictConfig, overrides: Sequence[str], config_dir: str) -> dic
         if s.n_trials > size:
             log.info("grid of %d configs: n_trials lowered from %d", size, s.n_trials)
             s.n_trials = size
-    trial_overrides = tuple(
-        o for o in overrides if not o.lstrip("+~").startswith(("sweep", "hydra"))
-    )
+    trial_overrides = tuple(o for o in overrides if not is_study_setting(o))
     specs = {arm: _spec(cfg, arm, trial_overrides, config_dir) for arm in experiment_arms(cfg)}
     for arm, spec in specs.items():
         if arm.name:
