@@ -16,7 +16,14 @@ log = logging.getLogger(__name__)
 
 PRESET_GROUPS = ("dataset", "embedding", "model", "optimizer", "schedule")
 RETRAIN_FILE = "retrain.json"
+RETRAIN_DIR = "retrain"
+# retrain/<name>: `seed` is the seed's index (trainer.seed + index); "*" globs them all.
+RETRAIN_RUN = "trial{trial:04d}-seed{seed}"
 REPORTED = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "loss")
+
+
+def best_preset_path(study_dir: str | Path) -> Path:
+    return Path(study_dir) / "experiment" / "best.yaml"
 
 
 def write_best_preset(cfg: DictConfig, spec: WorkerSpec, best: optuna.trial.FrozenTrial) -> Path:
@@ -37,7 +44,7 @@ def write_best_preset(cfg: DictConfig, spec: WorkerSpec, best: optuna.trial.Froz
     defaults = {"defaults": [{f"override /{g}": choices[g]} for g in PRESET_GROUPS]}
     text = "\n".join(header) + "\n" + OmegaConf.to_yaml(OmegaConf.create(defaults))
     text += OmegaConf.to_yaml(OmegaConf.create(values))
-    path = study / "experiment" / "best.yaml"
+    path = best_preset_path(study)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
@@ -59,11 +66,11 @@ def retrain_best(
     from hubsweep.artifacts import read_final
     from hubsweep.train import train_and_evaluate
 
-    directory = Path(spec.study_dir) / "retrain"
+    directory = Path(spec.study_dir) / RETRAIN_DIR
     extra = [*param_overrides(best.params), "trainer.evaluate_test=true"]
     finals = []
     for k in range(cfg.sweep.retrain_best_seeds):
-        run_dir = directory / f"trial{best.number:04d}-seed{k}"
+        run_dir = directory / RETRAIN_RUN.format(trial=best.number, seed=k)
         done = (run_dir / "final.json").is_file() and read_final(run_dir)["status"] == "completed"
         if not done:
             log.info("retraining best trial %d, seed %d, with test", best.number, k)

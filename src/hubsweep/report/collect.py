@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from hubsweep.artifacts import CONFIG_FILE, FINAL_FILE, METRICS_FILE
+from hubsweep.best import RETRAIN_DIR, RETRAIN_RUN
 from hubsweep.sweep import (
     HEARTBEAT,
     INFO_FILE,
@@ -46,6 +48,11 @@ class Run:
     @property
     def test(self) -> dict | None:
         return self.final.get("test") if self.final else None
+
+    @cached_property
+    def flat(self) -> dict[str, Any]:
+        """The config as dotted key -> value."""
+        return flat_config(self.config)
 
     def setting(self, key: str) -> Any:
         node: Any = self.config
@@ -100,17 +107,16 @@ class RunGroup:
         """(the varying settings, the runs with them) per distinct config; seeds pooled."""
         grouped: dict[tuple, tuple[dict, list[Run]]] = {}
         for run in self.runs:
-            flat = flat_config(run.config)
             identity = tuple(
-                sorted((k, repr(v)) for k, v in flat.items() if k not in RUN_IDENTITY_IGNORED)
+                sorted((k, repr(v)) for k, v in run.flat.items() if k not in RUN_IDENTITY_IGNORED)
             )
-            settings = {k: flat.get(k) for k in self.varying}
+            settings = {k: run.flat.get(k) for k in self.varying}
             grouped.setdefault(identity, (settings, []))[1].append(run)
         return list(grouped.values())
 
 
 def _varying_keys(runs: list[Run]) -> list[str]:
-    flats = [flat_config(r.config) for r in runs]
+    flats = [r.flat for r in runs]
     keys = sorted({k for f in flats for k in f} - set(RUN_IDENTITY_IGNORED))
     return [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
 
@@ -130,6 +136,7 @@ class Study:
     name: str
     arm: str | None
     info: dict  # study.json: storage, command, sweep settings
+    storage: str  # the storage URL it was read from
     trials: list[FrozenTrial]
     error: str | None = None  # the storage could not be read
     retrain: list[Run] = field(default_factory=list)
@@ -205,6 +212,13 @@ class Study:
         return f"best config re-run with {done} of {max(wanted, len(self.retrain))} seeds"
 
 
+def last_reported(trial: FrozenTrial) -> float | None:
+    """The last intermediate value a trial reported (where a pruned trial stopped)."""
+    if not trial.intermediate_values:
+        return None
+    return trial.intermediate_values[max(trial.intermediate_values)]
+
+
 def _last_beat(trial: FrozenTrial) -> float:
     start = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
     return max(trial.system_attrs.get(HEARTBEAT, 0.0), start)
@@ -227,12 +241,13 @@ def read_study(directory: Path) -> Study:
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
     except Exception as e:
-        return Study(directory, name or directory.name, info.get("arm"), info, [], str(e))
-    found = Study(directory, name, info.get("arm"), info, trials, optuna_study=study)
+        label = name or directory.name
+        return Study(directory, label, info.get("arm"), info, storage_url, [], str(e))
+    found = Study(directory, name, info.get("arm"), info, storage_url, trials, optuna_study=study)
     best = found.best_trial
     if best is not None:
-        pattern = f"trial{best.number:04d}-seed*"
-        dirs = sorted((directory / "retrain").glob(pattern), key=_seed_number)
+        pattern = RETRAIN_RUN.format(trial=best.number, seed="*")
+        dirs = sorted((directory / RETRAIN_DIR).glob(pattern), key=_seed_number)
         found.retrain = [read_run(d) for d in dirs if d.is_dir()]
     return found
 
@@ -263,17 +278,17 @@ def _walk(root: Path) -> Iterator[Path]:
 
 
 def collect(root: Path) -> Results:
-    study_dirs = [root] if _is_study(root) else [d for d in _walk(root) if _is_study(d)]
+    below = [] if _is_study(root) else list(_walk(root))
+    study_dirs = [root] if _is_study(root) else [d for d in below if _is_study(d)]
     # Arms of one experiment in the order it lists them.
     studies = sorted(
         (read_study(d) for d in study_dirs),
         key=lambda s: (str(s.directory.parent), s.info.get("arm_index", 0), s.name),
     )
     by_parent: dict[Path, list[Run]] = {}
-    if not _is_study(root):
-        for d in _walk(root):
-            if (d / CONFIG_FILE).is_file() and (d / METRICS_FILE).is_file():
-                by_parent.setdefault(d.parent, []).append(read_run(d))
+    for d in below:
+        if (d / CONFIG_FILE).is_file() and (d / METRICS_FILE).is_file():
+            by_parent.setdefault(d.parent, []).append(read_run(d))
     groups = []
     for parent, runs in by_parent.items():
         name = str(parent.relative_to(root)) if parent != root else "."

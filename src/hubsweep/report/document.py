@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from hubsweep.artifacts import CONFIG_FILE
+from hubsweep.best import best_preset_path
 from hubsweep.errors import HubsweepError
 from hubsweep.report import plots
 from hubsweep.report.collect import Results, Run, Study, best_model, collect
@@ -64,12 +66,11 @@ def _retrain_command(study: Study) -> list[str]:
 
 
 def _study_section(study: Study) -> list[str]:
-    storage = study.info.get("storage", f"journal:{study.directory / STUDY_FILE}")
     out = [
         f"### {study.label}",
         "",
         f"- study `{study.name}` in `{_shown(study.directory)}`, storage "
-        f"`{_hide_password(storage)}`",
+        f"`{_hide_password(study.storage)}`",
         f"- state: **{study.status()}**; {study.retrain_status()}",
     ]
     if study.arm:
@@ -140,13 +141,13 @@ def _details(summary: str, yaml_text: str) -> list[str]:
 def _configs(results: Results) -> list[str]:
     lines = []
     for study in results.studies:
-        preset = study.directory / "experiment" / "best.yaml"
+        preset = best_preset_path(study.directory)
         if preset.is_file():
             summary = f"{study.label}: best config (<code>{_shown(preset)}</code>)"
             lines += _details(summary, preset.read_text())
     for group in results.groups:
         for _, runs in group.configs():
-            config = runs[0].directory / "config.yaml"
+            config = runs[0].directory / CONFIG_FILE
             summary = f"{group.name}: <code>{_shown(config)}</code>"
             lines += _details(summary, config.read_text())
     return ["## Resolved configs", "", *lines] if lines else []
@@ -230,7 +231,8 @@ def _studies_part(results: Results, tables: Path, out: Path, top_k: int) -> list
             ),
         ],
     )
-    top = top_trials(studies, top_k)
+    trials = pd.concat([trials_table(s) for s in studies], ignore_index=True)
+    top = top_trials(trials, studies, top_k)
     if not top.empty:
         lines += [
             f"## Top {top_k} trials per arm",
@@ -238,9 +240,7 @@ def _studies_part(results: Results, tables: Path, out: Path, top_k: int) -> list
             write_table(top, top, tables, "top_trials"),
             "",
         ]
-        pd.concat([trials_table(s) for s in studies], ignore_index=True).to_csv(
-            tables / "trials.csv", index=False
-        )
+        trials.to_csv(tables / "trials.csv", index=False)
         lines += ["Every trial, with its state and fail reason: `tables/trials.csv`.", ""]
     lines += ["## Search", ""]
     lines += _figures(

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from optuna.trial import TrialState
 
-from hubsweep.report.collect import Run, Study
+from hubsweep.report.collect import Run, Study, last_reported
 from hubsweep.report.tables import LABELS, SCORES
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,6 @@ def test_scores(
     return _save(fig, path)
 
 
-def _last_value(trial) -> float | None:
-    if not trial.intermediate_values:
-        return None
-    return trial.intermediate_values[max(trial.intermediate_values)]
-
-
 def history(studies: Sequence[Study], path: Path) -> Path | None:
     """Objective per trial, best so far, and where pruned trials stopped."""
     studies = [s for s in studies if s.trials]
@@ -104,7 +98,7 @@ def history(studies: Sequence[Study], path: Path) -> Path | None:
     axes = np.atleast_1d(fig.subplots(1, len(studies), sharey=True))
     for ax, study in zip(axes, studies, strict=True):
         complete = study.by_state(TrialState.COMPLETE)
-        pruned = [(t.number, _last_value(t)) for t in study.by_state(TrialState.PRUNED)]
+        pruned = [(t.number, last_reported(t)) for t in study.by_state(TrialState.PRUNED)]
         pruned = [(n, v) for n, v in pruned if v is not None]
         if complete:
             numbers = [t.number for t in complete]
@@ -182,7 +176,7 @@ def lr_vs_score(studies: Sequence[Study], path: Path) -> Path | None:
             if t.state == TrialState.COMPLETE:
                 score = t.value
             elif t.state == TrialState.PRUNED:
-                score = _last_value(t)
+                score = last_reported(t)
             else:
                 continue
             if score is not None:

@@ -11,7 +11,8 @@ import pandas as pd
 from optuna.trial import TrialState
 from scipy import stats
 
-from hubsweep.report.collect import RunGroup, Study
+from hubsweep.report.collect import RunGroup, Study, last_reported
+from hubsweep.sweep import SURPLUS
 
 SCORES = ("accuracy", "macro_f1")
 LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "loss": "loss"}
@@ -54,6 +55,13 @@ class Spread:
             return f"{self.mean:.4f}"
         text = f"{self.mean:.4f} ± {self.std:.4f}"
         return f"{text} [{self.low:.4f}, {self.high:.4f}]" if with_interval else text
+
+
+def _columns(spreads: dict[str, Spread], prefix: str) -> dict[str, float]:
+    """{prefix}_{metric}_{mean,std,ci95_low,ci95_high} for each metric's spread."""
+    return {
+        k: v for m, spread in spreads.items() for k, v in spread.columns(f"{prefix}_{m}").items()
+    }
 
 
 def _mean(values: Sequence[float | None]) -> float:
@@ -101,7 +109,7 @@ def _arm_rows(study: Study, classes: list[str]) -> tuple[dict, dict]:
         f"best_val_{study.metric}": best.value if best else np.nan,
         **params,
         "seeds": len(tested),
-        **{k: v for m in SCORES for k, v in spreads[m].columns(f"test_{m}").items()},
+        **_columns(spreads, "test"),
         **{f"test_f1_{c}_mean": s.mean for c, s in per_class.items()},
         **{f"test_f1_{c}_std": s.std for c, s in per_class.items()},
         f"retrain_val_{study.metric}_mean": val.mean,
@@ -142,9 +150,8 @@ def trials_table(study: Study) -> pd.DataFrame:
     names = study.param_names()
     rows = []
     for t in study.trials:
-        if t.user_attrs.get("surplus"):
+        if t.user_attrs.get(SURPLUS):
             continue
-        last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
         rows.append(
             {
                 "arm": study.label,
@@ -157,7 +164,7 @@ def trials_table(study: Study) -> pd.DataFrame:
                 else None,
                 **{names[k]: v for k, v in t.params.items()},
                 "steps_done": t.user_attrs.get("steps_done"),
-                "last_reported": last,
+                "last_reported": last_reported(t),
                 "val_accuracy": t.user_attrs.get("val_accuracy"),
                 "wall_time_s": t.user_attrs.get("wall_time_s"),
                 "fail_reason": t.user_attrs.get("fail_reason"),
@@ -166,13 +173,13 @@ def trials_table(study: Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def top_trials(studies: Sequence[Study], k: int) -> pd.DataFrame:
+def top_trials(trials: pd.DataFrame, studies: Sequence[Study], k: int) -> pd.DataFrame:
+    """The k best complete trials of each study, from `trials` (trials_table rows)."""
     frames = []
     for study in studies:
-        trials = trials_table(study)
         if trials.empty:
             continue
-        done = trials[trials.state == "complete"]
+        done = trials[(trials.arm == study.label) & (trials.state == "complete")]
         done = done.sort_values("value", ascending=study.minimize).head(k)
         keep = [c for c in done.columns if c not in ("state", "last_reported", "fail_reason")]
         frames.append(done[keep].dropna(axis=1, how="all"))
@@ -188,22 +195,23 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
             tested = [r for r in done if r.test]
             val = {m: Spread.of([r.final["final"][m] for r in done]) for m in SCORES}
             test = {m: Spread.of([r.test[m] for r in tested]) for m in SCORES}
-            statuses = pd.Series([r.status for r in runs]).value_counts().to_dict()
+            counts = pd.Series([r.status for r in runs]).value_counts().to_dict()
+            statuses = ", ".join(f"{n} {s}" for s, n in counts.items())
             wall = _mean([r.final.get("wall_time_s") for r in done])
             row = {"group": group.name, **settings, "runs": len(runs)}
             numbers.append(
                 {
                     **row,
-                    **{k: v for m in SCORES for k, v in val[m].columns(f"val_{m}").items()},
-                    **{k: v for m in SCORES for k, v in test[m].columns(f"test_{m}").items()},
+                    **_columns(val, "val"),
+                    **_columns(test, "test"),
                     "wall_time_s": wall,
-                    "statuses": ", ".join(f"{n} {s}" for s, n in statuses.items()),
+                    "statuses": statuses,
                 }
             )
             text.append(
                 {
                     **{k: _short(v) for k, v in row.items()},
-                    "status": ", ".join(f"{n} {s}" for s, n in statuses.items()),
+                    "status": statuses,
                     "val accuracy": val["accuracy"].text(),
                     "val macro-F1": val["macro_f1"].text(),
                     "test accuracy": test["accuracy"].text(True),
