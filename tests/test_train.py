@@ -78,8 +78,9 @@ def test_same_seed_same_metrics_other_seed_other_metrics(make_cfg):
         result = train_and_evaluate(make_cfg("model=mlp", f"trainer.seed={seed}", run=run))
         return [(m["step"], m["loss"], m["accuracy"]) for m in read_metrics(result.run_dir)]
 
-    assert curve("a", 3) == curve("b", 3)
-    assert curve("c", 4) != curve("a", 3)
+    first = curve("a", 3)
+    assert curve("b", 3) == first
+    assert curve("c", 4) != first
 
 
 def test_reporter_can_stop_a_run_cleanly(make_cfg):

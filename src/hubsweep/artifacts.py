@@ -1,26 +1,39 @@
-"""A run's files: resolved config, metrics.jsonl, final.json, predictions.csv, learning curve.
+"""A run's files: resolved config, metrics.jsonl, final.json, predictions.csv, learning curve;
+the writer, and the one tolerant reader that the sweep and the report both use.
 
-Metrics lines are appended and flushed as they come, so a crashed or killed run still
-leaves everything it evaluated.
+A run owns its directory: the writer claims it by creating metrics.jsonl exclusively and
+refuses a directory that already holds a run, so two runs can never interleave or
+truncate each other's files. Metrics lines are appended and flushed as they come, so a
+crashed or killed run still leaves everything it evaluated.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-FINAL_FILE = "final.json"
-PREDICTIONS_FILE = "predictions.csv"
-CURVE_FILE = "learning_curve.png"
+from hubsweep.errors import HubsweepError, SetupError
+from hubsweep.layout import (
+    CONFIG_FILE,
+    CURVE_FILE,
+    FINAL_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    RUN_MARKERS,
+    RunStatus,
+)
+from hubsweep.metrics import METRICS, SCORES
 
-CURVE_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "loss")
+CURVE_COLUMNS = ("step", *METRICS)
 
 
 def _jsonable(value):
@@ -34,11 +47,33 @@ def _jsonable(value):
     return value
 
 
+class RunDirectoryTaken(SetupError):
+    pass
+
+
+def claim_run_dir(run_dir: Path) -> None:
+    """Make `run_dir` this run's, or refuse: one that already holds a run is never reused."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        taken = [name for name in RUN_MARKERS if (run_dir / name).exists()]
+        if not taken:
+            # Exclusive creation: of two runs racing for one directory, exactly one wins.
+            with (run_dir / METRICS_FILE).open("x"):
+                return
+    except FileExistsError:
+        taken = [METRICS_FILE]
+    except OSError as e:
+        raise SetupError(f"output_dir: cannot write to {run_dir}: {e.strerror or e}") from None
+    raise RunDirectoryTaken(
+        f"output_dir: {run_dir} already holds a run ({', '.join(taken)}); a run owns its "
+        "directory: give another hydra.run.dir (or output_dir), or move the old run away"
+    )
+
+
 class RunWriter:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / METRICS_FILE).write_text("")
+        claim_run_dir(run_dir)
 
     def write_config(self, cfg: DictConfig) -> None:
         (self.run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -81,7 +116,7 @@ class RunWriter:
         steps = [h["step"] for h in history]
         fig = Figure(figsize=(11, 4.2), layout="constrained")
         ax_scores, ax_loss = fig.subplots(1, 2)
-        for key in CURVE_METRICS[:-1]:
+        for key in SCORES:
             ax_scores.plot(steps, [h[key] for h in history], label=key.replace("_", " "))
         ax_scores.set(xlabel="global step", ylabel="validation score", title="scores")
         ax_scores.legend(loc="lower right")
@@ -97,10 +132,104 @@ class RunWriter:
         fig.savefig(self.run_dir / CURVE_FILE, dpi=100)
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    text = (Path(run_dir) / METRICS_FILE).read_text()
-    return [json.loads(line) for line in text.splitlines() if line]
+def set_aside(run_dir: Path) -> Path:
+    """Move an unfinished run out of the way (kept, hidden from readers) before a re-run."""
+    run_dir = Path(run_dir)
+    for n in range(1, 10_000):
+        target = run_dir.with_name(f".{run_dir.name}.attempt{n}")
+        if not target.exists():
+            run_dir.rename(target)
+            return target
+    raise HubsweepError(f"{run_dir}: too many earlier attempts set aside")
 
 
-def read_final(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / FINAL_FILE).read_text())
+@dataclass
+class RunFiles:
+    """A run directory as it is: whatever could be read, and what could not."""
+
+    directory: Path
+    config: dict
+    final: dict | None  # None: not finished (running or killed), or unreadable
+    history: pd.DataFrame  # one row per validation evaluation
+    problems: list[str] = field(default_factory=list)  # unreadable files, by name
+
+    @property
+    def exists(self) -> bool:
+        return any((self.directory / name).exists() for name in RUN_MARKERS)
+
+    @property
+    def status(self) -> str:
+        if self.final is None:
+            return RunStatus.INCOMPLETE
+        return self.final.get("status", RunStatus.INCOMPLETE)
+
+    @property
+    def test(self) -> dict | None:
+        return self.final.get("test") if self.final else None
+
+    @cached_property
+    def flat(self) -> dict[str, Any]:
+        """The config as dotted key -> value."""
+        return flat_config(self.config)
+
+    def setting(self, key: str) -> Any:
+        node: Any = self.config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+
+def flat_config(config: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flat_config(value, f"{name}."))
+        else:
+            flat[name] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def _read(path: Path, parse, problems: list[str]):
+    if not path.is_file():
+        return None
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        problems.append(f"{path.name} unreadable ({type(e).__name__})")
+        return None
+
+
+def read_metrics(run_dir: Path, split: str | None = None) -> list[dict]:
+    """metrics.jsonl's records; a torn last line (a run killed mid-write) is skipped."""
+    path = Path(run_dir) / METRICS_FILE
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and (split is None or record.get("split") == split):
+                records.append(record)
+    return records
+
+
+def read_final(run_dir: Path) -> dict | None:
+    return read_run(run_dir).final
+
+
+def read_run(run_dir: Path) -> RunFiles:
+    """Never raises for a run's own files: what cannot be read is listed in `problems`."""
+    run_dir, problems = Path(run_dir), []
+    config = _read(run_dir / CONFIG_FILE, yaml.safe_load, problems)
+    final = _read(run_dir / FINAL_FILE, json.loads, problems)
+    if final is not None and not isinstance(final, dict):
+        problems.append(f"{FINAL_FILE} unreadable (not an object)")
+        final = None
+    rows = [{k: r.get(k) for k in CURVE_COLUMNS} for r in read_metrics(run_dir, "validation")]
+    history = pd.DataFrame(rows, columns=list(CURVE_COLUMNS), dtype=float)
+    config = config if isinstance(config, dict) else {}
+    return RunFiles(run_dir, config, final, history, problems)

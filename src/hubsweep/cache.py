@@ -18,7 +18,7 @@ class TrialCache:
 
     @classmethod
     def for_config(cls, cfg: DictConfig) -> TrialCache:
-        return cls(FeatureCache(cfg.cache_dir))
+        return cls(FeatureCache.usable(cfg.cache_dir))
 
     def dataset(self, cfg: DictConfig, roles: Sequence[str]) -> TextDataset:
         key = OmegaConf.to_yaml(cfg, resolve=True) + repr(sorted(roles))

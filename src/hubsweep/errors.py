@@ -9,9 +9,14 @@ class ConfigError(HubsweepError):
     pass
 
 
-class DataError(HubsweepError):
+class SetupError(HubsweepError):
+    """The machine, not the config's values, is at fault: missing files, unwritable
+    directories, no network. In a sweep such a failure does not use up the trial budget."""
+
+
+class DataError(SetupError):
     pass
 
 
-class EmbeddingError(HubsweepError):
+class EmbeddingError(SetupError):
     pass

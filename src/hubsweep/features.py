@@ -67,6 +67,21 @@ def _checksum(features: np.ndarray) -> str:
 class FeatureCache:
     """Embedded splits in memory (for the trials of one process) and under `directory`."""
 
+    @classmethod
+    def usable(cls, directory: str | Path | None) -> FeatureCache:
+        """A cache under `directory`, or in memory only (with a warning) where it cannot be
+        written: a slower run, never a failed one."""
+        from hubsweep.errors import SetupError
+        from hubsweep.paths import ensure_writable
+
+        if directory:
+            try:
+                ensure_writable(directory, "cache_dir")
+            except SetupError as e:
+                log.warning("%s; the feature cache stays in memory", e)
+                directory = None
+        return cls(directory)
+
     def __init__(self, directory: str | Path | None) -> None:
         self.directory = Path(directory) if directory else None
         self._memory: dict[str, np.ndarray] = {}

@@ -8,6 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
+# The scalar metrics of an evaluation, in the order tables list them; `loss` is minimised.
+METRICS = ("macro_f1", "accuracy", "macro_precision", "macro_recall", "loss")
+SCORES = tuple(m for m in METRICS if m != "loss")
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric == "loss"
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)

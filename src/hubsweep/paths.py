@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from hubsweep.errors import ConfigError
+from hubsweep.errors import ConfigError, SetupError
 
 CONFIG_DIR_ENV = "HUBSWEEP_CONFIG_DIR"
 
@@ -24,6 +25,18 @@ def config_dir() -> Path:
         f"hubsweep's config tree (conf/config.yaml) was not found in {candidates[0]} or above; "
         f"install from a checkout with `pip install -e .` or set {CONFIG_DIR_ENV}"
     )
+
+
+def ensure_writable(directory: str | Path, key: str) -> Path:
+    """Create `directory` and prove a file can be written there, or one error naming `key`."""
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise SetupError(f"{key}: cannot write to {path}: {e.strerror or e}") from None
+    return path
 
 
 def extra_config_dirs(argv: Sequence[str]) -> list[Path]:

@@ -21,6 +21,7 @@ from hubsweep.classifier import Classifier, batch_order, build_classifier
 from hubsweep.config import validate
 from hubsweep.data import TextDataset
 from hubsweep.export import export_finetuned
+from hubsweep.layout import EXPORTED_MODULE_DIR, RunStatus
 from hubsweep.metrics import classification_metrics, softmax
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,12 @@ log = logging.getLogger(__name__)
 # Called after each validation evaluation with (step, metrics); a truthy return stops the run.
 Reporter = Callable[[int, dict], bool | None]
 
-COMPLETED, STOPPED, DIVERGED, FAILED = "completed", "stopped", "diverged", "failed"
+COMPLETED, STOPPED, DIVERGED, FAILED = (
+    RunStatus.COMPLETED,
+    RunStatus.STOPPED,
+    RunStatus.DIVERGED,
+    RunStatus.FAILED,
+)
 
 
 @dataclass
@@ -82,22 +88,20 @@ def train_and_evaluate(
 ) -> RunResult:
     """Train `cfg` for trainer.steps steps, evaluating on validation every trainer.eval_every.
 
-    Writes the run directory (cfg.output_dir) as it goes; on an unexpected error the run is
-    recorded as failed in final.json before the error propagates. Pass one `cache` to the
-    trials of a process so datasets are loaded, and frozen features embedded, once.
+    Claims the run directory (cfg.output_dir; one that holds a run is refused) and writes
+    it as it goes; any error after that, loading data included, is recorded as failed in
+    final.json before it propagates. Pass one `cache` to the trials of a process so
+    datasets are loaded, and frozen features embedded, once.
     """
     validate(cfg)
     started = time.perf_counter()
     writer = RunWriter(Path(cfg.output_dir))
-    writer.write_config(cfg)
-    _seed(cfg)
-    roles = ["train", "validation", *(["test"] if cfg.trainer.evaluate_test else [])]
-    cache = cache or TrialCache.for_config(cfg)
-    data = cache.dataset(cfg.dataset, roles)
-    run = _Run(cfg, data, writer, reporter, started, cache)
+    run = _Run(cfg, writer, reporter, started, cache or TrialCache.for_config(cfg))
     try:
+        writer.write_config(cfg)
+        _seed(cfg)
         return run.execute()
-    except Exception as e:
+    except BaseException as e:
         run.finish(FAILED, error=f"{type(e).__name__}: {e}")
         raise
 
@@ -106,13 +110,13 @@ class _Run:
     def __init__(
         self,
         cfg: DictConfig,
-        data: TextDataset,
         writer: RunWriter,
         reporter: Reporter | None,
         started: float,
         cache: TrialCache,
     ) -> None:
-        self.cfg, self.data, self.writer, self.reporter = cfg, data, writer, reporter
+        self.cfg, self.writer, self.reporter = cfg, writer, reporter
+        self.data: TextDataset | None = None
         self.started, self.cache = started, cache
         self.metric = cfg.trainer.selection_metric
         self.history: list[dict] = []
@@ -143,6 +147,8 @@ class _Run:
 
     def _execute(self) -> RunResult:
         t = self.cfg.trainer
+        roles = ["train", "validation", *(["test"] if t.evaluate_test else [])]
+        self.data = self.cache.dataset(self.cfg.dataset, roles)
         classifier = self.classifier = build_classifier(self.cfg, self.data, self.cache.features)
         order = batch_order(len(self.data.splits["train"]), t.batch_size, t.seed)
         log.info(
@@ -216,7 +222,7 @@ class _Run:
         if self.cfg.trainer.export_module:
             table = classifier.model.layers[0].trainable_weights[0].numpy()
             out = export_finetuned(
-                self.cfg.embedding.handle, table, Path(self.writer.run_dir) / "module"
+                self.cfg.embedding.handle, table, Path(self.writer.run_dir) / EXPORTED_MODULE_DIR
             )
             log.info("fine-tuned module exported to %s", out)
         if self.cfg.trainer.evaluate_test and status == COMPLETED:
@@ -245,7 +251,7 @@ class _Run:
             wall_time_s=round(time.perf_counter() - self.started, 3),
             train_time_s=round(self.train_time, 3),
             steps_per_s=round(self.steps_done / self.train_time, 2) if self.train_time else 0.0,
-            examples={role: len(s) for role, s in self.data.splits.items()},
+            examples={role: len(s) for role, s in self.data.splits.items()} if self.data else {},
             training_path=self.classifier.path if self.classifier else None,
             diverged_at_step=self.diverged_at,
             error=error,
