@@ -8,19 +8,27 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hubsweep.sweep import open_storage, run_sweep, storage_url, study_dir, tally
+from hubsweep.layout import study_dir as layout_study_dir
+from hubsweep.study.compose import ComposeSpec
+from hubsweep.study.driver import run_sweep
+from hubsweep.study.liveness import tally
+from hubsweep.study.storage import open_storage, resolve
 
 from .conftest import REPO
 
 CONF = str(REPO / "conf")
+COMPOSE = ComposeSpec(CONF, (), ())
 FAST_SWEEP = ["sweep=lr", "sweep.heartbeat_s=1", "sweep.grace_s=4", "sweep.pruner=none"]
+
+
+def study_dir(cfg):
+    return layout_study_dir(cfg.results_dir, cfg.experiment_name, cfg.sweep.study_name, None)
 
 
 @pytest.fixture
@@ -30,9 +38,10 @@ def sweep(make_cfg, fixture_overrides, tmp_path):
     def run(*overrides: str):
         args = [f"results_dir={tmp_path / 'results'}", *FAST_SWEEP, *overrides]
         cfg = make_cfg(*args)
-        summary = run_sweep(cfg, [*fixture_overrides, *args], CONF)
+        summary = run_sweep(cfg, [*fixture_overrides, *args], COMPOSE)
         study = optuna.load_study(
-            study_name=cfg.sweep.study_name, storage=open_storage(storage_url(cfg))
+            study_name=cfg.sweep.study_name,
+            storage=open_storage(resolve(cfg.sweep.storage, study_dir(cfg))),
         )
         return cfg, summary, study
 
@@ -140,31 +149,6 @@ def test_seeds_per_trial_and_a_seeded_sampler_reproduce(sweep):
     assert retrain["test"]["accuracy"]["mean"] == pytest.approx(sum(accuracies) / 2)
 
 
-def _postgres_url() -> str | None:
-    try:
-        import psycopg
-
-        with psycopg.connect("postgresql://127.0.0.1:5432/postgres", connect_timeout=3):
-            return "postgresql://127.0.0.1:5432"
-    except Exception:
-        return None
-
-
-@pytest.fixture
-def postgres_db():
-    server = _postgres_url()
-    if server is None:
-        pytest.skip("no PostgreSQL server answers at 127.0.0.1:5432")
-    import psycopg
-
-    name = f"hubsweep_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield f"{server}/{name}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 @pytest.mark.parametrize("storage", ["postgresql", "journal"])
 def test_three_workers_finish_exactly_n_trials(sweep, storage, request):
     extra = []
@@ -179,7 +163,7 @@ def test_three_workers_finish_exactly_n_trials(sweep, storage, request):
     )
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 7
-    assert tally(study)[0] == 7
+    assert tally(study.trials)[0] == 7
     assert len({t.number for t in complete}) == 7
     run_dirs = [t.user_attrs["run_dirs"][0] for t in complete]
     assert len(set(run_dirs)) == 7
@@ -265,7 +249,7 @@ def test_an_experiment_with_arms_runs_one_study_per_arm_with_the_same_budget(
         "sweep.retrain_best_seeds=2",
     ]
     cfg = make_cfg(*args)
-    summary = run_sweep(cfg, [*fixture_overrides, *args], CONF)
+    summary = run_sweep(cfg, [*fixture_overrides, *args], COMPOSE)
     assert set(summary["arms"]) == {"linear", "mlp"}
     sampled = {}
     for arm in ("linear", "mlp"):
@@ -286,7 +270,7 @@ def test_an_experiment_with_arms_runs_one_study_per_arm_with_the_same_budget(
 
     retrained = sorted((tmp_path / "results" / "arms" / "lr").glob("*/retrain/*/final.json"))
     stamps = [f.stat().st_mtime_ns for f in retrained]
-    again = run_sweep(cfg, [*fixture_overrides, *args], CONF)  # running it again resumes
+    again = run_sweep(cfg, [*fixture_overrides, *args], COMPOSE)  # running it again resumes
     for arm in ("linear", "mlp"):
         assert again["arms"][arm]["trials"] == {"complete": 3}
     assert [f.stat().st_mtime_ns for f in retrained] == stamps  # nothing re-trained
@@ -303,7 +287,7 @@ def test_a_bad_arm_is_refused_before_any_study_starts(make_cfg, fixture_override
     ]
     cfg = make_cfg(*args)
     with pytest.raises(ConfigError, match="arms.bad: .*transformer"):
-        run_sweep(cfg, [*fixture_overrides, *args], CONF)
+        run_sweep(cfg, [*fixture_overrides, *args], COMPOSE)
     assert not (tmp_path / "results").exists() or not list(
         (tmp_path / "results").rglob("*.journal")
     )

@@ -7,6 +7,9 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
 
 from hubsweep.errors import HubsweepError
 
@@ -19,8 +22,47 @@ def _quiet_tensorflow() -> None:
 
 
 def _fail(command: str, error: HubsweepError) -> None:
-    log.error("%s", error)
-    raise SystemExit(f"{command}: error: {error}")
+    from hubsweep.study.storage import mask
+
+    message = mask(str(error))
+    log.error("%s", message)
+    raise SystemExit(f"{command}: error: {message}")
+
+
+class RunDirGuard(Callback):
+    """A Hydra callback: refuse a run (or grid) directory that already holds a run, or that
+    cannot be written, before Hydra writes its own files (.hydra/, the log) into it."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        from hubsweep.layout import holds_run
+        from hubsweep.paths import ensure_writable
+
+        run_dir = Path(config.hydra.run.dir)
+        try:
+            ensure_writable(run_dir, "hydra.run.dir (results_dir)")
+        except HubsweepError as e:
+            raise SystemExit(f"{config.hydra.job.name}: error: {e}") from None
+        if holds_run(run_dir):
+            raise SystemExit(
+                f"{config.hydra.job.name}: error: hydra.run.dir: {run_dir} already holds a run; "
+                "a run owns its directory: give another hydra.run.dir or move the old run away"
+            )
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from hubsweep.layout import holds_run
+        from hubsweep.paths import ensure_writable
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            ensure_writable(sweep_dir, "hydra.sweep.dir (results_dir)")
+        except HubsweepError as e:
+            raise SystemExit(f"{config.hydra.job.name}: error: {e}") from None
+        taken = [d for d in sweep_dir.glob("*") if d.is_dir() and holds_run(d)]
+        if taken:
+            raise SystemExit(
+                f"{config.hydra.job.name}: error: hydra.sweep.dir: {sweep_dir} already holds "
+                f"runs ({taken[0].name}, ...); give another hydra.sweep.dir"
+            )
 
 
 def _train_task(cfg) -> float | None:
@@ -65,21 +107,42 @@ def train() -> None:
     _hydra_app("hubsweep-train", _train_task)
 
 
+def _added_config_dirs(hydra_cfg) -> tuple[str, ...]:
+    """Config dirs the command line added (--config-dir, hydra.searchpath): trials need them."""
+    added = ("command-line", "hydra.searchpath in command-line", "hydra.searchpath in main")
+    return tuple(
+        f"{source.schema}://{source.path}"
+        for source in hydra_cfg.runtime.config_sources
+        if source.provider in added
+    )
+
+
 def _sweep_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from hubsweep.config import validate
     from hubsweep.paths import config_dir
 
+    hydra_cfg = HydraConfig.get()
     try:
         validate(cfg)
         _quiet_tensorflow()
-        from hubsweep.sweep import run_sweep
+        from hubsweep.study.compose import ComposeSpec
+        from hubsweep.study.driver import run_sweep
 
-        summary = run_sweep(cfg, HydraConfig.get().overrides.task, str(config_dir()))
+        compose = ComposeSpec(str(config_dir()), _added_config_dirs(hydra_cfg), ())
+        choice = hydra_cfg.runtime.choices.get("sweep")
+        summary = run_sweep(cfg, hydra_cfg.overrides.task, compose, choice)
     except HubsweepError as e:
         _fail("hubsweep-sweep", e)
     log.info("sweep finished: %s", json.dumps(summary))
+
+
+SWEEP_DEFAULTS = {
+    # The study directory is the sweep's Hydra run directory: its log and config land there.
+    "hydra.run.dir": "${results_dir}/${experiment_name}/${sweep.study_name}",
+    "hydra.job.name": "sweep",
+}
 
 
 def sweep() -> None:
@@ -89,16 +152,22 @@ def sweep() -> None:
             "hubsweep-sweep: error: -m is for hubsweep-train grids; a study runs "
             "its own trials (sweep.workers=N for parallel workers)"
         )
-    # The study directory is the sweep's Hydra run directory: its log and config land there.
-    sys.argv[1:1] = [
-        "hydra.run.dir=${results_dir}/${experiment_name}/${sweep.study_name}",
-        "hydra.job.name=sweep",
-    ]
+    from hubsweep.study.storage import scrub_argv
+
+    try:
+        # Hydra saves the command line; a password must be gone before it sees it.
+        args = scrub_argv(sys.argv[1:])
+    except HubsweepError as e:
+        raise SystemExit(f"hubsweep-sweep: error: {e}") from None
+    # After the user's arguments (Hydra's options may come first), unless the user set them.
+    given = {a.split("=", 1)[0] for a in args}
+    args += [f"{key}={value}" for key, value in SWEEP_DEFAULTS.items() if key not in given]
+    sys.argv[1:] = args
     _hydra_app("hubsweep-sweep", _sweep_task)
 
 
 def _analyze_task(cfg) -> None:
-    from hubsweep.config import validate_analyze
+    from hubsweep.tool_configs import validate_analyze
 
     try:
         validate_analyze(cfg)
@@ -117,7 +186,7 @@ def analyze() -> None:
 
 
 def _swivel_task(cfg) -> None:
-    from hubsweep.config import validate_swivel
+    from hubsweep.tool_configs import validate_swivel
 
     try:
         validate_swivel(cfg)
@@ -174,6 +243,13 @@ def report(argv: list[str] | None = None) -> None:
     parser.add_argument("results", help="a results directory, e.g. results/frozen_vs_finetuned")
     parser.add_argument("--output", help="where to write the report (default: <results>/report)")
     parser.add_argument("--top-k", type=int, default=10, help="trials listed per arm (default 10)")
+    parser.add_argument(
+        "--storage",
+        action="append",
+        default=[],
+        help="a database URL to read studies from, where a study.json names one in a "
+        "directory that is not yours (repeatable; $HUBSWEEP_STORAGE counts too)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("optuna").setLevel(logging.WARNING)
@@ -182,7 +258,10 @@ def report(argv: list[str] | None = None) -> None:
     from hubsweep.report.document import build_report
 
     try:
-        path = build_report(args.results, args.output, args.top_k)
+        from hubsweep.study.storage import configured, resolve
+
+        asked = [resolve(u, Path()) for u in [*args.storage, configured(None)] if u]
+        path = build_report(args.results, args.output, args.top_k, asked)
     except HubsweepError as e:
         _fail("hubsweep-report", e)
     print(path)

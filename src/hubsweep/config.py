@@ -14,6 +14,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from hubsweep.errors import ConfigError
+from hubsweep.metrics import METRICS
+from hubsweep.tool_configs import AnalyzeConfig, SwivelConfig
 
 
 @dataclass
@@ -35,6 +37,10 @@ class DatasetConfig:
     label_key: str = "label"
     # Class names in label-id order; for TFDS ClassLabel features they may be left empty.
     label_names: list[str] = field(default_factory=list)
+    # Local files: labels are matched by name first. An integer label that names no class is
+    # an index into label_names when true; never when false; null: only when no class name
+    # is itself an integer (names 1..5 never shift to indices).
+    label_index: bool | None = None
 
 
 @dataclass
@@ -188,6 +194,10 @@ class SweepConfig:
     heartbeat_s: float = 30.0
     # A running trial whose heartbeat is older than this is failed and retried once.
     grace_s: float = 120.0
+    # Stop the sweep (exit != 0) after this many trials in a row failed for a reason outside
+    # their sampled values (missing module, unwritable directory, full disk); such trials do
+    # not count toward n_trials.
+    max_environment_failures: int = 3
 
 
 @dataclass
@@ -206,55 +216,6 @@ class RunConfig:
     results_dir: str = "results"
     cache_dir: str | None = None
     output_dir: str = MISSING
-
-
-@dataclass
-class AnalyzeConfig:
-    """hubsweep-analyze: term similarity and nearest neighbours of one module."""
-
-    embedding: Any = MISSING
-    groups: list[list[str]] = field(default_factory=list)
-    # Terms to list neighbours for; empty means every term of the groups.
-    neighbours: list[str] = field(default_factory=list)
-    top_k: int = 10
-    # One token per line; null uses the module's assets/vocab.txt (or tokens.txt).
-    vocab_file: str | None = None
-    results_dir: str = "results"
-    output_dir: str = MISSING
-
-
-@dataclass
-class SwivelConfig:
-    """hubsweep-swivel: train Swivel embeddings on a corpus and export a TF-Hub module."""
-
-    corpus: str = MISSING
-    output: str = MISSING
-    work_dir: str = MISSING
-    fields: list[str] = field(
-        default_factory=lambda: ["title", "authors", "abstract", "body_text", "ref_titles"]
-    )
-    lowercase: bool = True
-    window: int = 10
-    min_count: int = 5
-    max_vocab: int = 135168
-    shard_size: int = 4096
-    dim: int = 128
-    epochs: int = 20
-    # adagrad (the paper's), adam or sgd.
-    optimizer: str = "adagrad"
-    learning_rate: float = 0.1
-    # Context-distribution smoothing exponent for column probabilities (1.0: plain PMI).
-    smoothing: float = 1.0
-    num_oov_buckets: int = 1
-    # Export each word vector at length `scale`. Raw row+col vectors of frequent words are
-    # long and dominate the sqrtn sum; normalised ones measured +2.8 points test accuracy
-    # with a tuned head. 5.0 puts the tutorial head's SGD rate 0.01 near the tuned optimum
-    # (0.26 for unit vectors; a linear head's effective rate grows with scale squared).
-    normalize: bool = True
-    scale: float = 5.0
-    seed: int = 0
-    processes: int = 0
-    progress: bool = True
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
@@ -277,11 +238,9 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     },
 }
 
-SELECTION_METRICS = ("macro_f1", "accuracy", "macro_precision", "macro_recall", "loss")
 DATASET_SOURCES = ("tfds", "jsonl", "csv")
 SPLIT_ROLES = ("train", "validation", "test")
 WARMUP_DECAYS = ("linear", "cosine")
-SWIVEL_OPTIMIZERS = ("adagrad", "adam", "sgd")
 
 
 def register_configs() -> None:
@@ -289,7 +248,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(name="analyze_schema", node=AnalyzeConfig)
-    cs.store(name="swivel_schema", node=SwivelConfig)
+    cs.store(name="swivel_schema", node=SwivelConfig)  # hubsweep-swivel's root config
     for group, schemas in GROUP_SCHEMAS.items():
         for name, schema in schemas.items():
             cs.store(group=f"schema/{group}", name=name, node=schema)
@@ -314,9 +273,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("steps", "batch_size", "eval_every", "eval_batch_size"):
         _require(t[key] > 0, f"trainer.{key}", f"must be a positive integer, got {t[key]}")
     _require(
-        t.selection_metric in SELECTION_METRICS,
+        t.selection_metric in METRICS,
         "trainer.selection_metric",
-        f"{t.selection_metric!r} is not one of {', '.join(SELECTION_METRICS)}",
+        f"{t.selection_metric!r} is not one of {', '.join(METRICS)}",
     )
     _require(cfg.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0")
 
@@ -385,24 +344,3 @@ def validate(cfg: DictConfig) -> None:
         )
     if s.name == "exponential":
         _require(s.decay_steps > 0, "schedule.decay_steps", "must be positive")
-
-
-def validate_analyze(cfg: DictConfig) -> None:
-    _require(len(cfg.groups) > 0, "groups", "list at least one group of terms")
-    _require(all(len(g) > 0 for g in cfg.groups), "groups", "a group is empty")
-    _require(cfg.top_k > 0, "top_k", "must be positive")
-
-
-def validate_swivel(cfg: DictConfig) -> None:
-    for key in ("window", "min_count", "shard_size", "dim", "epochs"):
-        _require(cfg[key] > 0, key, f"must be a positive integer, got {cfg[key]}")
-    _require(cfg.max_vocab >= cfg.shard_size, "max_vocab", "must hold at least one shard")
-    _require(cfg.learning_rate > 0, "learning_rate", "must be positive")
-    _require(0 < cfg.smoothing <= 1, "smoothing", "must be in (0, 1]")
-    _require(cfg.scale > 0, "scale", "must be positive")
-    _require(
-        cfg.optimizer in SWIVEL_OPTIMIZERS,
-        "optimizer",
-        f"{cfg.optimizer!r} is not one of {', '.join(SWIVEL_OPTIMIZERS)}",
-    )
-    _require(Path(cfg.corpus).exists(), "corpus", f"{cfg.corpus} does not exist")

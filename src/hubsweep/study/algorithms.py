@@ -1,0 +1,40 @@
+"""Samplers and pruners by name: `sweep.sampler` and `sweep.pruner` look up these registries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import optuna
+
+from hubsweep.study.space import Param
+
+SamplerFactory = Callable[[tuple[Param, ...], int], optuna.samplers.BaseSampler]
+PrunerFactory = Callable[..., optuna.pruners.BasePruner]
+
+SAMPLERS: dict[str, SamplerFactory] = {
+    "tpe": lambda params, seed: optuna.samplers.TPESampler(seed=seed),
+    "random": lambda params, seed: optuna.samplers.RandomSampler(seed=seed),
+    "grid": lambda params, seed: optuna.samplers.GridSampler(
+        {p.key: p.grid() for p in params}, seed=seed
+    ),
+    "cmaes": lambda params, seed: optuna.samplers.CmaEsSampler(seed=seed),
+}
+
+# Each takes (startup trials, warm-up steps, percentile) and uses what applies to it.
+PRUNERS: dict[str, PrunerFactory] = {
+    "median": lambda startup, warmup, pct: optuna.pruners.MedianPruner(startup, warmup),
+    "percentile": lambda startup, warmup, pct: optuna.pruners.PercentilePruner(
+        pct, startup, warmup
+    ),
+    "successive_halving": lambda *_: optuna.pruners.SuccessiveHalvingPruner(),
+    "hyperband": lambda *_: optuna.pruners.HyperbandPruner(),
+    "none": lambda *_: optuna.pruners.NopPruner(),
+}
+
+
+def make_sampler(name: str, params: tuple[Param, ...], seed: int) -> optuna.samplers.BaseSampler:
+    return SAMPLERS[name](params, seed)
+
+
+def make_pruner(name: str, startup: int, warmup: int, percentile: float):
+    return PRUNERS[name](startup, warmup, percentile)

@@ -1,0 +1,123 @@
+"""`hubsweep-sweep`: plan the studies, open each (refusing a changed question), run its
+workers, then write the best preset and re-run the best config over seeds."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig
+from optuna.trial import TrialState
+
+from hubsweep.errors import ConfigError
+from hubsweep.layout import STUDY_INFO_FILE, SUMMARY_FILE
+from hubsweep.paths import ensure_writable
+from hubsweep.study import storage
+from hubsweep.study.compose import ComposeSpec
+from hubsweep.study.liveness import tally
+from hubsweep.study.plan import StudyPlan, build_plans, describe_mismatch
+from hubsweep.study.retrain import retrain_best, write_best_preset
+from hubsweep.study.workers import open_study_storage, run_workers
+
+log = logging.getLogger(__name__)
+
+QUESTION_ATTR = "hubsweep:question"
+FINGERPRINT_ATTR = "hubsweep:fingerprint"
+
+
+def run_sweep(
+    cfg: DictConfig, overrides: Sequence[str], compose: ComposeSpec, sweep_choice: str | None = None
+) -> dict:
+    """Run the study of `cfg.sweep` (one per arm) with `sweep.workers` processes each.
+
+    `overrides` are the command-line overrides of the base config (sweep.*, hydra.* and
+    arms.* ones are dropped for trials). Returns the study's summary, or
+    {"arms": {arm: summary}} for an experiment with arms.
+    """
+    plans = build_plans(cfg, overrides, compose, sweep_choice)
+    summaries = {plan.arm: _run_study(plan) for plan in plans}
+    return {"arms": summaries} if plans[0].arm else summaries[None]
+
+
+def open_study(plan: StudyPlan) -> optuna.Study:
+    """Create the study, or join it if it asks the same question; refuse otherwise."""
+    ensure_writable(plan.directory, "results_dir")
+    study = optuna.create_study(
+        study_name=plan.name,
+        storage=open_study_storage(plan),
+        direction=plan.settings.direction,
+        load_if_exists=True,
+    )
+    stored = study.user_attrs.get(FINGERPRINT_ATTR)
+    if stored is None:
+        if study.trials:
+            log.warning("study %s predates recorded questions; recording this one", plan.name)
+        study.set_user_attr(QUESTION_ATTR, plan.question)
+        study.set_user_attr(FINGERPRINT_ATTR, plan.fingerprint)
+    elif stored != plan.fingerprint:
+        diffs = describe_mismatch(study.user_attrs.get(QUESTION_ATTR, {}), plan.question)
+        shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+        raise ConfigError(
+            f"sweep.study_name={plan.settings.study_name}: study {plan.name!r} in "
+            f"{storage.mask(plan.storage)} was created with a different question ({shown}); "
+            "choose a new sweep.study_name, or run with the study's own settings to resume it"
+        )
+    return study
+
+
+def _run_study(plan: StudyPlan) -> dict:
+    study = open_study(plan)
+    directory = Path(plan.directory)
+    (directory / STUDY_INFO_FILE).write_text(json.dumps(plan.info(), indent=2) + "\n")
+    finished, _ = tally(study.get_trials(deepcopy=False))
+    log.info(
+        "study %s: %d of %d trials finished; %d worker(s); storage %s",
+        plan.name,
+        finished,
+        plan.settings.n_trials,
+        plan.settings.workers,
+        storage.mask(plan.storage),
+    )
+    started = time.perf_counter()
+    run_workers(plan)
+    summary = finish_study(plan, time.perf_counter() - started)
+    (directory / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _state_counts(study: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    return counts
+
+
+def finish_study(plan: StudyPlan, wall_s: float) -> dict:
+    study = optuna.load_study(study_name=plan.name, storage=open_study_storage(plan))
+    summary: dict[str, Any] = {
+        "study": plan.name,
+        "storage": storage.mask(plan.storage),
+        "trials": _state_counts(study),
+        "wall_time_s": round(wall_s, 1),
+    }
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        log.warning("no trial completed; no best config")
+        return summary
+    best = study.best_trial
+    summary["best"] = {"trial": best.number, "value": best.value, "params": best.params}
+    summary["best"]["preset"] = str(write_best_preset(plan, best))
+    log.info(
+        "best trial %d: %s %.4f with %s",
+        best.number,
+        plan.settings.metric,
+        best.value,
+        best.params,
+    )
+    if plan.settings.retrain_best_seeds:
+        summary["retrain"] = retrain_best(plan, best, study)
+    return summary

@@ -1,0 +1,123 @@
+"""Which trials count toward `sweep.n_trials`, and what happens when a worker dies.
+
+A trial counts when it finished (complete, pruned) or failed because of its own sampled
+values (a reason is recorded). It does not count when its worker died (it is retried once
+with the same parameters), when the environment failed it (a missing module, a full
+disk: fixing that and re-running completes the budget), or when it was surplus.
+
+A dead worker is found by its heartbeat: RDB storages use Optuna's own
+(`RDBStorage(heartbeat_interval=...)` with `RetryHeartbeatStaleTrialCallback`); the
+journal file has none, so a thread here beats into the trial's system attributes and the
+same rule fails and retries stale trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from contextlib import AbstractContextManager, nullcontext
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.trial import FrozenTrial, TrialState
+
+log = logging.getLogger(__name__)
+# Optuna marks its heartbeat API experimental; it is the documented way to retry trials.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+HEARTBEAT = "hubsweep:heartbeat"
+FAIL_REASON = "fail_reason"  # the trial's own values failed it: it counts
+ENV_FAILURE = "environment_failure"  # the environment failed it: it does not count
+SURPLUS = "surplus"
+DIED_TWICE = "worker died twice"
+
+
+def counts_toward_target(t: FrozenTrial) -> bool:
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return t.state == TrialState.FAIL and FAIL_REASON in t.user_attrs
+
+
+def tally(trials: list[FrozenTrial]) -> tuple[int, int]:
+    """(finished, running): trials that count toward n_trials, and trials running now.
+
+    Waiting trials (retries) are not counted as taken: the next worker to ask runs them.
+    """
+    finished = sum(counts_toward_target(t) for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return finished, running
+
+
+def last_beat(t: FrozenTrial) -> float:
+    start = t.datetime_start.timestamp() if t.datetime_start else 0.0
+    return max(t.system_attrs.get(HEARTBEAT, 0.0), start)
+
+
+def is_stale(t: FrozenTrial, grace_s: float, now: float) -> bool:
+    """A running trial left by a stopped worker (the journal's rule; the report's too)."""
+    return t.state == TrialState.RUNNING and now - last_beat(t) > grace_s
+
+
+def retry_once(study: optuna.Study, failed: FrozenTrial) -> None:
+    """The stale-trial callback: retry a dead worker's trial once; the second time it
+    counts as failed, so a trial that kills its worker cannot loop forever."""
+    if failed.system_attrs.get("retry_history"):
+        study._storage.set_trial_user_attr(failed._trial_id, FAIL_REASON, DIED_TWICE)
+        log.warning("trial %d: its worker died again; not retried", failed.number)
+        return
+    RetryHeartbeatStaleTrialCallback(max_retry=1)(study, failed)
+    log.warning("trial %d: its worker stopped responding; retrying it", failed.number)
+
+
+def has_native_heartbeat(study: optuna.Study) -> bool:
+    storage = study._storage
+    return isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
+
+
+def recover_stale_trials(study: optuna.Study, grace_s: float) -> None:
+    """Fail running trials whose worker stopped beating, and retry each once."""
+    if has_native_heartbeat(study):
+        optuna.storages.fail_stale_trials(study)
+        return
+    storage, now = study._storage, time.time()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not is_stale(t, grace_s, now):
+            continue
+        try:
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except Exception:  # another worker failed it first
+            continue
+        retry_once(study, storage.get_trial(t._trial_id))
+
+
+class _BeatThread:
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, every_s: float) -> None:
+        self._stop = threading.Event()
+        self._beat = lambda: study._storage.set_trial_system_attr(
+            trial._trial_id, HEARTBEAT, time.time()
+        )
+        self._every_s = every_s
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            self._beat()
+
+    def __enter__(self) -> _BeatThread:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def heartbeat(study: optuna.Study, trial: optuna.Trial, every_s: float) -> AbstractContextManager:
+    """Beat while a trial runs, where the storage has no heartbeat of its own."""
+    if has_native_heartbeat(study):
+        return nullcontext()
+    return _BeatThread(study, trial, every_s)

@@ -1,0 +1,313 @@
+"""The study plan: everything that defines a study, parsed once into a frozen object.
+
+`build_plans` turns the composed sweep config into one `StudyPlan` per arm. A plan is
+plain, picklable data: workers receive it as it is and never re-parse the config. Its
+`question` (metric, direction, seeds per trial, search space, the trial config with
+machine-local paths left out, and fingerprints of the dataset files and the module) is
+what a resumed study must match: the same study name asked a different question is
+refused, naming what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from hubsweep.config import SweepConfig, validate
+from hubsweep.errors import ConfigError
+from hubsweep.layout import study_dir
+from hubsweep.metrics import METRICS, lower_is_better
+from hubsweep.study import storage
+from hubsweep.study.algorithms import PRUNERS, SAMPLERS
+from hubsweep.study.compose import ComposeSpec, compose_config
+from hubsweep.study.space import Param, grid_size, parse_space
+
+log = logging.getLogger(__name__)
+
+ARM_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+# Config keys that say where things are on this machine, not what the study asks.
+MACHINE_LOCAL = (
+    "output_dir",
+    "results_dir",
+    "cache_dir",
+    "dataset.source_dir",
+    "dataset.data_dir",
+    "embedding.handle",
+    "trainer.progress",
+)
+STUDY_SETTINGS = ("sweep", "hydra", "arms")
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """`sweep.*` as one study uses them (defaults live in config.SweepConfig)."""
+
+    study_name: str
+    n_trials: int
+    timeout_s: float | None
+    metric: str
+    direction: str
+    sampler: str
+    sampler_seed: int
+    pruner: str
+    pruner_startup_trials: int
+    pruner_warmup_steps: int
+    pruner_percentile: float
+    storage: str | None
+    workers: int
+    seeds_per_trial: int
+    retrain_best_seeds: int
+    heartbeat_s: float
+    grace_s: float
+    max_environment_failures: int
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    name: str  # the Optuna study name
+    arm: str | None
+    arm_index: int
+    arm_overrides: tuple[str, ...]
+    directory: str
+    storage: str  # never holds a password
+    experiment_name: str
+    settings: StudySettings
+    params: tuple[Param, ...]
+    compose: ComposeSpec
+    cache_dir: str | None
+    command: str
+    question_json: str
+
+    @property
+    def question(self) -> dict:
+        return json.loads(self.question_json)
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.question_json.encode()).hexdigest()[:16]
+
+    def info(self) -> dict:
+        """study.json: what the report and a resume need to know about this study."""
+        return {
+            "study_name": self.name,
+            "storage": storage.mask(self.storage),
+            "arm": self.arm,
+            "arm_index": self.arm_index,
+            "arm_overrides": list(self.arm_overrides),
+            "experiment_name": self.experiment_name,
+            "overrides": [storage.mask(o) for o in self.compose.overrides],
+            "command": storage.mask(self.command),
+            "sweep": {
+                **{f.name: getattr(self.settings, f.name) for f in fields(StudySettings)},
+                "storage": storage.mask(self.storage),
+                "params": {p.name: p.as_dict() for p in self.params},
+            },
+            "fingerprint": self.fingerprint,
+            "question": self.question,
+        }
+
+
+def is_study_setting(override: str) -> bool:
+    """sweep.*, hydra.* and arms.* overrides set up the study; trials do not compose them."""
+    return override.lstrip("+~").startswith(STUDY_SETTINGS)
+
+
+def _typed_sweep(cfg: DictConfig, choice: str | None) -> SweepConfig:
+    """cfg.sweep checked against the schema, also for a user's YAML that does not extend it."""
+    if cfg.sweep is None:
+        raise ConfigError("sweep: choose a search space, e.g. sweep=lr_batch_steps")
+    where = f" (sweep={choice})" if choice else ""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), cfg.sweep)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        key = f"sweep.{e.full_key}" if getattr(e, "full_key", None) else "sweep"
+        message = str(e).splitlines()[0]
+        raise ConfigError(f"{key}{where}: {message}") from None
+
+
+def _settings(s: SweepConfig) -> StudySettings:
+    direction = s.direction or ("minimize" if lower_is_better(s.metric) else "maximize")
+    checks = [
+        (s.metric in METRICS, "sweep.metric", f"{s.metric!r} is not one of {', '.join(METRICS)}"),
+        (direction in ("minimize", "maximize"), "sweep.direction", "minimize or maximize"),
+        (s.sampler in SAMPLERS, "sweep.sampler", f"{s.sampler!r}: one of {', '.join(SAMPLERS)}"),
+        (s.pruner in PRUNERS, "sweep.pruner", f"{s.pruner!r}: one of {', '.join(PRUNERS)}"),
+        (s.n_trials > 0, "sweep.n_trials", "must be positive"),
+        (s.workers > 0, "sweep.workers", "must be positive"),
+        (s.seeds_per_trial > 0, "sweep.seeds_per_trial", "must be positive"),
+        (s.retrain_best_seeds >= 0, "sweep.retrain_best_seeds", "must be >= 0"),
+        (s.max_environment_failures > 0, "sweep.max_environment_failures", "must be positive"),
+        (0 < s.heartbeat_s < s.grace_s, "sweep.grace_s", "must exceed sweep.heartbeat_s > 0"),
+        (s.timeout_s is None or s.timeout_s > 0, "sweep.timeout_s", "must be positive or null"),
+    ]
+    for ok, key, problem in checks:
+        if not ok:
+            raise ConfigError(f"{key}: {problem}")
+    if s.storage and storage.is_sqlite(s.storage) and s.workers > 1:
+        raise ConfigError(
+            "sweep.storage: SQLite is not safe for several worker processes; leave "
+            "sweep.storage unset (a journal file) or use postgresql://..."
+        )
+    values = {f.name: getattr(s, f.name) for f in fields(StudySettings)}
+    return StudySettings(**{**values, "direction": direction})
+
+
+def experiment_arms(cfg: DictConfig) -> list[tuple[str | None, tuple[str, ...]]]:
+    if not cfg.arms:
+        return [(None, ())]
+    found = []
+    for name, overrides in cfg.arms.items():
+        if not ARM_NAME.match(str(name)):
+            raise ConfigError(f"arms.{name}: an arm name may use letters, digits and _ only")
+        if not OmegaConf.is_list(overrides):
+            raise ConfigError(f"arms.{name}: give a list of overrides, e.g. [model=mlp]")
+        for o in overrides:
+            if is_study_setting(str(o)):
+                raise ConfigError(
+                    f"arms.{name}: {o!r}: arms share the study settings; override run settings only"
+                )
+        found.append((str(name), tuple(str(o) for o in overrides)))
+    return found
+
+
+def _hash_files(paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def dataset_fingerprint(d: DictConfig) -> str:
+    """The content of local data files; a TFDS download is named by its builder."""
+    if not d.source_dir:
+        return f"tfds:{d.tfds_name}"
+    base = Path(d.source_dir)
+    files = (
+        sorted(p for p in base.iterdir() if p.is_file())
+        if d.source == "tfds"
+        else [base / name for name in d.splits.values() if (base / name).is_file()]
+    )
+    return _hash_files(files)
+
+
+def module_fingerprint(handle: str) -> str:
+    from hubsweep.features import module_fingerprint as content_hash
+
+    if "://" in handle and not handle.startswith("file://"):
+        return handle  # a TF-Hub handle names one published version
+    try:
+        return content_hash(handle)[:16]
+    except OSError as e:
+        raise ConfigError(f"embedding.handle: cannot read {handle!r}: {e}") from None
+
+
+def _question(s: StudySettings, params: tuple[Param, ...], trial_cfg: DictConfig) -> dict:
+    config = OmegaConf.to_container(trial_cfg, resolve=False)
+    for key in (*STUDY_SETTINGS, *MACHINE_LOCAL, *(p.key for p in params)):
+        parent, _, leaf = key.rpartition(".")
+        node = config
+        for part in parent.split(".") if parent else []:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return {
+        "metric": s.metric,
+        "direction": s.direction,
+        "seeds_per_trial": s.seeds_per_trial,
+        "params": {p.name: p.as_dict() for p in params},
+        "config": config,
+        "dataset": dataset_fingerprint(trial_cfg.dataset),
+        "module": module_fingerprint(str(trial_cfg.embedding.handle)),
+    }
+
+
+def build_plans(
+    cfg: DictConfig,
+    overrides: Sequence[str],
+    compose: ComposeSpec,
+    sweep_choice: str | None = None,
+) -> list[StudyPlan]:
+    """One plan per arm (one for a plain sweep), each checked to compose and validate."""
+    settings = _settings(_typed_sweep(cfg, sweep_choice))
+    params = parse_space(OmegaConf.to_container(cfg.sweep.params, resolve=True))
+    for p in params:
+        if OmegaConf.select(cfg, p.key, default="__missing__") == "__missing__":
+            raise ConfigError(f"sweep.params.{p.name}.key: {p.key!r} is not a config key")
+    if settings.sampler == "grid":
+        size = grid_size(params)
+        if settings.n_trials > size:
+            log.info("grid of %d configs: n_trials lowered from %d", size, settings.n_trials)
+            settings = replace(settings, n_trials=size)
+    trial_overrides = tuple(o for o in overrides if not is_study_setting(o))
+    command = shlex.join(["hubsweep-sweep", *overrides])
+    plans = []
+    for index, (arm, arm_overrides) in enumerate(experiment_arms(cfg)):
+        spec = ComposeSpec(
+            compose.config_dir, compose.search_path, (*trial_overrides, *arm_overrides)
+        )
+        trial_cfg = _checked(spec, arm)
+        directory = study_dir(cfg.results_dir, cfg.experiment_name, settings.study_name, arm)
+        plans.append(
+            StudyPlan(
+                name=f"{settings.study_name}-{arm}" if arm else settings.study_name,
+                arm=arm,
+                arm_index=index,
+                arm_overrides=arm_overrides,
+                directory=str(directory),
+                storage=storage.resolve(settings.storage, directory),
+                experiment_name=cfg.experiment_name,
+                settings=settings,
+                params=params,
+                compose=spec,
+                cache_dir=cfg.cache_dir,
+                command=command,
+                question_json=json.dumps(
+                    _question(settings, params, trial_cfg), sort_keys=True, default=str
+                ),
+            )
+        )
+    return plans
+
+
+def _checked(spec: ComposeSpec, arm: str | None) -> DictConfig:
+    """A trial's base config must compose and validate before any study starts."""
+    where = f"arms.{arm}: " if arm else ""
+    try:
+        cfg = compose_config(spec, [])
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{where}{e}") from None
+    except Exception as e:  # Hydra's composition errors name the bad override
+        raise ConfigError(f"{where}{type(e).__name__}: {e}") from None
+    return cfg
+
+
+def describe_mismatch(stored: dict, asked: dict) -> list[str]:
+    """`key: stored → asked` for each part of the question that differs."""
+    diffs: list[str] = []
+
+    def walk(a: Any, b: Any, where: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(
+                    a.get(key, "<unset>"), b.get(key, "<unset>"), f"{where}.{key}" if where else key
+                )
+        elif a != b:
+            diffs.append(f"{where}: {a!r} → {b!r}")
+
+    walk(stored, asked, "")
+    return diffs

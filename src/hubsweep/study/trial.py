@@ -1,0 +1,143 @@
+"""One trial: compose its config, call `train_and_evaluate` with a pruning reporter, record.
+
+A trial's failure is told apart by cause. The sampled values failed it (diverged, an
+invalid combination): the reason is recorded and the trial counts toward the budget. The
+environment failed it (a missing module or file, an unwritable directory, a full disk):
+it is marked so, does not count, and the worker stops after a few in a row.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import optuna
+
+from hubsweep.errors import HubsweepError, SetupError
+from hubsweep.layout import RunStatus, trial_run_dir
+from hubsweep.metrics import METRICS
+from hubsweep.study.compose import param_overrides, seeded_run
+from hubsweep.study.liveness import ENV_FAILURE, FAIL_REASON, SURPLUS, counts_toward_target
+from hubsweep.study.plan import StudyPlan
+
+log = logging.getLogger(__name__)
+
+# TensorFlow's own I/O errors, by name (importing TensorFlow here would slow every command).
+_TF_ENVIRONMENT_ERRORS = ("NotFoundError", "PermissionDeniedError", "UnavailableError")
+
+
+def is_environment_failure(error: BaseException) -> bool:
+    if isinstance(error, OSError | ImportError | SetupError):
+        return True
+    return type(error).__name__ in _TF_ENVIRONMENT_ERRORS
+
+
+class SurplusTrial(Exception):
+    """Asked for beyond the budget (another worker took the last slot)."""
+
+
+class TrialFailed(Exception):
+    """The trial's own values failed it (diverged)."""
+
+
+class Objective:
+    """Optuna's objective for one plan; tells the worker about environment failures."""
+
+    def __init__(self, plan: StudyPlan, cache) -> None:
+        self.plan, self.cache = plan, cache
+        self.environment_failures = 0  # in a row
+        self.last_environment_error: str | None = None
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from hubsweep.study.liveness import heartbeat
+
+        self._check_budget(trial)
+        with heartbeat(trial.study, trial, self.plan.settings.heartbeat_s):
+            try:
+                value = self._run(trial)
+            except optuna.TrialPruned:
+                self.environment_failures = 0
+                raise
+            except Exception as e:
+                self._record_failure(trial, e)
+                if not isinstance(e, HubsweepError | OSError):
+                    raise  # a bug: Optuna logs it with its traceback
+                # A clear error: the line above says it all; NaN makes Optuna fail the trial.
+                return float("nan")
+        self.environment_failures = 0
+        return value
+
+    def _check_budget(self, trial: optuna.Trial) -> None:
+        from optuna.trial import TrialState
+
+        ahead = sum(
+            counts_toward_target(t) or t.state in (TrialState.RUNNING, TrialState.WAITING)
+            for t in trial.study.get_trials(deepcopy=False)
+            if t.number < trial.number
+        )
+        if ahead >= self.plan.settings.n_trials:
+            trial.set_user_attr(SURPLUS, True)
+            raise SurplusTrial(f"trial {trial.number} is beyond n_trials")
+
+    def _record_failure(self, trial: optuna.Trial, error: Exception) -> None:
+        message = f"{type(error).__name__}: {error}"
+        if is_environment_failure(error):
+            self.environment_failures += 1
+            self.last_environment_error = (
+                str(error) if isinstance(error, HubsweepError) else message
+            )
+            trial.set_user_attr(ENV_FAILURE, message)
+            log.error("trial %d failed outside its sampled values: %s", trial.number, error)
+            return
+        self.environment_failures = 0
+        if FAIL_REASON not in trial.user_attrs:
+            trial.set_user_attr(FAIL_REASON, message)
+        log.error("trial %d failed: %s", trial.number, message)
+
+    def _run(self, trial: optuna.Trial) -> float:
+        from hubsweep.train import train_and_evaluate
+
+        s = self.plan.settings
+        sampled = param_overrides({p.key: p.suggest(trial) for p in self.plan.params})
+        # Test never feeds the search.
+        extra = [*sampled, "trainer.evaluate_test=false"]
+        values, finals, run_dirs = [], [], []
+        for k in range(s.seeds_per_trial):
+            run_dir = trial_run_dir(self.plan.directory, trial.number, k)
+            cfg = seeded_run(self.plan.compose, extra, k, run_dir)
+            run_dirs.append(str(run_dir))
+            trial.set_user_attr("run_dirs", run_dirs)
+            reporter = self._reporter(trial) if k == 0 else None
+            result = train_and_evaluate(cfg, reporter=reporter, cache=self.cache)
+            trial.set_user_attr("status", str(result.status))
+            trial.set_user_attr("steps_done", result.steps_done)
+            trial.set_user_attr("wall_time_s", result.wall_time_s)
+            if result.status == RunStatus.STOPPED:
+                raise optuna.TrialPruned(f"pruned at step {result.steps_done}")
+            if result.status == RunStatus.DIVERGED:
+                reason = f"diverged at step {result.diverged_at_step}"
+                trial.set_user_attr(FAIL_REASON, reason)
+                raise TrialFailed(reason)
+            values.append(result.final[s.metric])
+            finals.append(result.final)
+        _record_metrics(trial, finals, values)
+        return float(np.mean(values))
+
+    def _reporter(self, trial: optuna.Trial):
+        metric = self.plan.settings.metric
+
+        def report(step: int, metrics: dict) -> bool:
+            trial.report(metrics[metric], step)
+            return trial.should_prune()
+
+        return report
+
+
+def _record_metrics(trial: optuna.Trial, finals: list[dict], values: list[float]) -> None:
+    for key in METRICS:
+        trial.set_user_attr(f"val_{key}", float(np.mean([f[key] for f in finals])))
+    for name in finals[0]["per_class"]:
+        f1 = np.mean([f["per_class"][name]["f1"] for f in finals])
+        trial.set_user_attr(f"val_f1_{name}", float(f1))
+    trial.set_user_attr("seed_values", [float(v) for v in values])
+    trial.set_user_attr("value_std", float(np.std(values)))

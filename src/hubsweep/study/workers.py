@@ -1,0 +1,119 @@
+"""Workers: processes that run trials of one plan until the study has its budget.
+
+`sweep.workers=N` starts N-1 spawned processes beside this one; on other machines the same
+`hubsweep-sweep` command against the same storage adds more. A worker stops when the study
+has `n_trials` finished trials, when `sweep.timeout_s` passes, or, with an error, after
+`sweep.max_environment_failures` trials in a row failed for reasons outside their values.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import threading
+import time
+
+import optuna
+
+from hubsweep.errors import HubsweepError
+from hubsweep.study import storage
+from hubsweep.study.algorithms import make_pruner, make_sampler
+from hubsweep.study.liveness import recover_stale_trials, retry_once, tally
+from hubsweep.study.plan import StudyPlan
+from hubsweep.study.trial import Objective
+
+log = logging.getLogger(__name__)
+
+
+class EnvironmentFailure(HubsweepError):
+    """Trials keep failing for a reason outside their sampled values."""
+
+
+def open_study_storage(plan: StudyPlan) -> optuna.storages.BaseStorage:
+    s = plan.settings
+    beat = storage.Heartbeat(s.heartbeat_s, s.grace_s, retry_once)
+    return storage.open_storage(plan.storage, heartbeat=beat)
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """A spawned worker ends when the sweep process that started it is gone (even SIGKILL)."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -> None:
+    """Run trials until the study has `n_trials` finished trials (or the timeout passes)."""
+    if parent_pid is not None:
+        _watch_parent(parent_pid)
+        logging.basicConfig(level=logging.INFO, format=f"[worker {index}] %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from hubsweep.cache import TrialCache
+    from hubsweep.features import FeatureCache
+
+    s = plan.settings
+    backend = open_study_storage(plan)
+    existing = len(optuna.load_study(study_name=plan.name, storage=backend).trials)
+    # Distinct per worker and per invocation, yet reproducible for a fresh single-worker study.
+    seed = s.sampler_seed + 10007 * index + existing
+    study = optuna.load_study(
+        study_name=plan.name,
+        storage=backend,
+        sampler=make_sampler(s.sampler, plan.params, seed),
+        pruner=make_pruner(
+            s.pruner, s.pruner_startup_trials, s.pruner_warmup_steps, s.pruner_percentile
+        ),
+    )
+    objective = Objective(plan, TrialCache(FeatureCache.usable(plan.cache_dir)))
+    deadline = time.time() + s.timeout_s if s.timeout_s else math.inf
+    poll_s = min(s.heartbeat_s, 5.0)
+    while time.time() < deadline:
+        recover_stale_trials(study, s.grace_s)
+        finished, running = tally(study.get_trials(deepcopy=False))
+        if finished >= s.n_trials:
+            break
+        if finished + running >= s.n_trials:
+            time.sleep(poll_s)  # the remaining trials are running elsewhere
+            continue
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
+        if objective.environment_failures >= s.max_environment_failures:
+            raise EnvironmentFailure(
+                f"{objective.environment_failures} trials in a row failed for a reason outside "
+                f"their sampled values: {objective.last_environment_error}. They do not count "
+                f"toward sweep.n_trials; fix this and run the same command to finish the study"
+            )
+
+
+def _child(plan: StudyPlan, index: int, parent_pid: int) -> None:
+    try:
+        run_worker(plan, index, parent_pid)
+    except HubsweepError as e:
+        log.error("%s", e)
+        raise SystemExit(2) from None
+
+
+def run_workers(plan: StudyPlan) -> None:
+    """This process and `sweep.workers - 1` spawned ones; an error in any is raised here."""
+    ctx = multiprocessing.get_context("spawn")
+    children = [
+        ctx.Process(target=_child, args=(plan, i, os.getpid()), daemon=False)
+        for i in range(1, plan.settings.workers)
+    ]
+    for child in children:
+        child.start()
+    try:
+        run_worker(plan)
+    finally:
+        for child in children:
+            child.join()
+    failed = [i for i, c in enumerate(children, start=1) if c.exitcode != 0]
+    if failed:
+        raise EnvironmentFailure(
+            f"worker(s) {failed} of study {plan.name} stopped with an error (see sweep.log)"
+        )
