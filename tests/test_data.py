@@ -40,6 +40,7 @@ def test_offline_and_download_paths_yield_the_same_examples(scicite_dir, tmp_pat
         return {"scicite": scicite_dir.parent}
 
     monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", fake_download)
+    monkeypatch.setattr("hubsweep.network.unreachable", lambda url: None)
     downloaded = load_dataset(_scicite_cfg(data_dir=str(tmp_path / "b")))
 
     assert offline.label_names == downloaded.label_names == LABELS

@@ -7,6 +7,7 @@ holding them as arrays makes shuffling, evaluation and predictions.csv simple an
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from hubsweep.errors import DataError
+from hubsweep.errors import DataError, HubsweepError
+from hubsweep.network import require_reachable
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +81,15 @@ def _offline_builders() -> dict[str, type]:
                 tfds.Split.TEST: "test.jsonl",
             }
             for filename in files.values():
-                if not (self._source_dir / filename).is_file():
+                path = self._source_dir / filename
+                if not path.is_file():
                     raise DataError(
-                        f"dataset.source_dir: {self._source_dir / filename} is missing; "
+                        f"dataset.source_dir: {path} is missing; "
                         "expected the SciCite release files train.jsonl, dev.jsonl, test.jsonl"
                     )
+                # TFDS's own reader fails deep inside preparation, with no location.
+                for _ in _read_jsonl(path):
+                    pass
             return [
                 tfds.core.SplitGenerator(
                     name=split, gen_kwargs={"path": str(self._source_dir / filename)}
@@ -115,10 +121,17 @@ def tfds_builder(cfg: DictConfig):
         except tfds.core.registered.DatasetNotFoundError as e:
             raise DataError(f"dataset.tfds_name: {e}") from None
     if not builder.is_prepared():
+        if not cfg.source_dir:
+            for url in builder.url_infos or {}:
+                require_reachable(
+                    url,
+                    "dataset",
+                    f"offline, point dataset.source_dir at the {cfg.tfds_name} release files",
+                )
         log.info("preparing TFDS dataset %s in %s", cfg.tfds_name, builder.data_dir)
         try:
             builder.download_and_prepare()
-        except DataError:
+        except HubsweepError:
             raise
         except Exception as e:  # network, checksum or parse failure inside TFDS
             hint = "" if cfg.source_dir else "; offline, point dataset.source_dir at the files"
@@ -179,45 +192,121 @@ def _load_local(cfg: DictConfig, wanted: dict[str, str]) -> TextDataset:
         if not path.is_file():
             raise DataError(f"dataset.splits.{role}: file {path} does not exist")
         rows = _read_jsonl(path) if cfg.source == "jsonl" else _read_csv(path)
-        splits[role] = _to_split(rows, path, cfg.text_key, cfg.label_key, label_names)
+        to_id = LabelMapper(label_names, cfg.get("label_index"))
+        splits[role] = _to_split(rows, path, cfg.text_key, cfg.label_key, to_id)
     return TextDataset(cfg.name, label_names, splits)
 
 
 Row = tuple[int, dict[str, Any]]
 
 
+def read_text(path: Path) -> str:
+    """The file as UTF-8 text; bytes that are not UTF-8 are one error naming file:line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); "
+            "re-encode the file as UTF-8"
+        ) from None
+
+
+def check_unicode(path: Path, lineno: int, value: Any) -> None:
+    """A lone surrogate (e.g. JSON "\\ud800") is not text: TensorFlow fails on it later."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(
+                f"{path}:{lineno}: {value!r:.60} holds a lone surrogate, not valid Unicode text"
+            ) from None
+    elif isinstance(value, dict):
+        for v in value.values():
+            check_unicode(path, lineno, v)
+    elif isinstance(value, list):
+        for v in value:
+            check_unicode(path, lineno, v)
+
+
 def _read_jsonl(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(
-                    f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})"
-                ) from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object per line")
-            yield lineno, record
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(
+                f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})"
+            ) from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object per line")
+        check_unicode(path, lineno, record)
+        yield lineno, record
 
 
 def _read_csv(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        try:
-            for record in reader:
-                if None in record:
-                    raise DataError(f"{path}:{reader.line_num}: more fields than the header")
-                yield reader.line_num, record
-        except csv.Error as e:
-            raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    try:
+        for record in reader:
+            if None in record:
+                raise DataError(f"{path}:{reader.line_num}: more fields than the header")
+            yield reader.line_num, record
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+
+
+def _is_integer(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, str) and value.strip().lstrip("+-").isdigit()
+
+
+class LabelMapper:
+    """One rule that cannot mis-map: a label is matched by name first; an integer that names
+    no class is an index into label_names only with dataset.label_index=true (then every
+    integer is an index), or with the default null when no class name is itself an
+    integer (an integer that is not one of integer class names is refused: ambiguous)."""
+
+    def __init__(self, label_names: tuple[str, ...], label_index: bool | None) -> None:
+        self.names = label_names
+        self.ids = {str(name): i for i, name in enumerate(label_names)}
+        self.numeric_names = any(_is_integer(n) for n in label_names)
+        self.label_index = label_index
+
+    def _resolve(self, label: Any) -> int | None:
+        if self.label_index is True and _is_integer(label):
+            return int(label)
+        if not isinstance(label, bool) and str(label).strip() in self.ids:
+            return self.ids[str(label).strip()]
+        if self.label_index is None and not self.numeric_names and _is_integer(label):
+            return int(label)
+        return None
+
+    def __call__(self, path: Path, lineno: int, label: Any) -> int:
+        found = self._resolve(label)
+        if found is None:
+            rule = " (class names are numbers: labels are matched as names)"
+            raise DataError(
+                f"{path}:{lineno}: unknown label {label!r}{rule if self.numeric_names else ''}; "
+                f"dataset.label_names: {', '.join(self.names)}"
+            )
+        label_id = found
+        if not 0 <= label_id < len(self.names):
+            raise DataError(
+                f"{path}:{lineno}: label index {label_id} is outside 0..{len(self.names) - 1} "
+                f"(dataset.label_names: {', '.join(self.names)})"
+            )
+        return label_id
 
 
 def _to_split(
-    rows: Iterator[Row], path: Path, text_key: str, label_key: str, label_names: tuple[str, ...]
+    rows: Iterator[Row], path: Path, text_key: str, label_key: str, to_id: LabelMapper
 ) -> TextSplit:
-    label_ids = {name: i for i, name in enumerate(label_names)}
     texts, labels = [], []
     for lineno, record in rows:
         for key in (text_key, label_key):
@@ -226,17 +315,8 @@ def _to_split(
         text, label = record[text_key], record[label_key]
         if not isinstance(text, str):
             raise DataError(f"{path}:{lineno}: {text_key!r} is not a string")
-        if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(label_names):
-            label_id = label
-        elif str(label) in label_ids:
-            label_id = label_ids[str(label)]
-        else:
-            raise DataError(
-                f"{path}:{lineno}: unknown label {label!r}; dataset.label_names: "
-                f"{', '.join(label_names)}"
-            )
         texts.append(text)
-        labels.append(label_id)
+        labels.append(to_id(path, lineno, label))
     if not texts:
         raise DataError(f"{path}: no examples")
     return TextSplit(np.array(texts, dtype=object), np.array(labels, dtype=np.int32))

@@ -9,6 +9,7 @@ import tensorflow_hub as hub
 from omegaconf import DictConfig
 
 from hubsweep.errors import EmbeddingError
+from hubsweep.network import require_reachable, tfhub_cached
 
 
 def _is_remote(handle: str) -> bool:
@@ -20,6 +21,12 @@ def load_embedding_layer(cfg: DictConfig) -> hub.KerasLayer:
     handle = str(cfg.handle)
     if not _is_remote(handle) and not Path(handle.removeprefix("file://")).is_dir():
         raise EmbeddingError(f"embedding.handle: no SavedModel directory at {handle!r}")
+    if _is_remote(handle) and not tfhub_cached(handle):
+        require_reachable(
+            handle,
+            "embedding.handle",
+            "offline, set embedding.handle to a local SavedModel directory",
+        )
     kwargs = {}
     if cfg.signature:
         kwargs = {"signature": cfg.signature, "output_key": cfg.output_key or "default"}
