@@ -16,11 +16,15 @@ import pytest
 from optuna.trial import TrialState
 
 from hubsweep.artifacts import read_final
-from hubsweep.sweep import HEARTBEAT, open_storage, run_sweep
+from hubsweep.study.compose import ComposeSpec
+from hubsweep.study.driver import run_sweep
+from hubsweep.study.liveness import HEARTBEAT
+from hubsweep.study.storage import open_storage
 
 from .conftest import DIM, LABELS, REPO, SMALL_RUN, write_scicite
 
 CONF = str(REPO / "conf")
+COMPOSE = ComposeSpec(CONF, (), ())
 ARMS = [
     "+arms.frozen=['embedding.trainable=false']",
     "+arms.finetuned=['embedding.trainable=true']",
@@ -72,7 +76,7 @@ def experiment(tmp_path_factory, tiny_module, cache_dir) -> Path:
         *SMALL_RUN,
     ]
     args = [*base, *ARMS, *STUDY]
-    run_sweep(_compose([*args, "output_dir=unused"]), args, CONF)
+    run_sweep(_compose([*args, "output_dir=unused"]), args, COMPOSE)
 
     root = results / "exp"
     for seed in (0, 1):
@@ -84,7 +88,7 @@ def experiment(tmp_path_factory, tiny_module, cache_dir) -> Path:
         train_and_evaluate(_compose([*base, out, f"embedding.trainable={trainable}"]))
 
     partial = [*base, "sweep=lr", "sweep.study_name=partial", "sweep.n_trials=2"]
-    run_sweep(_compose([*partial, "output_dir=unused"]), partial, CONF)
+    run_sweep(_compose([*partial, "output_dir=unused"]), partial, COMPOSE)
     info = json.loads((root / "partial" / "study.json").read_text())
     study = optuna.load_study(study_name="partial", storage=open_storage(info["storage"]))
     stuck = study.ask()  # a worker took this trial and was killed: no beat since

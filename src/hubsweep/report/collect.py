@@ -5,94 +5,34 @@ such (a run without final.json, a study whose workers died) rather than raised."
 from __future__ import annotations
 
 import json
-import re
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import optuna
-import pandas as pd
-import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from hubsweep.artifacts import CONFIG_FILE, FINAL_FILE, METRICS_FILE
-from hubsweep.best import RETRAIN_DIR, RETRAIN_RUN
-from hubsweep.sweep import (
-    HEARTBEAT,
-    INFO_FILE,
-    STUDY_FILE,
-    SURPLUS,
-    counts_toward_target,
-    open_storage,
+from hubsweep.artifacts import RunFiles, read_run
+from hubsweep.layout import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    REPORT_DIR,
+    STUDY_INFO_FILE,
+    STUDY_JOURNAL_FILE,
+    RunStatus,
+    is_study_dir,
+    retrain_run_dirs,
 )
+from hubsweep.study import storage as storages
+from hubsweep.study.liveness import SURPLUS, counts_toward_target, is_stale
 
-CURVE_COLUMNS = ("step", "loss", "accuracy", "macro_precision", "macro_recall", "macro_f1")
 # Keys that differ between runs of one config without making it a different config.
 RUN_IDENTITY_IGNORED = ("output_dir", "trainer.seed", "trainer.progress", "cache_dir")
 
-
-@dataclass
-class Run:
-    directory: Path
-    config: dict
-    final: dict | None  # None: the run has not finished (running, or killed)
-    history: pd.DataFrame  # one row per validation evaluation
-
-    @property
-    def status(self) -> str:
-        return self.final["status"] if self.final else "incomplete"
-
-    @property
-    def test(self) -> dict | None:
-        return self.final.get("test") if self.final else None
-
-    @cached_property
-    def flat(self) -> dict[str, Any]:
-        """The config as dotted key -> value."""
-        return flat_config(self.config)
-
-    def setting(self, key: str) -> Any:
-        node: Any = self.config
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return None
-            node = node[part]
-        return node
-
-
-def read_run(directory: Path) -> Run:
-    config_path = directory / CONFIG_FILE
-    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-    final_path = directory / FINAL_FILE
-    final = json.loads(final_path.read_text()) if final_path.is_file() else None
-    rows = []
-    metrics_path = directory / METRICS_FILE
-    if metrics_path.is_file():
-        for line in metrics_path.read_text().splitlines():
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # the last line of a run killed mid-write
-                continue
-            if record.get("split") == "validation":
-                rows.append({k: record.get(k) for k in CURVE_COLUMNS})
-    history = pd.DataFrame(rows, columns=list(CURVE_COLUMNS), dtype=float)
-    return Run(directory, config or {}, final, history)
-
-
-def flat_config(config: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flat_config(value, f"{name}."))
-        else:
-            flat[name] = tuple(value) if isinstance(value, list) else value
-    return flat
+Run = RunFiles
 
 
 @dataclass
@@ -190,9 +130,11 @@ class Study:
         of = f"{finished} of {target}" if target else f"{finished}"
         grace = self.sweep.get("grace_s", 120.0)
         running = self.by_state(TrialState.RUNNING)
-        stale = [t for t in running if now - _last_beat(t) > grace]
+        stale = [t for t in running if is_stale(t, grace, now)]
         if self.error:
-            return f"unreadable: {self.error}"
+            return (
+                self.error if self.error.startswith("not opened") else f"unreadable: {self.error}"
+            )
         if stale:
             return (
                 f"crashed: {of} trials finished, {len(stale)} left running by a stopped "
@@ -206,7 +148,7 @@ class Study:
 
     def retrain_status(self) -> str:
         wanted = self.sweep.get("retrain_best_seeds", 0)
-        done = sum(r.status == "completed" and r.test is not None for r in self.retrain)
+        done = sum(r.status == RunStatus.COMPLETED and r.test is not None for r in self.retrain)
         if not wanted and not self.retrain:
             return "best config not re-run (sweep.retrain_best_seeds=0)"
         return f"best config re-run with {done} of {max(wanted, len(self.retrain))} seeds"
@@ -219,36 +161,63 @@ def last_reported(trial: FrozenTrial) -> float | None:
     return trial.intermediate_values[max(trial.intermediate_values)]
 
 
-def _last_beat(trial: FrozenTrial) -> float:
-    start = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
-    return max(trial.system_attrs.get(HEARTBEAT, 0.0), start)
-
-
-def _seed_number(run_dir: Path) -> int:
-    match = re.search(r"seed(\d+)$", run_dir.name)
-    return int(match.group(1)) if match else 0
-
-
-def read_study(directory: Path) -> Study:
-    info_path = directory / INFO_FILE
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    storage_url = info.get("storage") or f"journal:{directory / STUDY_FILE}"
-    name = info.get("study_name")
+def _read_info(directory: Path) -> tuple[dict, str | None]:
+    path = directory / STUDY_INFO_FILE
+    if not path.is_file():
+        return {}, None
     try:
-        storage = open_storage(storage_url)
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return {}, f"{STUDY_INFO_FILE} unreadable ({type(e).__name__})"
+    if not isinstance(info, dict):
+        return {}, f"{STUDY_INFO_FILE} unreadable (not an object)"
+    return info, None
+
+
+def _owned_by_user(path: Path) -> bool:
+    stat = path.stat()
+    return stat.st_uid == os.getuid() and not stat.st_mode & 0o002
+
+
+def _storage_for(directory: Path, info: dict, allowed: Sequence[str]) -> tuple[str, str | None]:
+    """The storage URL to read, or why it is not opened. A journal or SQLite file is read only
+    where it exists; a database named by a study.json is connected to only when the user
+    asked for it (--storage) or the study directory and its study.json are the user's own."""
+    named = info.get("storage")
+    if not named or storages.is_journal(named):
+        return f"{storages.JOURNAL}{directory / STUDY_JOURNAL_FILE}", None
+    url = named.replace(":***@", "@")  # a masked password is no password
+    if url in allowed or storages.mask(url) in allowed or storages.is_sqlite(url):
+        return url, None
+    owner_ok = _owned_by_user(directory) and _owned_by_user(directory / STUDY_INFO_FILE)
+    if owner_ok:
+        return url, None
+    return url, (
+        f"not opened: {STUDY_INFO_FILE} names the database {storages.mask(url)} but this "
+        f"directory is not yours; pass --storage {storages.mask(url)} to read it"
+    )
+
+
+def read_study(directory: Path, allowed_storages: Sequence[str] = ()) -> Study:
+    info, problem = _read_info(directory)
+    name = info.get("study_name")
+    label = name or directory.name
+    storage_url, refused = _storage_for(directory, info, allowed_storages)
+    if problem or refused:
+        return Study(directory, label, info.get("arm"), info, storage_url, [], problem or refused)
+    try:
+        backend = storages.open_storage(storage_url, create=False)
         if name is None:  # a study from before study.json: its journal holds one study
-            name = optuna.get_all_study_names(storage)[0]
-        study = optuna.load_study(study_name=name, storage=storage)
+            name = optuna.get_all_study_names(backend)[0]
+        study = optuna.load_study(study_name=name, storage=backend)
         trials = study.get_trials(deepcopy=False)
     except Exception as e:
-        label = name or directory.name
-        return Study(directory, label, info.get("arm"), info, storage_url, [], str(e))
+        error = storages.mask(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return Study(directory, label, info.get("arm"), info, storage_url, [], error)
     found = Study(directory, name, info.get("arm"), info, storage_url, trials, optuna_study=study)
     best = found.best_trial
     if best is not None:
-        pattern = RETRAIN_RUN.format(trial=best.number, seed="*")
-        dirs = sorted((directory / RETRAIN_DIR).glob(pattern), key=_seed_number)
-        found.retrain = [read_run(d) for d in dirs if d.is_dir()]
+        found.retrain = [read_run(d) for d in retrain_run_dirs(directory, best.number)]
     return found
 
 
@@ -263,27 +232,35 @@ class Results:
         return not self.studies and not any(g.runs for g in self.groups)
 
 
-def _is_study(directory: Path) -> bool:
-    return (directory / INFO_FILE).is_file() or (directory / STUDY_FILE).is_file()
-
-
-def _walk(root: Path) -> Iterator[Path]:
-    """Directories below root, not descending into studies (their runs are the study's)."""
-    for child in sorted(p for p in root.iterdir() if p.is_dir()):
-        if child.name.startswith(".") or child.name == "report":
+def _walk(root: Path, seen: set[Path]) -> Iterator[Path]:
+    """Directories below root, not descending into studies (their runs are the study's).
+    A symlink is followed only to a directory inside root not yet visited: never out of
+    the tree, never round a loop."""
+    top = root.resolve()
+    try:
+        children = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return
+    for child in children:
+        if child.name.startswith(".") or child.name == REPORT_DIR:
             continue
+        real = child.resolve()
+        if real in seen or (child.is_symlink() and not real.is_relative_to(top)):
+            continue
+        seen.add(real)
         yield child
-        if not _is_study(child):
-            yield from _walk(child)
+        if not is_study_dir(child):
+            yield from _walk(child, seen)
 
 
-def collect(root: Path) -> Results:
-    below = [] if _is_study(root) else list(_walk(root))
-    study_dirs = [root] if _is_study(root) else [d for d in below if _is_study(d)]
+def collect(root: Path, allowed_storages: Sequence[str] = ()) -> Results:
+    root_is_study = is_study_dir(root)
+    below = [] if root_is_study else list(_walk(root, {root.resolve()}))
+    study_dirs = [root] if root_is_study else [d for d in below if is_study_dir(d)]
     # Arms of one experiment in the order it lists them.
     studies = sorted(
-        (read_study(d) for d in study_dirs),
-        key=lambda s: (str(s.directory.parent), s.info.get("arm_index", 0), s.name),
+        (read_study(d, allowed_storages) for d in study_dirs),
+        key=lambda s: (str(s.directory.parent), _arm_index(s), s.name),
     )
     by_parent: dict[Path, list[Run]] = {}
     for d in below:
@@ -294,3 +271,8 @@ def collect(root: Path) -> Results:
         name = str(parent.relative_to(root)) if parent != root else "."
         groups.append(RunGroup(name, runs, _varying_keys(runs)))
     return Results(root, studies, groups)
+
+
+def _arm_index(study: Study) -> int:
+    index = study.info.get("arm_index", 0)
+    return index if isinstance(index, int) else 0

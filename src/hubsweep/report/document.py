@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -14,17 +13,23 @@ from typing import Any
 
 import pandas as pd
 
-from hubsweep.artifacts import CONFIG_FILE
-from hubsweep.best import best_preset_path
 from hubsweep.errors import HubsweepError
+from hubsweep.layout import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    REPORT_DIR,
+    REPORT_FILE,
+    STUDY_INFO_FILE,
+    STUDY_JOURNAL_FILE,
+    best_preset_path,
+)
 from hubsweep.report import plots
 from hubsweep.report.collect import Results, Run, Study, best_model, collect
 from hubsweep.report.tables import LABELS, arms_table, runs_table, top_trials, trials_table
-from hubsweep.sweep import STUDY_FILE
+from hubsweep.study.storage import mask
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "report.md"
 RUN_SCORES_TITLE = "Test scores of each config, one point per run"
 RUN_CURVES_TITLE = "Validation curves of each config: mean ± std over its runs"
 
@@ -36,10 +41,6 @@ def _shown(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def _hide_password(url: str) -> str:
-    return re.sub(r"(://[^:/@]+):[^@]+@", r"\1:***@", url)
 
 
 def write_table(numbers: pd.DataFrame, text: pd.DataFrame, directory: Path, name: str) -> str:
@@ -69,8 +70,7 @@ def _study_section(study: Study) -> list[str]:
     out = [
         f"### {study.label}",
         "",
-        f"- study `{study.name}` in `{_shown(study.directory)}`, storage "
-        f"`{_hide_password(study.storage)}`",
+        f"- study `{study.name}` in `{_shown(study.directory)}`, storage `{mask(study.storage)}`",
         f"- state: **{study.status()}**; {study.retrain_status()}",
     ]
     if study.arm:
@@ -93,7 +93,7 @@ def _reproduce(results: Results, out: Path) -> list[str]:
     commands = {s.info["command"] for s in results.studies if s.info.get("command")}
     if commands:
         lines += ["The studies (running a command again resumes its study):", "", "```bash"]
-        lines += sorted(commands)
+        lines += sorted(mask(c) for c in commands)
         lines += ["```", ""]
     for study in results.studies:
         retrain = _retrain_command(study)
@@ -107,7 +107,9 @@ def _reproduce(results: Results, out: Path) -> list[str]:
                 "",
             ]
     journals = [
-        s.directory / STUDY_FILE for s in results.studies if (s.directory / STUDY_FILE).is_file()
+        s.directory / STUDY_JOURNAL_FILE
+        for s in results.studies
+        if (s.directory / STUDY_JOURNAL_FILE).is_file()
     ]
     if journals:
         lines += [
@@ -119,7 +121,7 @@ def _reproduce(results: Results, out: Path) -> list[str]:
             "",
         ]
     command = f"hubsweep-report {_shown(results.root)}"
-    if out.resolve() != (results.root / "report").resolve():
+    if out.resolve() != (results.root / REPORT_DIR).resolve():
         command += f" --output {_shown(out)}"
     lines += ["This report:", "", "```bash", command, "```", ""]
     return lines
@@ -164,17 +166,32 @@ def _figures(out: Path, specs: list[tuple[Callable, Any, str, str]]) -> list[str
     return lines
 
 
-def build_report(root: Path, out: Path | None = None, top_k: int = 10) -> Path:
+def _problems(results: Results) -> list[str]:
+    """Files that could not be read: named, so the rest of the report can still be trusted."""
+    lines = [f"- study `{_shown(s.directory)}`: {s.error}" for s in results.studies if s.error]
+    runs = [r for g in results.groups for r in g.runs]
+    runs += [r for s in results.studies for r in s.retrain]
+    lines += [f"- run `{_shown(r.directory)}`: {'; '.join(r.problems)}" for r in runs if r.problems]
+    if not lines:
+        return []
+    return ["## Not read", "", "These were left out of the tables above:", "", *lines, ""]
+
+
+def build_report(
+    root: Path, out: Path | None = None, top_k: int = 10, storages: Sequence[str] = ()
+) -> Path:
+    """`storages`: database URLs the user asked to open (a study.json's own URL is opened
+    only in the user's own directories)."""
     root = Path(root)
     if not root.is_dir():
         raise HubsweepError(f"{root}: no such results directory")
-    results = collect(root)
+    results = collect(root, storages)
     if results.empty:
         raise HubsweepError(
             f"{root}: no runs or studies found (looked for runs with config.yaml and "
-            f"metrics.jsonl, and studies with study.json or {STUDY_FILE})"
+            f"{METRICS_FILE}, and studies with {STUDY_INFO_FILE} or {STUDY_JOURNAL_FILE})"
         )
-    out = Path(out) if out else root / "report"
+    out = Path(out) if out else root / REPORT_DIR
     tables = out / "tables"
     title = root.resolve().name
     lines = [
@@ -188,7 +205,7 @@ def build_report(root: Path, out: Path | None = None, top_k: int = 10) -> Path:
         lines += _studies_part(results, tables, out, top_k)
     if any(g.runs for g in results.groups):
         lines += _runs_part(results, tables, out, bool(studies))
-    lines += _reproduce(results, out) + _configs(results)
+    lines += _problems(results) + _reproduce(results, out) + _configs(results)
     out.mkdir(parents=True, exist_ok=True)
     path = out / REPORT_FILE
     path.write_text("\n".join(lines).rstrip() + "\n")

@@ -11,8 +11,9 @@ import pandas as pd
 from optuna.trial import TrialState
 from scipy import stats
 
+from hubsweep.layout import RunStatus
 from hubsweep.report.collect import RunGroup, Study, last_reported
-from hubsweep.sweep import SURPLUS
+from hubsweep.study.liveness import SURPLUS
 
 SCORES = ("accuracy", "macro_f1")
 LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "loss": "loss"}
@@ -86,7 +87,7 @@ def arms_table(studies: Sequence[Study]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _arm_rows(study: Study, classes: list[str]) -> tuple[dict, dict]:
     best = study.best_trial
-    tested = [r for r in study.retrain if r.status == "completed" and r.test]
+    tested = [r for r in study.retrain if r.status == RunStatus.COMPLETED and r.test]
     spreads = {m: Spread.of([r.test[m] for r in tested]) for m in SCORES}
     per_class = {c: Spread.of([r.test["per_class"][c]["f1"] for r in tested]) for c in classes}
     val = Spread.of([r.final["final"][study.metric] for r in tested if r.final.get("final")])
@@ -103,7 +104,7 @@ def _arm_rows(study: Study, classes: list[str]) -> tuple[dict, dict]:
         "arm": study.label,
         "complete": len(study.by_state(TrialState.COMPLETE)),
         "pruned": len(study.by_state(TrialState.PRUNED)),
-        "failed": len(study.failed),
+        RunStatus.FAILED: len(study.failed),
         "running": len(study.by_state(TrialState.RUNNING)),
         "best_trial": best.number if best else None,
         f"best_val_{study.metric}": best.value if best else np.nan,
@@ -121,7 +122,8 @@ def _arm_rows(study: Study, classes: list[str]) -> tuple[dict, dict]:
         {
             "arm": study.label,
             "trials (complete / pruned / failed)": f"{row['complete']} / {row['pruned']} / "
-            f"{row['failed']}" + (f" (+{row['running']} running)" if row["running"] else ""),
+            f"{row[RunStatus.FAILED]}"
+            + (f" (+{row['running']} running)" if row["running"] else ""),
             f"best val {metric}": f"{best.value:.4f}" if best else "–",
             **{k: _short(v) for k, v in params.items()},
             "seeds": f"{len(tested)}",
