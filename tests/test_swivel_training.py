@@ -17,6 +17,8 @@ from hubsweep.swivel.training import LOSS_LOG, SwivelSettings, SwivelTrainer
 
 from .test_swivel_counting import TOPICS, write_corpus
 
+BASE = {"optimizer": "adagrad", "learning_rate": 0.1, "smoothing": 1.0, "seed": 0}
+
 
 @pytest.fixture(scope="module")
 def counts(tmp_path_factory):
@@ -42,7 +44,9 @@ def _cos(v: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize(("optimizer", "lr"), [("adagrad", 0.1), ("adam", 0.01)])
 def test_training_lowers_the_loss_and_separates_the_topics(counts, tmp_path, optimizer, lr):
-    settings = SwivelSettings(dim=8, epochs=30, optimizer=optimizer, learning_rate=lr)
+    settings = SwivelSettings(
+        dim=8, epochs=30, optimizer=optimizer, learning_rate=lr, smoothing=1.0, seed=0
+    )
     vectors = SwivelTrainer(counts, settings).train(tmp_path, progress=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / LOSS_LOG).read_text().splitlines()]
     assert losses[-1] < 0.5 * losses[0]
@@ -58,8 +62,8 @@ def test_training_lowers_the_loss_and_separates_the_topics(counts, tmp_path, opt
 
 
 def test_training_resumes_from_its_checkpoint(counts, tmp_path):
-    SwivelTrainer(counts, SwivelSettings(dim=8, epochs=3)).train(tmp_path, progress=False)
-    resumed = SwivelTrainer(counts, SwivelSettings(dim=8, epochs=5))
+    SwivelTrainer(counts, SwivelSettings(dim=8, epochs=3, **BASE)).train(tmp_path, progress=False)
+    resumed = SwivelTrainer(counts, SwivelSettings(dim=8, epochs=5, **BASE))
     resumed.train(tmp_path, progress=False)
     epochs = [json.loads(line)["epoch"] for line in (tmp_path / LOSS_LOG).read_text().splitlines()]
     assert epochs == [1, 2, 3, 4, 5]
@@ -95,3 +99,46 @@ def test_cli_builds_a_module_that_round_trips(tmp_path):
     np.testing.assert_array_equal(via_module[2], np.zeros(8))  # OOV bucket starts at zero
     assert hub.KerasLayer(str(output), trainable=True).trainable_weights
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 5.0, rtol=1e-4)  # normalize
+
+
+def _build(corpus, output, *extra: str) -> None:
+    args = [f"corpus={corpus}", f"output={output}", "dim=8", "epochs=3", "shard_size=4"]
+    args += ["min_count=1", "window=3", "processes=1", "progress=false", "fields=[title]"]
+    proc = subprocess.run(
+        [shutil.which("hubsweep-swivel"), *args, *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_changed_settings_or_corpus_are_never_served_old_vectors(tmp_path):
+    corpus = write_corpus(tmp_path / "papers.jsonl", docs_per_topic=20)
+    output = tmp_path / "module"
+    work = tmp_path / "module.work"
+    _build(corpus, output)
+    first = (output / "vectors.txt").read_text()
+    counts = json.loads((work / "counts" / "counts.json").read_text())
+
+    _build(corpus, output)  # the same settings: reused, resumed, the same vectors
+    assert (output / "vectors.txt").read_text() == first
+    assert len(list(work.glob("training-*"))) == 1
+
+    for changed in ("learning_rate=0.3", "optimizer=adam", "smoothing=0.75"):
+        _build(corpus, output, changed)
+        assert (output / "vectors.txt").read_text() != first, changed
+    assert len(list(work.glob("training-*"))) == 4  # each trained from scratch, none reused
+
+    def meta() -> dict:
+        return json.loads((work / "counts" / "counts.json").read_text())
+
+    _build(corpus, output, "max_vocab=8")  # the counts depend on it: counted again
+    assert meta()["key"] != counts["key"] and meta()["vocab_size"] == 8
+
+    _build(corpus, output)
+    assert meta()["key"] == counts["key"]
+    with corpus.open("a") as f:  # the corpus changes: counted again
+        f.write(json.dumps({"title": "a brand new paper"}) + "\n")
+    _build(corpus, output)
+    assert meta()["key"] != counts["key"] and meta()["tokens"] > counts["tokens"]

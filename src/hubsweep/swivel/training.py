@@ -34,17 +34,20 @@ OPTIMIZERS = {
 
 @dataclass(frozen=True)
 class SwivelSettings:
-    dim: int = 128
-    epochs: int = 40
-    optimizer: str = "adagrad"
-    learning_rate: float = 0.05
+    """Training settings; their defaults live in config.SwivelConfig (hubsweep-swivel)."""
+
+    dim: int
+    epochs: int
+    optimizer: str
+    learning_rate: float
+    # Context-distribution smoothing (Levy et al., 2015): column probabilities from
+    # count^alpha; 1.0 is the paper's plain PMI.
+    smoothing: float
+    seed: int
+    # The paper's confidence weight f(x) = base + scale * x^exponent (not exposed in config).
     confidence_base: float = 0.1
     confidence_scale: float = 0.25
     confidence_exponent: float = 0.5
-    # Context-distribution smoothing (Levy et al., 2015): column probabilities from
-    # count^alpha; 1.0 is the paper's plain PMI.
-    smoothing: float = 1.0
-    seed: int = 0
 
 
 class SwivelModel(tf.Module):
@@ -133,7 +136,12 @@ class SwivelTrainer:
         return loss / (self.size * self.size)
 
     def train(self, out: Path, progress: bool = True) -> np.ndarray:
-        """Train (resuming from `out`'s checkpoint if any); return the exported vectors."""
+        """Train (resuming from `out`'s checkpoint if any); return the exported vectors.
+
+        `out` must belong to these settings and these counts (the pipeline keys it by them):
+        a checkpoint is resumed as it is, whatever settings trained it.
+        """
+        out.mkdir(parents=True, exist_ok=True)
         checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, epoch=self.epoch
         )
