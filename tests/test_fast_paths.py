@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -100,7 +96,7 @@ def test_changed_module_or_dataset_invalidates_the_cache(tmp_path, module_vector
     np.testing.assert_array_equal(features, changed(TEXTS))
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "checksum"])
 def test_corrupt_cache_file_is_detected_and_rebuilt(tiny_module, tmp_path, damage, caplog):
     cache = FeatureCache(tmp_path)
     good = cache.get_or_build(str(tiny_module), TEXTS, CountingEmbed())
@@ -110,6 +106,14 @@ def test_corrupt_cache_file_is_detected_and_rebuilt(tiny_module, tmp_path, damag
         data = data[: len(data) // 2]
     elif damage == "flip":
         data[-200] ^= 0xFF
+    elif damage == "checksum":
+        # A valid file (zip CRCs and all) whose vectors are not the ones its checksum names:
+        # only the cache's own sha256 can catch this.
+        with np.load(path) as stored:
+            wrong, checksum = stored["features"] + 1.0, stored["sha256"]
+        np.savez(path.with_suffix(".new.npz"), features=wrong, sha256=checksum)
+        data = bytearray(path.with_suffix(".new.npz").read_bytes())
+        path.with_suffix(".new.npz").unlink()
     else:
         data = bytearray(b"not a numpy file")
     path.write_bytes(bytes(data))
@@ -118,38 +122,47 @@ def test_corrupt_cache_file_is_detected_and_rebuilt(tiny_module, tmp_path, damag
     assert embed.calls == 1
     np.testing.assert_array_equal(rebuilt, good)
     assert "rebuilding" in caplog.text
+    if damage == "checksum":
+        assert "fails its checksum" in caplog.text
     assert FeatureCache(tmp_path)._load(cache.key(str(tiny_module), TEXTS)) is not None
 
 
-WORKER = """
-import sys, time
-import numpy as np
-from hubsweep.features import FeatureCache
-module, cache_dir, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
-texts = np.array([f"sentence {i} " * (i % 7) for i in range(20000)], dtype=object)
-def embed(x):
-    return np.array([[len(t), t.count(" "), i] for i, t in enumerate(x)], np.float32)
-time.sleep(max(0.0, start - time.time()))
-features = FeatureCache(cache_dir).get_or_build(module, texts, embed)
-print(float(features.sum()))
-"""
+CONCURRENT_TEXTS = 20000
+
+
+def _texts() -> np.ndarray:
+    return np.array([f"sentence {i} " * (i % 7) for i in range(CONCURRENT_TEXTS)], dtype=object)
+
+
+def _build_entry(module: str, cache_dir: str, barrier, out) -> None:
+    """Embed, then wait until every worker has embedded too: all store at the same moment."""
+
+    def embed(x):
+        features = np.array([[len(t), t.count(" "), i] for i, t in enumerate(x)], np.float32)
+        barrier.wait(timeout=60)
+        return features
+
+    features = FeatureCache(cache_dir).get_or_build(module, _texts(), embed)
+    out.put(float(features.sum()))
 
 
 def test_concurrent_workers_building_one_entry_do_not_corrupt_it(tiny_module, tmp_path):
-    start = time.time() + 2.0
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(4), ctx.Queue()
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(tiny_module), str(tmp_path), str(start)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        ctx.Process(target=_build_entry, args=(str(tiny_module), str(tmp_path), barrier, out))
         for _ in range(4)
     ]
-    sums = {p.communicate(timeout=120)[0].strip() for p in procs}
-    assert all(p.returncode == 0 for p in procs)
-    assert len(sums) == 1
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert all(p.exitcode == 0 for p in procs)
+    sums = {out.get(timeout=5) for _ in procs}
+    assert len(sums) == 1  # every worker missed the cache (the barrier proves it) and agreed
     assert len(list(tmp_path.glob("*.npz"))) == 1
     assert not list(tmp_path.glob("*.tmp*"))
-    texts = np.array([f"sentence {i} " * (i % 7) for i in range(20000)], dtype=object)
-    reread = FeatureCache(tmp_path).get_or_build(str(tiny_module), texts, CountingEmbed())
-    assert str(float(reread.sum())) in sums
+    reread = FeatureCache(tmp_path).get_or_build(str(tiny_module), _texts(), CountingEmbed())
+    assert float(reread.sum()) in sums
