@@ -125,7 +125,7 @@ def test_changed_settings_or_corpus_are_never_served_old_vectors(tmp_path):
     assert (output / "vectors.txt").read_text() == first
     assert len(list(work.glob("training-*"))) == 1
 
-    for changed in ("learning_rate=0.3", "optimizer=adam", "smoothing=0.75"):
+    for changed in ("learning_rate=0.3", "solver=adam", "smoothing=0.75"):
         _build(corpus, output, changed)
         assert (output / "vectors.txt").read_text() != first, changed
     assert len(list(work.glob("training-*"))) == 4  # each trained from scratch, none reused

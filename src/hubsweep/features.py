@@ -15,7 +15,7 @@ import logging
 import os
 import uuid
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +26,19 @@ FORMAT_VERSION = "features-v1"
 Embed = Callable[[np.ndarray], np.ndarray]
 
 
-def _hash_files(root: Path) -> str:
+def hash_files(paths: Iterable[Path], root: Path) -> str:
+    """sha256 over each file's name (relative to root) and content, in the given order."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in paths:
         digest.update(str(path.relative_to(root)).encode() + b"\0")
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def _hash_files(root: Path) -> str:
+    return hash_files(sorted(p for p in root.rglob("*") if p.is_file()), root)
 
 
 def _file_stats(root: Path) -> tuple:

@@ -52,7 +52,9 @@ class SwivelConfig:
     dim: int = 128
     epochs: int = 20
     # adagrad (the paper's), adam or sgd.
-    optimizer: str = "adagrad"
+    # The optimizer: adagrad (the paper's), adam or sgd. Not named `optimizer`: that name is
+    # a config group of the run config in the same tree, so Hydra would refuse it.
+    solver: str = "adagrad"
     learning_rate: float = 0.1
     # Context-distribution smoothing exponent for column probabilities (1.0: plain PMI).
     smoothing: float = 1.0
@@ -82,8 +84,8 @@ def validate_swivel(cfg: DictConfig) -> None:
     _require(0 < cfg.smoothing <= 1, "smoothing", "must be in (0, 1]")
     _require(cfg.scale > 0, "scale", "must be positive")
     _require(
-        cfg.optimizer in SWIVEL_OPTIMIZERS,
-        "optimizer",
-        f"{cfg.optimizer!r} is not one of {', '.join(SWIVEL_OPTIMIZERS)}",
+        cfg.solver in SWIVEL_OPTIMIZERS,
+        "solver",
+        f"{cfg.solver!r} is not one of {', '.join(SWIVEL_OPTIMIZERS)}",
     )
     _require(Path(cfg.corpus).exists(), "corpus", f"{cfg.corpus} does not exist")

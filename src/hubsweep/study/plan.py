@@ -181,27 +181,18 @@ def experiment_arms(cfg: DictConfig) -> list[tuple[str | None, tuple[str, ...]]]
     return found
 
 
-def _hash_files(paths: Sequence[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode() + b"\0")
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def dataset_fingerprint(d: DictConfig) -> str:
     """The content of local data files; a TFDS download is named by its builder."""
     if not d.source_dir:
         return f"tfds:{d.tfds_name}"
+    from hubsweep.features import hash_files
+
     base = Path(d.source_dir)
-    files = (
-        sorted(p for p in base.iterdir() if p.is_file())
-        if d.source == "tfds"
-        else [base / name for name in d.splits.values() if (base / name).is_file()]
-    )
-    return _hash_files(files)
+    if d.source == "tfds":
+        files = sorted(p for p in base.iterdir() if p.is_file())
+    else:
+        files = [base / name for name in d.splits.values() if (base / name).is_file()]
+    return hash_files(files, base)[:16]
 
 
 def module_fingerprint(handle: str) -> str:

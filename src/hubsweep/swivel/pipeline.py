@@ -93,7 +93,7 @@ def build_module(cfg: DictConfig) -> dict:
         meta = count_corpus(Path(cfg.corpus), counts_dir, settings)
         (counts_dir / META_FILE).write_text(json.dumps({**meta, "key": key}, indent=2) + "\n")
         log.info("counted %d tokens at %d tokens/s", meta["tokens"], meta["tokens_per_s"])
-    swivel = _settings(SwivelSettings, cfg)
+    swivel = _settings(SwivelSettings, cfg, optimizer=cfg.solver)
     trainer = SwivelTrainer(counts_dir, swivel)
     vectors = trainer.train(work / f"training-{training_key(key, swivel)}", progress=cfg.progress)
     if cfg.normalize:
