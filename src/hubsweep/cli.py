@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -33,36 +34,31 @@ class RunDirGuard(Callback):
     """A Hydra callback: refuse a run (or grid) directory that already holds a run, or that
     cannot be written, before Hydra writes its own files (.hydra/, the log) into it."""
 
-    def on_run_start(self, config, **kwargs) -> None:
+    @staticmethod
+    def _check(config, key: str, directory: Path, runs: Iterable[Path]) -> None:
         from hubsweep.layout import holds_run
         from hubsweep.paths import ensure_writable
 
-        run_dir = Path(config.hydra.run.dir)
+        command = f"hubsweep-{config.hydra.job.name}"
         try:
-            ensure_writable(run_dir, "hydra.run.dir (results_dir)")
+            ensure_writable(directory, f"{key} (results_dir)")
         except HubsweepError as e:
-            raise SystemExit(f"{config.hydra.job.name}: error: {e}") from None
-        if holds_run(run_dir):
-            raise SystemExit(
-                f"{config.hydra.job.name}: error: hydra.run.dir: {run_dir} already holds a run; "
-                "a run owns its directory: give another hydra.run.dir or move the old run away"
-            )
-
-    def on_multirun_start(self, config, **kwargs) -> None:
-        from hubsweep.layout import holds_run
-        from hubsweep.paths import ensure_writable
-
-        sweep_dir = Path(config.hydra.sweep.dir)
-        try:
-            ensure_writable(sweep_dir, "hydra.sweep.dir (results_dir)")
-        except HubsweepError as e:
-            raise SystemExit(f"{config.hydra.job.name}: error: {e}") from None
-        taken = [d for d in sweep_dir.glob("*") if d.is_dir() and holds_run(d)]
+            raise SystemExit(f"{command}: error: {e}") from None
+        taken = [run for run in runs if holds_run(run)]
         if taken:
             raise SystemExit(
-                f"{config.hydra.job.name}: error: hydra.sweep.dir: {sweep_dir} already holds "
-                f"runs ({taken[0].name}, ...); give another hydra.sweep.dir"
+                f"{command}: error: {key}: {taken[0]} already holds a run; a run owns its "
+                f"directory: give another {key} or move the old run away"
             )
+
+    def on_run_start(self, config, **kwargs) -> None:
+        run_dir = Path(config.hydra.run.dir)
+        self._check(config, "hydra.run.dir", run_dir, [run_dir])
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = (d for d in sweep_dir.glob("*") if d.is_dir())
+        self._check(config, "hydra.sweep.dir", sweep_dir, jobs)
 
 
 def _train_task(cfg) -> float | None:
