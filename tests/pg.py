@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-SERVER = "postgresql://127.0.0.1:5432"
+# HUBSWEEP_TEST_PG points the tests at another server (the test of this rule uses a dead one).
+SERVER = os.environ.get("HUBSWEEP_TEST_PG", "postgresql://127.0.0.1:5432")
 
 
 def server_answers() -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,26 @@ def test_scrubbing_keeps_the_password_for_this_process_only(monkeypatch):
     assert args == ["sweep.storage=postgresql://me@db.example/x", "trainer.steps=5"]
     assert os.environ["HUBSWEEP_STORAGE_PASSWORD"] == "p@ss"
     assert mask("cannot open postgresql://me:p@db/x") == "cannot open postgresql://me:***@db/x"
+
+
+PG_TEST = """
+def test_needs_postgres(postgres_db):
+    pass
+"""
+
+
+@pytest.mark.parametrize(("ci", "outcome", "rc"), [("true", "1 error", 1), ("", "1 skipped", 0)])
+def test_a_missing_postgres_fails_in_ci_and_skips_elsewhere(tmp_path, ci, outcome, rc):
+    (tmp_path / "test_pg_rule.py").write_text(
+        "from tests.pg import postgres_db  # noqa\n" + PG_TEST
+    )
+    env = {**os.environ, "CI": ci, "HUBSWEEP_TEST_PG": "postgresql://127.0.0.1:1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert outcome in proc.stdout and proc.returncode == rc, proc.stdout[-2000:]
+    assert "no PostgreSQL server answers at postgresql://127.0.0.1:1" in proc.stdout
