@@ -174,7 +174,8 @@ def _problems(results: Results) -> list[str]:
     lines += [f"- run `{_shown(r.directory)}`: {'; '.join(r.problems)}" for r in runs if r.problems]
     if not lines:
         return []
-    return ["## Not read", "", "These were left out of the tables above:", "", *lines, ""]
+    intro = "These could not be read; what they hold is missing from the tables above:"
+    return ["## Not read", "", intro, "", *lines, ""]
 
 
 def build_report(
