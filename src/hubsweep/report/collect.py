@@ -187,7 +187,7 @@ def _storage_for(directory: Path, info: dict, allowed: Sequence[str]) -> tuple[s
     if not named or storages.is_journal(named):
         return f"{storages.JOURNAL}{directory / STUDY_JOURNAL_FILE}", None
     url = named.replace(":***@", "@")  # a masked password is no password
-    if url in allowed or storages.mask(url) in allowed or storages.is_sqlite(url):
+    if url in allowed or storages.is_sqlite(url):
         return url, None
     owner_ok = _owned_by_user(directory) and _owned_by_user(directory / STUDY_INFO_FILE)
     if owner_ok:
@@ -232,11 +232,10 @@ class Results:
         return not self.studies and not any(g.runs for g in self.groups)
 
 
-def _walk(root: Path, seen: set[Path]) -> Iterator[Path]:
+def _walk(root: Path, top: Path, seen: set[Path]) -> Iterator[Path]:
     """Directories below root, not descending into studies (their runs are the study's).
-    A symlink is followed only to a directory inside root not yet visited: never out of
-    the tree, never round a loop."""
-    top = root.resolve()
+    A symlink is followed only to a directory inside `top` (the resolved results tree) not
+    yet visited: never out of the tree, never round a loop."""
     try:
         children = sorted(p for p in root.iterdir() if p.is_dir())
     except OSError:
@@ -250,12 +249,13 @@ def _walk(root: Path, seen: set[Path]) -> Iterator[Path]:
         seen.add(real)
         yield child
         if not is_study_dir(child):
-            yield from _walk(child, seen)
+            yield from _walk(child, top, seen)
 
 
 def collect(root: Path, allowed_storages: Sequence[str] = ()) -> Results:
     root_is_study = is_study_dir(root)
-    below = [] if root_is_study else list(_walk(root, {root.resolve()}))
+    top = root.resolve()
+    below = [] if root_is_study else list(_walk(root, top, {top}))
     study_dirs = [root] if root_is_study else [d for d in below if is_study_dir(d)]
     # Arms of one experiment in the order it lists them.
     studies = sorted(
