@@ -13,7 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from hubsweep.errors import ConfigError
+from hubsweep.errors import require
 from hubsweep.metrics import METRICS
 from hubsweep.tool_configs import AnalyzeConfig, SwivelConfig
 
@@ -254,15 +254,10 @@ def register_configs() -> None:
             cs.store(group=f"schema/{group}", name=name, node=schema)
 
 
-def _require(condition: bool, key: str, problem: str) -> None:
-    if not condition:
-        raise ConfigError(f"{key}: {problem}")
-
-
 def _check_name(cfg: DictConfig, group: str) -> None:
     allowed = GROUP_SCHEMAS[group]
     name = cfg[group].name
-    _require(name in allowed, f"{group}.name", f"unknown {name!r}; allowed: {', '.join(allowed)}")
+    require(name in allowed, f"{group}.name", f"unknown {name!r}; allowed: {', '.join(allowed)}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -271,76 +266,76 @@ def validate(cfg: DictConfig) -> None:
         _check_name(cfg, group)
     t = cfg.trainer
     for key in ("steps", "batch_size", "eval_every", "eval_batch_size"):
-        _require(t[key] > 0, f"trainer.{key}", f"must be a positive integer, got {t[key]}")
-    _require(
+        require(t[key] > 0, f"trainer.{key}", f"must be a positive integer, got {t[key]}")
+    require(
         t.selection_metric in METRICS,
         "trainer.selection_metric",
         f"{t.selection_metric!r} is not one of {', '.join(METRICS)}",
     )
-    _require(cfg.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0")
+    require(cfg.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0")
 
     d = cfg.dataset
-    _require(
+    require(
         d.source in DATASET_SOURCES,
         "dataset.source",
         f"{d.source!r} is not one of {', '.join(DATASET_SOURCES)}",
     )
     if d.source == "tfds":
-        _require(bool(d.tfds_name), "dataset.tfds_name", "required when dataset.source=tfds")
+        require(bool(d.tfds_name), "dataset.tfds_name", "required when dataset.source=tfds")
     else:
-        _require(
+        require(
             len(d.label_names) > 1,
             "dataset.label_names",
             f"list the class names (at least two) for dataset.source={d.source}",
         )
     for role in ("train", "validation"):
-        _require(role in d.splits, f"dataset.splits.{role}", "is required")
+        require(role in d.splits, f"dataset.splits.{role}", "is required")
     unknown = set(d.splits) - set(SPLIT_ROLES)
-    _require(
+    require(
         not unknown,
         "dataset.splits",
         f"unknown role(s) {sorted(unknown)}; allowed: {', '.join(SPLIT_ROLES)}",
     )
     if t.evaluate_test:
-        _require("test" in d.splits, "dataset.splits.test", "required when evaluate_test=true")
+        require("test" in d.splits, "dataset.splits.test", "required when evaluate_test=true")
     if d.source_dir is not None:
-        _require(
+        require(
             Path(d.source_dir).is_dir(),
             "dataset.source_dir",
             f"directory {d.source_dir!r} does not exist",
         )
 
     e = cfg.embedding
-    _require(
+    require(
         not (e.signature and e.trainable),
         "embedding.trainable",
         "a module used through a signature cannot be fine-tuned; set embedding.trainable=false",
     )
-    _require(e.dim is None or e.dim > 0, "embedding.dim", "must be positive or null")
-    _require(
+    require(e.dim is None or e.dim > 0, "embedding.dim", "must be positive or null")
+    require(
         not t.export_module or e.trainable,
         "trainer.export_module",
         "only a fine-tuned module (embedding.trainable=true) is exported",
     )
 
     if cfg.model.name == "mlp":
-        _require(
+        require(
             all(h > 0 for h in cfg.model.hidden_sizes),
             "model.hidden_sizes",
             "sizes must be positive",
         )
-        _require(0.0 <= cfg.model.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        require(0.0 <= cfg.model.dropout < 1.0, "model.dropout", "must be in [0, 1)")
     s = cfg.schedule
     if s.name == "warmup":
-        _require(
+        require(
             s.decay in WARMUP_DECAYS,
             "schedule.decay",
             f"{s.decay!r} is not one of {', '.join(WARMUP_DECAYS)}",
         )
-        _require(
+        require(
             0 <= s.warmup_steps < t.steps,
             "schedule.warmup_steps",
             f"must be in [0, trainer.steps={t.steps})",
         )
     if s.name == "exponential":
-        _require(s.decay_steps > 0, "schedule.decay_steps", "must be positive")
+        require(s.decay_steps > 0, "schedule.decay_steps", "must be positive")

@@ -9,6 +9,12 @@ class ConfigError(HubsweepError):
     pass
 
 
+def require(condition: bool, key: str, problem: str) -> None:
+    """Raise `key: problem` as a ConfigError unless `condition` holds."""
+    if not condition:
+        raise ConfigError(f"{key}: {problem}")
+
+
 class SetupError(HubsweepError):
     """The machine, not the config's values, is at fault: missing files, unwritable
     directories, no network. In a sweep such a failure does not use up the trial budget."""

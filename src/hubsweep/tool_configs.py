@@ -9,14 +9,9 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig
 
-from hubsweep.errors import ConfigError
+from hubsweep.errors import require
 
 SWIVEL_OPTIMIZERS = ("adagrad", "adam", "sgd")
-
-
-def _require(condition: bool, key: str, problem: str) -> None:
-    if not condition:
-        raise ConfigError(f"{key}: {problem}")
 
 
 @dataclass
@@ -71,21 +66,21 @@ class SwivelConfig:
 
 
 def validate_analyze(cfg: DictConfig) -> None:
-    _require(len(cfg.groups) > 0, "groups", "list at least one group of terms")
-    _require(all(len(g) > 0 for g in cfg.groups), "groups", "a group is empty")
-    _require(cfg.top_k > 0, "top_k", "must be positive")
+    require(len(cfg.groups) > 0, "groups", "list at least one group of terms")
+    require(all(len(g) > 0 for g in cfg.groups), "groups", "a group is empty")
+    require(cfg.top_k > 0, "top_k", "must be positive")
 
 
 def validate_swivel(cfg: DictConfig) -> None:
     for key in ("window", "min_count", "shard_size", "dim", "epochs"):
-        _require(cfg[key] > 0, key, f"must be a positive integer, got {cfg[key]}")
-    _require(cfg.max_vocab >= cfg.shard_size, "max_vocab", "must hold at least one shard")
-    _require(cfg.learning_rate > 0, "learning_rate", "must be positive")
-    _require(0 < cfg.smoothing <= 1, "smoothing", "must be in (0, 1]")
-    _require(cfg.scale > 0, "scale", "must be positive")
-    _require(
+        require(cfg[key] > 0, key, f"must be a positive integer, got {cfg[key]}")
+    require(cfg.max_vocab >= cfg.shard_size, "max_vocab", "must hold at least one shard")
+    require(cfg.learning_rate > 0, "learning_rate", "must be positive")
+    require(0 < cfg.smoothing <= 1, "smoothing", "must be in (0, 1]")
+    require(cfg.scale > 0, "scale", "must be positive")
+    require(
         cfg.solver in SWIVEL_OPTIMIZERS,
         "solver",
         f"{cfg.solver!r} is not one of {', '.join(SWIVEL_OPTIMIZERS)}",
     )
-    _require(Path(cfg.corpus).exists(), "corpus", f"{cfg.corpus} does not exist")
+    require(Path(cfg.corpus).exists(), "corpus", f"{cfg.corpus} does not exist")
