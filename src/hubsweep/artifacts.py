@@ -30,6 +30,7 @@ from hubsweep.layout import (
     PREDICTIONS_FILE,
     RUN_MARKERS,
     RunStatus,
+    holds_run,
 )
 from hubsweep.metrics import METRICS, SCORES
 
@@ -155,7 +156,7 @@ class RunFiles:
 
     @property
     def exists(self) -> bool:
-        return any((self.directory / name).exists() for name in RUN_MARKERS)
+        return holds_run(self.directory)
 
     @property
     def status(self) -> str:

@@ -55,12 +55,9 @@ PRESET_DIR = "experiment"
 PRESET_NAME = "best"
 _RETRAIN_RUN = "trial{trial:04d}-seed{seed}"
 
-# --- the experiment directory ------------------------------------------------------------
-RUNS_DIR = "runs"
-MULTIRUN_DIR = "multirun"
+# --- the experiment directory (runs/ and multirun/ are Hydra's, set in conf/config.yaml) ---
 REPORT_DIR = "report"
 REPORT_FILE = "report.md"
-CACHE_DIR = ".cache"
 
 
 def study_dir(results_dir: str | Path, experiment: str, study: str, arm: str | None) -> Path:
