@@ -206,7 +206,17 @@ def module_fingerprint(handle: str) -> str:
         raise ConfigError(f"embedding.handle: cannot read {handle!r}: {e}") from None
 
 
-def _question(s: StudySettings, params: tuple[Param, ...], trial_cfg: DictConfig) -> dict:
+def _question(
+    s: StudySettings, params: tuple[Param, ...], trial_cfg: DictConfig, hashed: dict[str, str]
+) -> dict:
+    """What the study asks. `hashed` keeps fingerprints across the arms of one experiment:
+    arms usually share their data and module, and a module can be hundreds of MB."""
+    handle = str(trial_cfg.embedding.handle)
+    data_key = OmegaConf.to_yaml(trial_cfg.dataset)
+    if handle not in hashed:
+        hashed[handle] = module_fingerprint(handle)
+    if data_key not in hashed:
+        hashed[data_key] = dataset_fingerprint(trial_cfg.dataset)
     config = OmegaConf.to_container(trial_cfg, resolve=False)
     for key in (*STUDY_SETTINGS, *MACHINE_LOCAL, *(p.key for p in params)):
         parent, _, leaf = key.rpartition(".")
@@ -221,8 +231,8 @@ def _question(s: StudySettings, params: tuple[Param, ...], trial_cfg: DictConfig
         "seeds_per_trial": s.seeds_per_trial,
         "params": {p.name: p.as_dict() for p in params},
         "config": config,
-        "dataset": dataset_fingerprint(trial_cfg.dataset),
-        "module": module_fingerprint(str(trial_cfg.embedding.handle)),
+        "dataset": hashed[data_key],
+        "module": hashed[handle],
     }
 
 
@@ -245,6 +255,7 @@ def build_plans(
             settings = replace(settings, n_trials=size)
     trial_overrides = tuple(o for o in overrides if not is_study_setting(o))
     command = shlex.join(["hubsweep-sweep", *overrides])
+    hashed: dict[str, str] = {}
     plans = []
     for index, (arm, arm_overrides) in enumerate(experiment_arms(cfg)):
         spec = ComposeSpec(
@@ -267,7 +278,7 @@ def build_plans(
                 cache_dir=cfg.cache_dir,
                 command=command,
                 question_json=json.dumps(
-                    _question(settings, params, trial_cfg), sort_keys=True, default=str
+                    _question(settings, params, trial_cfg, hashed), sort_keys=True, default=str
                 ),
             )
         )
