@@ -288,14 +288,13 @@ class LabelMapper:
         return None
 
     def __call__(self, path: Path, lineno: int, label: Any) -> int:
-        found = self._resolve(label)
-        if found is None:
+        label_id = self._resolve(label)
+        if label_id is None:
             rule = " (class names are numbers: labels are matched as names)"
             raise DataError(
                 f"{path}:{lineno}: unknown label {label!r}{rule if self.numeric_names else ''}; "
                 f"dataset.label_names: {', '.join(self.names)}"
             )
-        label_id = found
         if not 0 <= label_id < len(self.names):
             raise DataError(
                 f"{path}:{lineno}: label index {label_id} is outside 0..{len(self.names) - 1} "

@@ -53,8 +53,9 @@ def counts_key(corpus: Path, settings: CountSettings) -> str:
         )
         for f in files
     ]
-    counted = {k: v for k, v in asdict(settings).items() if k not in ("processes",)}
-    counted.pop("max_pairs_in_memory", None)  # memory bound: same counts either way
+    # How the counting runs (processes, memory bound) does not change the counts.
+    ignored = ("processes", "max_pairs_in_memory")
+    counted = {k: v for k, v in asdict(settings).items() if k not in ignored}
     return _key(counted, stamp)
 
 
