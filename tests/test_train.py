@@ -148,3 +148,40 @@ def test_a_module_hubsweep_did_not_make_works(make_cfg, foreign_module, trainabl
     assert result.status == "completed"
     tables = [w for w in result.model.layers[0].trainable_weights]
     assert bool(tables) == trainable
+
+
+def test_the_loop_alone_returns_the_recorded_history_and_writes_nothing(make_cfg, tmp_path):
+    """The training loop is a function of a classifier; train_and_evaluate records it."""
+    from hubsweep.cache import TrialCache
+    from hubsweep.classifier import build_classifier
+    from hubsweep.loop import run_loop
+    from hubsweep.train import _seed
+
+    cfg = make_cfg("trainer.seed=5", run="recorded")
+    recorded = train_and_evaluate(cfg)
+
+    loop_dir = tmp_path / "loop-only"
+    cfg = make_cfg("trainer.seed=5", run="loop-only")
+    cache = TrialCache.for_config(cfg)
+    data = cache.dataset(cfg.dataset, ["train", "validation"])
+    _seed(cfg)
+    classifier = build_classifier(cfg, data, cache.features)
+    seen = []
+    t = cfg.trainer
+    loop = run_loop(
+        classifier,
+        data,
+        t.steps,
+        t.batch_size,
+        t.eval_every,
+        t.seed,
+        lambda step, metrics, loss: seen.append(step),
+    )
+    assert not loop_dir.exists()  # the loop writes nothing
+    assert loop.status == "completed" and loop.steps_done == t.steps
+    assert seen == [h["step"] for h in loop.history] == [20, 40, 60]
+    on_disk = read_metrics(recorded.run_dir)
+    for mine, theirs in zip(loop.history, on_disk, strict=True):
+        assert mine["step"] == theirs["step"]
+        assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-6)
+        assert mine["macro_f1"] == pytest.approx(theirs["macro_f1"], rel=1e-6)

@@ -1,4 +1,8 @@
-"""`train_and_evaluate`: the one entry point every run, grid job and sweep trial goes through."""
+"""`train_and_evaluate`: the one entry point every run, grid job and sweep trial goes through.
+
+It is the recorder around the training loop (`loop.py`): it claims the run directory,
+writes each evaluation as it arrives and final.json whatever happens, loading data
+included."""
 
 from __future__ import annotations
 
@@ -8,21 +12,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hubsweep.artifacts import RunWriter
 from hubsweep.cache import TrialCache
-from hubsweep.classifier import Classifier, batch_order, build_classifier
+from hubsweep.classifier import Classifier, build_classifier
 from hubsweep.config import validate
 from hubsweep.data import TextDataset
 from hubsweep.export import export_finetuned
 from hubsweep.layout import EXPORTED_MODULE_DIR, RunStatus
-from hubsweep.metrics import classification_metrics, softmax
+from hubsweep.loop import LoopResult, evaluate, run_loop
+from hubsweep.metrics import softmax
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +66,6 @@ class RunResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
-def _chunk_ends(steps: int, eval_every: int, most: int = 100) -> list[int]:
-    """Step counts at which to hand control back to Python: every evaluation, and at least
-    every `most` steps so the progress bar moves."""
-    ends = set(range(eval_every, steps, eval_every)) | set(range(most, steps, most)) | {steps}
-    return sorted(ends)
-
-
 def _is_better(metric: str, value: float, best: dict | None) -> bool:
     if best is None:
         return True
@@ -107,6 +103,9 @@ def train_and_evaluate(
 
 
 class _Run:
+    """The recorder around the loop: loads data, builds the classifier, runs the loop while
+    writing each evaluation, then writes the final model's outputs and final.json."""
+
     def __init__(
         self,
         cfg: DictConfig,
@@ -116,22 +115,13 @@ class _Run:
         cache: TrialCache,
     ) -> None:
         self.cfg, self.writer, self.reporter = cfg, writer, reporter
-        self.data: TextDataset | None = None
         self.started, self.cache = started, cache
         self.metric = cfg.trainer.selection_metric
-        self.history: list[dict] = []
-        self.best: dict | None = None
-        self.steps_done = 0
-        self.train_time = 0.0
-        self.test: dict | None = None
-        self.diverged_at: int | None = None
+        self.data: TextDataset | None = None
         self.classifier: Classifier | None = None
-        self.last_logits: np.ndarray | None = None
-
-    def evaluate(self, classifier: Classifier, role: str) -> tuple[dict, np.ndarray]:
-        split = self.data.splits[role]
-        logits = classifier.logits(role)
-        return classification_metrics(split.labels, logits, self.data.label_names), logits
+        self.loop: LoopResult | None = None
+        self.best: dict | None = None
+        self.test: dict | None = None
 
     def record(self, step: int, role: str, metrics: dict, train_loss: float | None) -> None:
         line = {"step": step, "split": role, **metrics}
@@ -150,7 +140,6 @@ class _Run:
         roles = ["train", "validation", *(["test"] if t.evaluate_test else [])]
         self.data = self.cache.dataset(self.cfg.dataset, roles)
         classifier = self.classifier = build_classifier(self.cfg, self.data, self.cache.features)
-        order = batch_order(len(self.data.splits["train"]), t.batch_size, t.seed)
         log.info(
             "training %s on %s (%s path): %d steps, batch %d (%d train / %d validation)",
             self.cfg.embedding.handle,
@@ -161,46 +150,24 @@ class _Run:
             len(self.data.splits["train"]),
             len(self.data.splits["validation"]),
         )
-        status, losses = COMPLETED, []
-        loop_started, eval_time = time.perf_counter(), 0.0
-        bar = tqdm(total=t.steps, desc="train", unit="step", disable=not t.progress, leave=False)
-        for chunk_end in _chunk_ends(t.steps, t.eval_every):
-            k = chunk_end - self.steps_done
-            chunk = classifier.train_chunk(np.stack([next(order) for _ in range(k)])).numpy()
-            bad = np.flatnonzero(~np.isfinite(chunk))
-            if bad.size:
-                self.steps_done += int(bad[0]) + 1
-                self.diverged_at, status = self.steps_done, DIVERGED
-                log.warning(
-                    "loss became %s at step %d: run diverged", chunk[bad[0]], self.steps_done
-                )
-                break
-            self.steps_done = chunk_end
-            losses.append(chunk)
-            bar.update(k)
-            if chunk_end % t.eval_every and chunk_end != t.steps:
-                continue
-            eval_started = time.perf_counter()
-            metrics, self.last_logits = self.evaluate(classifier, "validation")
-            self.on_validation(chunk_end, metrics, float(np.concatenate(losses).mean()))
-            losses = []
-            eval_time += time.perf_counter() - eval_started
-            bar.set_postfix(acc=f"{metrics['accuracy']:.3f}", f1=f"{metrics['macro_f1']:.3f}")
-            if self.reporter is not None and self.reporter(chunk_end, metrics):
-                status = STOPPED
-                log.info("reporter asked to stop at step %d", chunk_end)
-                break
-        self.train_time = time.perf_counter() - loop_started - eval_time
-        bar.close()
-        if status != DIVERGED:
-            self.write_final_model_outputs(classifier, status)
-        return self.finish(status)
+        self.loop = run_loop(
+            classifier,
+            self.data,
+            t.steps,
+            t.batch_size,
+            t.eval_every,
+            t.seed,
+            self.on_evaluation,
+            progress=t.progress,
+        )
+        if self.loop.status != DIVERGED:
+            self.write_final_model_outputs(classifier, self.loop.status)
+        return self.finish(self.loop.status)
 
-    def on_validation(self, step: int, metrics: dict, train_loss: float) -> None:
+    def on_evaluation(self, step: int, metrics: dict, train_loss: float) -> bool:
         self.record(step, "validation", metrics, train_loss)
-        self.history.append({"step": step, **metrics, "train_loss": train_loss})
         if _is_better(self.metric, metrics[self.metric], self.best):
-            self.best = self.history[-1]
+            self.best = {"step": step, **metrics, "train_loss": train_loss}
         log.info(
             "step %d/%d  train loss %.4f  val loss %.4f  acc %.4f  macro-F1 %.4f",
             step,
@@ -210,14 +177,14 @@ class _Run:
             metrics["accuracy"],
             metrics["macro_f1"],
         )
+        return bool(self.reporter is not None and self.reporter(step, metrics))
 
     def write_final_model_outputs(self, classifier: Classifier, status: str) -> None:
         # Training always ends right after a validation evaluation (the last step, or the
         # one the reporter stopped at), so its logits are the final model's.
-        logits = self.last_logits
         split = self.data.splits["validation"]
         self.writer.write_predictions(
-            split.texts, split.labels, softmax(logits), self.data.label_names
+            split.texts, split.labels, softmax(self.loop.last_logits), self.data.label_names
         )
         if self.cfg.trainer.export_module:
             table = classifier.model.layers[0].trainable_weights[0].numpy()
@@ -226,8 +193,8 @@ class _Run:
             )
             log.info("fine-tuned module exported to %s", out)
         if self.cfg.trainer.evaluate_test and status == COMPLETED:
-            self.test, _ = self.evaluate(classifier, "test")
-            self.record(self.steps_done, "test", self.test, None)
+            self.test, _ = evaluate(classifier, self.data, "test")
+            self.record(self.loop.steps_done, "test", self.test, None)
             log.info(
                 "test (final model): acc %.4f  macro-F1 %.4f",
                 self.test["accuracy"],
@@ -235,27 +202,30 @@ class _Run:
             )
 
     def finish(self, status: str, error: str | None = None) -> RunResult:
-        if self.history:
+        loop = self.loop or LoopResult(status=FAILED, steps_done=0)
+        history = loop.history
+        if history:
             self.writer.write_learning_curve(
-                self.history, f"{self.cfg.experiment_name}: {Path(self.writer.run_dir).name}"
+                history, f"{self.cfg.experiment_name}: {Path(self.writer.run_dir).name}"
             )
+        train_time = loop.train_time_s
         result = RunResult(
             status=status,
             run_dir=str(self.writer.run_dir),
-            steps_done=self.steps_done,
+            steps_done=loop.steps_done,
             steps_planned=self.cfg.trainer.steps,
             selection_metric=self.metric,
             best=self.best,
-            final=self.history[-1] if self.history else None,
+            final=history[-1] if history else None,
             test=self.test,
             wall_time_s=round(time.perf_counter() - self.started, 3),
-            train_time_s=round(self.train_time, 3),
-            steps_per_s=round(self.steps_done / self.train_time, 2) if self.train_time else 0.0,
+            train_time_s=round(train_time, 3),
+            steps_per_s=round(loop.steps_done / train_time, 2) if train_time else 0.0,
             examples={role: len(s) for role, s in self.data.splits.items()} if self.data else {},
             training_path=self.classifier.path if self.classifier else None,
-            diverged_at_step=self.diverged_at,
+            diverged_at_step=loop.diverged_at_step,
             error=error,
-            history=self.history,
+            history=history,
             model=self.classifier.model if self.classifier else None,
         )
         self.writer.write_final(result.summary())
