@@ -234,3 +234,21 @@ def read_run(run_dir: Path) -> RunFiles:
     history = pd.DataFrame(rows, columns=list(CURVE_COLUMNS), dtype=float)
     config = config if isinstance(config, dict) else {}
     return RunFiles(run_dir, config, final, history, problems)
+
+
+def run_record(run: RunFiles) -> dict:
+    """A finished run as plain JSON (for a study's storage, so hosts without its files can
+    still report it): where it is, its config, final.json and validation curve."""
+    return {
+        "run_dir": str(run.directory),
+        "config": run.config,
+        "final": run.final,
+        "history": run.history.to_dict(orient="records"),
+    }
+
+
+def run_from_record(record: dict) -> RunFiles:
+    history = pd.DataFrame(record.get("history", []), columns=list(CURVE_COLUMNS), dtype=float)
+    return RunFiles(
+        Path(record["run_dir"]), record.get("config") or {}, record.get("final"), history
+    )

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hubsweep.artifacts import RunFiles, read_run
+from hubsweep.artifacts import RunFiles, read_run, run_from_record
 from hubsweep.layout import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -23,11 +23,14 @@ from hubsweep.layout import (
     STUDY_INFO_FILE,
     STUDY_JOURNAL_FILE,
     RunStatus,
+    holds_run,
     is_study_dir,
     retrain_run_dirs,
+    trial_run_dir,
 )
 from hubsweep.study import storage as storages
-from hubsweep.study.liveness import SURPLUS, counts_toward_target, is_stale
+from hubsweep.study.liveness import HOST, SURPLUS, counts_toward_target, is_stale, worker_host
+from hubsweep.study.retrain import RETRAIN_ATTR, RETRAIN_RUN_ATTR
 
 # Keys that differ between runs of one config without making it a different config.
 RUN_IDENTITY_IGNORED = ("output_dir", "trainer.seed", "trainer.progress", "cache_dir")
@@ -80,6 +83,7 @@ class Study:
     trials: list[FrozenTrial]
     error: str | None = None  # the storage could not be read
     retrain: list[Run] = field(default_factory=list)
+    retrain_host: str | None = None  # where the re-runs' files are, when not here
     optuna_study: optuna.Study | None = None
 
     @property
@@ -145,6 +149,18 @@ class Study:
         if target and finished < target:
             return f"partial: {of} trials finished; run the same command to resume"
         return f"finished: {of} trials"
+
+    def elsewhere(self) -> dict[str, list[str]]:
+        """Host -> what ran there and has no files under this study directory (another
+        machine of the study: its trials are reported from the storage)."""
+        here, hosts = worker_host(), {}
+        for t in self.trials:
+            host = t.user_attrs.get(HOST)
+            if host and host != here and not holds_run(trial_run_dir(self.directory, t.number, 0)):
+                hosts.setdefault(host, []).append(f"trial {t.number}")
+        if self.retrain_host:
+            hosts.setdefault(self.retrain_host, []).append("the best config's re-runs")
+        return hosts
 
     def retrain_status(self) -> str:
         wanted = self.sweep.get("retrain_best_seeds", 0)
@@ -218,7 +234,19 @@ def read_study(directory: Path, allowed_storages: Sequence[str] = ()) -> Study:
     best = found.best_trial
     if best is not None:
         found.retrain = [read_run(d) for d in retrain_run_dirs(directory, best.number)]
+        if not found.retrain:
+            found.retrain, found.retrain_host = _stored_retrain(study.user_attrs, best.number)
     return found
+
+
+def _stored_retrain(attrs: dict, best: int) -> tuple[list[Run], str | None]:
+    """The best config's re-runs as the host that ran them stored them in the storage."""
+    summary = attrs.get(RETRAIN_ATTR)
+    if not isinstance(summary, dict) or summary.get("best_trial") != best:
+        return [], None
+    records = [attrs.get(RETRAIN_RUN_ATTR.format(k)) for k in range(summary.get("seeds", 0))]
+    runs = [run_from_record(r) for r in records if isinstance(r, dict)]
+    return runs, (summary.get("host") if runs else None)
 
 
 @dataclass

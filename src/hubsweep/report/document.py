@@ -22,6 +22,7 @@ from hubsweep.layout import (
     STUDY_INFO_FILE,
     STUDY_JOURNAL_FILE,
     best_preset_path,
+    holds_run,
 )
 from hubsweep.report import plots
 from hubsweep.report.collect import Results, Run, Study, best_model, collect
@@ -73,6 +74,10 @@ def _study_section(study: Study) -> list[str]:
         f"- study `{study.name}` in `{_shown(study.directory)}`, storage `{mask(study.storage)}`",
         f"- state: **{study.status()}**; {study.retrain_status()}",
     ]
+    elsewhere = study.elsewhere()
+    if elsewhere:
+        where = "; ".join(f"{host}: {', '.join(what)}" for host, what in elsewhere.items())
+        out.append(f"- run files on other hosts, reported here from the storage: {where}")
     if study.arm:
         overrides = " ".join(study.info.get("arm_overrides", []))
         out.append(f"- arm overrides: `{overrides}`")
@@ -274,7 +279,7 @@ def _studies_part(results: Results, tables: Path, out: Path, top_k: int) -> list
         lines += ["## Best models", ""]
         lines += [
             f"- {label}: `{_shown(run.directory)}` (the re-run seed with the best validation "
-            f"{metric})"
+            f"{metric}{'' if holds_run(run.directory) else '; on another host, see Studies'})"
             for label, run in models.items()
         ]
         lines += [""]

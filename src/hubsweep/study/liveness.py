@@ -14,6 +14,7 @@ same rule fails and retries stale trials.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 import warnings
@@ -32,7 +33,13 @@ HEARTBEAT = "hubsweep:heartbeat"
 FAIL_REASON = "fail_reason"  # the trial's own values failed it: it counts
 ENV_FAILURE = "environment_failure"  # the environment failed it: it does not count
 SURPLUS = "surplus"
+HOST = "host"  # the machine a trial ran on: its run files live there
 DIED_TWICE = "worker died twice"
+
+
+def worker_host() -> str:
+    """This machine's name, as a trial or a claim records it."""
+    return socket.gethostname()
 
 
 def counts_toward_target(t: FrozenTrial) -> bool:

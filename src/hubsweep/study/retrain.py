@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 from omegaconf import OmegaConf
 
-from hubsweep.artifacts import read_run, set_aside
+from hubsweep.artifacts import RunFiles, read_run, run_record, set_aside
 from hubsweep.layout import (
     RETRAIN_FILE,
     RunStatus,
@@ -18,7 +18,9 @@ from hubsweep.layout import (
     retrain_run_dir,
 )
 from hubsweep.metrics import METRICS
+from hubsweep.study.claim import Outcome, take
 from hubsweep.study.compose import compose_config, param_overrides, seeded_run
+from hubsweep.study.liveness import worker_host
 from hubsweep.study.plan import StudyPlan
 
 log = logging.getLogger(__name__)
@@ -55,16 +57,61 @@ def _spread(values: list[float]) -> dict:
     return {"mean": float(arr.mean()), "std": std, "values": [float(v) for v in arr]}
 
 
+RETRAIN_ATTR = "retrain"  # the study's user attr with the summary
+RETRAIN_RUN_ATTR = "retrain:seed{}"  # ... and one with each seed's run record
+
+
 def retrain_best(plan: StudyPlan, best: optuna.trial.FrozenTrial, study: optuna.Study) -> dict:
     """Re-run the best config with sweep.retrain_best_seeds seeds, test evaluated once each.
 
-    Seeds already done for the same best trial (an interrupted sweep) are not re-run; an
-    earlier attempt that did not complete is set aside, never overwritten.
+    One worker of all those on all hosts does it (a claim in the storage); the others
+    return its summary, or say where it is running. Seeds already done for the same best
+    trial (an interrupted sweep) are not re-run; an earlier attempt that did not complete
+    is set aside, never overwritten.
     """
+    s = plan.settings
+    done = _done(plan, best, study)
+    if done is not None:
+        return done
+    name = f"{plan.name}:retrain:trial{best.number}:seeds{s.retrain_best_seeds}"
+    taken = take(study._storage, name, s.heartbeat_s, s.grace_s)
+    if isinstance(taken, Outcome):
+        log.info("the best config is being re-run on %s", taken.holder or "another worker")
+        return {"best_trial": best.number, "running_on": str(taken.holder)}
+    with taken:
+        done = _done(plan, best, study)  # finished by another worker just before we took it
+        if done is not None:
+            return done
+        runs = _retrain_runs(plan, best)
+        summary = _summary(best, runs)
+        (Path(plan.directory) / RETRAIN_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        for k, run in enumerate(runs):
+            study.set_user_attr(RETRAIN_RUN_ATTR.format(k), run_record(run))
+        study.set_user_attr(RETRAIN_ATTR, summary)
+    return summary
+
+
+def _done(plan: StudyPlan, best: optuna.trial.FrozenTrial, study: optuna.Study) -> dict | None:
+    """The stored summary, if some worker completed every seed of this best trial."""
+    attrs = study._storage.get_study_user_attrs(study._study_id)
+    summary = attrs.get(RETRAIN_ATTR)
+    if (
+        isinstance(summary, dict)
+        and summary.get("best_trial") == best.number
+        and summary.get("seeds") == plan.settings.retrain_best_seeds
+        and summary.get("statuses") == [RunStatus.COMPLETED] * summary["seeds"]
+    ):
+        if summary.get("host") != worker_host():
+            log.info("the best config was re-run on %s", summary.get("host"))
+        return summary
+    return None
+
+
+def _retrain_runs(plan: StudyPlan, best: optuna.trial.FrozenTrial) -> list[RunFiles]:
     from hubsweep.train import train_and_evaluate
 
     extra = [*param_overrides(best.params), "trainer.evaluate_test=true"]
-    finals = []
+    runs = []
     for k in range(plan.settings.retrain_best_seeds):
         run_dir = retrain_run_dir(plan.directory, best.number, k)
         run = read_run(run_dir)
@@ -74,20 +121,24 @@ def retrain_best(plan: StudyPlan, best: optuna.trial.FrozenTrial, study: optuna.
             log.info("retraining best trial %d, seed %d, with test", best.number, k)
             train_and_evaluate(seeded_run(plan.compose, extra, k, run_dir))
             run = read_run(run_dir)
-        finals.append(run.final)
+        runs.append(run)
+    return runs
+
+
+def _summary(best: optuna.trial.FrozenTrial, runs: list[RunFiles]) -> dict:
+    finals = [run.final or {} for run in runs]
     summary = {
         "best_trial": best.number,
         "params": best.params,
         "seeds": len(finals),
-        "run_dirs": [f["run_dir"] for f in finals],
-        "statuses": [f["status"] for f in finals],
+        "host": worker_host(),
+        "run_dirs": [str(run.directory) for run in runs],
+        "statuses": [run.status for run in runs],
     }
     for split, key in (("test", "test"), ("validation", "final")):
         ok = [f[key] for f in finals if f.get(key)]
         if ok:
             summary[split] = {m: _spread([f[m] for f in ok]) for m in METRICS}
-    (Path(plan.directory) / RETRAIN_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    study.set_user_attr("retrain", summary)
     if "test" in summary:
         t = summary["test"]
         log.info(

@@ -17,7 +17,14 @@ from hubsweep.errors import HubsweepError, SetupError
 from hubsweep.layout import RunStatus, trial_run_dir
 from hubsweep.metrics import METRICS
 from hubsweep.study.compose import param_overrides, seeded_run
-from hubsweep.study.liveness import ENV_FAILURE, FAIL_REASON, SURPLUS, counts_toward_target
+from hubsweep.study.liveness import (
+    ENV_FAILURE,
+    FAIL_REASON,
+    HOST,
+    SURPLUS,
+    counts_toward_target,
+    worker_host,
+)
 from hubsweep.study.plan import StudyPlan
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,7 @@ class Objective:
         from hubsweep.study.liveness import heartbeat
 
         self._check_budget(trial)
+        trial.set_user_attr(HOST, worker_host())
         with heartbeat(trial.study, trial, self.plan.settings.heartbeat_s):
             try:
                 value = self._run(trial)
