@@ -8,6 +8,7 @@ Both sides get the same module, data and hyperparameters (the tutorial preset by
     python benchmarks/bench_trials.py --scicite ../shared/data/scicite --module modules/M
     python benchmarks/bench_trials.py ... --profile          # where a warm trial's time goes
     python benchmarks/bench_trials.py ... --study 30         # a 30-trial frozen study, end to end
+    python benchmarks/bench_trials.py ... --tensorboard 10   # warm frozen trials, events on/off
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def notebook_trial(handle: str, data, trainable: bool, steps: int, batch: int, e
     return history.history["val_accuracy"][-1]
 
 
-def compose(args, trainable: bool, out: Path):
+def compose(args, trainable: bool, out: Path, extra: tuple[str, ...] = ()):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
@@ -83,6 +84,7 @@ def compose(args, trainable: bool, out: Path):
         f"dataset.data_dir={out / 'tfds'}",
         "cache_dir=null",
         f"output_dir={out / ('trainable' if trainable else 'frozen') / str(time.time_ns())}",
+        *extra,
     ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return hydra_compose("config", overrides=overrides)
@@ -116,6 +118,29 @@ def study_time(args, out: Path) -> None:
     )
 
 
+def tensorboard_cost(args, out: Path, pairs: int) -> None:
+    """Warm frozen trials with trainer.tensorboard on and off, interleaved in one process."""
+    import statistics
+
+    from hubsweep.cache import TrialCache
+    from hubsweep.train import train_and_evaluate
+
+    cache = TrialCache.for_config(compose(args, False, out))
+    train_and_evaluate(compose(args, False, out), cache=cache)  # warm: data, features, traces
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(pairs):
+        for on in (False, True):
+            cfg = compose(args, False, out, (f"trainer.tensorboard={str(on).lower()}",))
+            started = time.perf_counter()
+            train_and_evaluate(cfg, cache=cache)
+            times[on].append(time.perf_counter() - started)
+    off, on = statistics.median(times[False]), statistics.median(times[True])
+    print(
+        f"\nTensorBoard events, warm frozen trial ({args.steps} steps), median of {pairs}: "
+        f"off {off:.3f}s, on {on:.3f}s, on/off {on / off:.3f} (+{(on - off) * 1000:.0f} ms)"
+    )
+
+
 def fixture(out: Path) -> tuple[Path, Path]:
     import numpy as np
 
@@ -136,6 +161,9 @@ def main() -> None:
     parser.add_argument("--arms", default="frozen,trainable")
     parser.add_argument("--profile", action="store_true", help="profile a warm hubsweep trial")
     parser.add_argument("--study", type=int, default=0, help="also time an N-trial frozen study")
+    parser.add_argument(
+        "--tensorboard", type=int, default=0, help="N warm frozen trials with events on and off"
+    )
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="hubsweep-bench-"))
     if args.scicite is None or args.module is None:
@@ -146,7 +174,7 @@ def main() -> None:
     from hubsweep.train import train_and_evaluate
 
     rows = []
-    for arm in args.arms.split(","):
+    for arm in filter(None, args.arms.split(",")):
         trainable = arm == "trainable"
         cfg = compose(args, trainable, out)
         load_dataset(cfg.dataset, ["train", "validation"])  # prepare TFDS outside the timings
@@ -181,6 +209,10 @@ def main() -> None:
 
     if args.study:
         study_time(args, out)
+    if args.tensorboard:
+        tensorboard_cost(args, out, args.tensorboard)
+        if not rows:
+            return
     examples = t.steps * t.batch_size
     print(f"\n{t.steps} steps x batch {t.batch_size}, eval every {t.eval_every} | {args.module}")
     header = "arm        way                     trial s  examples/s  val acc  speed-up"

@@ -159,6 +159,8 @@ class TrainerConfig:
     fast_path: bool = True
     # Fine-tuned hubsweep module: write it to <run_dir>/module, loadable with hub.KerasLayer.
     export_module: bool = False
+    # TensorBoard event files (curves and the HParams dashboard's data) in the run directory.
+    tensorboard: bool = True
 
 
 @dataclass

@@ -22,6 +22,7 @@ from hubsweep.cache import TrialCache
 from hubsweep.classifier import Classifier, build_classifier
 from hubsweep.config import validate
 from hubsweep.data import TextDataset
+from hubsweep.events import EventLog
 from hubsweep.export import export_finetuned
 from hubsweep.layout import EXPORTED_MODULE_DIR, RunStatus
 from hubsweep.loop import LoopResult, evaluate, run_loop
@@ -122,6 +123,7 @@ class _Run:
         self.loop: LoopResult | None = None
         self.best: dict | None = None
         self.test: dict | None = None
+        self.events: EventLog | None = None
 
     def record(self, step: int, role: str, metrics: dict, train_loss: float | None) -> None:
         line = {"step": step, "split": role, **metrics}
@@ -140,6 +142,9 @@ class _Run:
         roles = ["train", "validation", *(["test"] if t.evaluate_test else [])]
         self.data = self.cache.dataset(self.cfg.dataset, roles)
         classifier = self.classifier = build_classifier(self.cfg, self.data, self.cache.features)
+        if t.tensorboard:
+            run_dir = Path(self.writer.run_dir)
+            self.events = EventLog(run_dir, self.cfg, "/".join(run_dir.parts[-3:]))
         log.info(
             "training %s on %s (%s path): %d steps, batch %d (%d train / %d validation)",
             self.cfg.embedding.handle,
@@ -166,6 +171,9 @@ class _Run:
 
     def on_evaluation(self, step: int, metrics: dict, train_loss: float) -> bool:
         self.record(step, "validation", metrics, train_loss)
+        if self.events is not None:
+            lr = float(self.classifier.optimizer._decayed_lr(tf.float32))
+            self.events.evaluation(step, metrics, train_loss, lr)
         if _is_better(self.metric, metrics[self.metric], self.best):
             self.best = {"step": step, **metrics, "train_loss": train_loss}
         log.info(
@@ -195,6 +203,8 @@ class _Run:
         if self.cfg.trainer.evaluate_test and status == COMPLETED:
             self.test, _ = evaluate(classifier, self.data, "test")
             self.record(self.loop.steps_done, "test", self.test, None)
+            if self.events is not None:
+                self.events.test(self.loop.steps_done, self.test)
             log.info(
                 "test (final model): acc %.4f  macro-F1 %.4f",
                 self.test["accuracy"],
@@ -202,6 +212,8 @@ class _Run:
             )
 
     def finish(self, status: str, error: str | None = None) -> RunResult:
+        if self.events is not None:
+            self.events.close()
         loop = self.loop or LoopResult(status=FAILED, steps_done=0)
         history = loop.history
         if history:
