@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from hubsweep.errors import require
 
@@ -72,6 +72,12 @@ def validate_analyze(cfg: DictConfig) -> None:
 
 
 def validate_swivel(cfg: DictConfig) -> None:
+    require(
+        not OmegaConf.is_missing(cfg, "corpus"),
+        "corpus",
+        "required: corpus=PATH, a CORD-19 release (a directory with metadata.csv and "
+        "document_parses/, or its .tar.gz), JSON lines or text files",
+    )
     for key in ("window", "min_count", "shard_size", "dim", "epochs"):
         require(cfg[key] > 0, key, f"must be a positive integer, got {cfg[key]}")
     require(cfg.max_vocab >= cfg.shard_size, "max_vocab", "must hold at least one shard")
