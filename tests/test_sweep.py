@@ -291,3 +291,30 @@ def test_a_bad_arm_is_refused_before_any_study_starts(make_cfg, fixture_override
     assert not (tmp_path / "results").exists() or not list(
         (tmp_path / "results").rglob("*.journal")
     )
+
+
+def test_a_tracking_callback_by_name_logs_every_trial(sweep):
+    """sweep.callbacks=[mlflow]: Optuna's own MLflowCallback; one MLflow run per trial with
+    its parameters and objective, read back with MLflow's client."""
+    from mlflow.tracking import MlflowClient
+
+    cfg, _, study = sweep(
+        "sweep.study_name=tracked", "sweep.n_trials=3", "sweep.callbacks=[mlflow]"
+    )
+    client = MlflowClient(f"sqlite:///{study_dir(cfg) / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tracked")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 3
+    logged = sorted(
+        (float(r.data.params["optimizer.learning_rate"]), r.data.metrics["macro_f1"]) for r in runs
+    )
+    expected = sorted((t.params["optimizer.learning_rate"], t.value) for t in study.trials)
+    for (lr, f1), (want_lr, want_f1) in zip(logged, expected, strict=True):
+        assert lr == pytest.approx(want_lr) and f1 == pytest.approx(want_f1)
+
+
+def test_an_unknown_tracking_callback_is_one_error(sweep):
+    from hubsweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sweep.callbacks: 'neptune': one of mlflow"):
+        sweep("sweep.study_name=t2", "sweep.callbacks=[neptune]")

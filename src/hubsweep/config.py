@@ -200,6 +200,9 @@ class SweepConfig:
     # their sampled values (missing module, unwritable directory, full disk); such trials do
     # not count toward n_trials.
     max_environment_failures: int = 3
+    # Optuna's tracking integrations by name (study/tracking.py), e.g. [mlflow]; each is
+    # imported only when named.
+    callbacks: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -49,9 +49,7 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 def hparams_of(cfg: DictConfig) -> dict[str, bool | int | float | str]:
     """The run's hyperparameters as the HParams plugin takes them (lists as text)."""
     flat = _flat(OmegaConf.to_container(cfg, resolve=True))
-    chosen = {
-        k: v for k, v in flat.items() if k.startswith(HPARAM_PREFIXES) or k in HPARAM_KEYS
-    }
+    chosen = {k: v for k, v in flat.items() if k.startswith(HPARAM_PREFIXES) or k in HPARAM_KEYS}
     return {
         k: v if isinstance(v, bool | int | float | str) else str(v)
         for k, v in sorted(chosen.items())

@@ -10,9 +10,10 @@ results/<experiment>/
     trials/<number>/seed<k>/   each trial's run directories
     retrain/trial<n>-seed<k>/  the best config re-run with test
     retrain.json, summary.json, experiment/best.yaml, sweep.log
+    mlflow.db                  sweep.callbacks=[mlflow], without MLFLOW_TRACKING_URI
   report/                      hubsweep-report's output
 a run directory: config.yaml, metrics.jsonl, final.json, predictions.csv,
-  learning_curve.png, train.log, .hydra/
+  learning_curve.png, train.log, events.out.tfevents.*, .hydra/
 ```
 Writers and readers import these names; nothing else spells them.
 """
@@ -51,6 +52,8 @@ SUMMARY_FILE = "summary.json"
 RETRAIN_FILE = "retrain.json"
 TRIALS_DIR = "trials"
 RETRAIN_DIR = "retrain"
+# sweep.callbacks=[mlflow]'s store when MLFLOW_TRACKING_URI is unset (study/tracking.py).
+MLFLOW_DB = "mlflow.db"
 PRESET_DIR = "experiment"
 PRESET_NAME = "best"
 _RETRAIN_RUN = "trial{trial:04d}-seed{seed}"

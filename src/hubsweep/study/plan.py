@@ -31,11 +31,14 @@ from hubsweep.study import storage
 from hubsweep.study.algorithms import PRUNERS, SAMPLERS
 from hubsweep.study.compose import ComposeSpec, compose_config
 from hubsweep.study.space import Param, grid_size, parse_space
+from hubsweep.study.tracking import CALLBACKS
 
 log = logging.getLogger(__name__)
 
 ARM_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 # Config keys that say where things are on this machine, not what the study asks.
+# Settings that do not change a trial's numbers (paths of this machine, outputs): left out of
+# the question, so changing them (or a release adding one) never refuses a resume.
 MACHINE_LOCAL = (
     "output_dir",
     "results_dir",
@@ -44,6 +47,7 @@ MACHINE_LOCAL = (
     "dataset.data_dir",
     "embedding.handle",
     "trainer.progress",
+    "trainer.tensorboard",
 )
 STUDY_SETTINGS = ("sweep", "hydra", "arms")
 
@@ -70,6 +74,7 @@ class StudySettings:
     heartbeat_s: float
     grace_s: float
     max_environment_failures: int
+    callbacks: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,10 @@ def _settings(s: SweepConfig) -> StudySettings:
         (s.max_environment_failures > 0, "sweep.max_environment_failures", "must be positive"),
         (0 < s.heartbeat_s < s.grace_s, "sweep.grace_s", "must exceed sweep.heartbeat_s > 0"),
         (s.timeout_s is None or s.timeout_s > 0, "sweep.timeout_s", "must be positive or null"),
+        *(
+            (name in CALLBACKS, "sweep.callbacks", f"{name!r}: one of {', '.join(CALLBACKS)}")
+            for name in s.callbacks
+        ),
     ]
     for ok, key, problem in checks:
         if not ok:
@@ -160,7 +169,7 @@ def _settings(s: SweepConfig) -> StudySettings:
             "sweep.storage unset (a journal file) or use postgresql://..."
         )
     values = {f.name: getattr(s, f.name) for f in fields(StudySettings)}
-    return StudySettings(**{**values, "direction": direction})
+    return StudySettings(**{**values, "direction": direction, "callbacks": tuple(s.callbacks)})
 
 
 def experiment_arms(cfg: DictConfig) -> list[tuple[str | None, tuple[str, ...]]]:

@@ -22,6 +22,7 @@ from hubsweep.study import storage
 from hubsweep.study.algorithms import make_pruner, make_sampler
 from hubsweep.study.liveness import recover_stale_trials, retry_once, tally
 from hubsweep.study.plan import StudyPlan
+from hubsweep.study.tracking import make_callbacks
 from hubsweep.study.trial import Objective
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
         ),
     )
     objective = Objective(plan, TrialCache(FeatureCache.usable(plan.cache_dir)))
+    callbacks = make_callbacks(s.callbacks, plan.directory, s.metric)
     deadline = time.time() + s.timeout_s if s.timeout_s else math.inf
     poll_s = min(s.heartbeat_s, 5.0)
     while time.time() < deadline:
@@ -81,7 +83,9 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
         if finished + running >= s.n_trials:
             time.sleep(poll_s)  # the remaining trials are running elsewhere
             continue
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
+        study.optimize(
+            objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False
+        )
         if objective.environment_failures >= s.max_environment_failures:
             raise EnvironmentFailure(
                 f"{objective.environment_failures} trials in a row failed for a reason outside "
