@@ -217,6 +217,8 @@ class RunConfig:
     # hubsweep-sweep runs one study per arm (name -> Hydra overrides every trial of that arm
     # adds), all with the same search space, budget and sampler seed; empty: one study.
     arms: dict[str, list[str]] = field(default_factory=dict)
+    # A factorial experiment instead: config key -> levels; one arm per combination.
+    factors: dict[str, list[Any]] = field(default_factory=dict)
     experiment_name: str = "default"
     results_dir: str = "results"
     cache_dir: str | None = None

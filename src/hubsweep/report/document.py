@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -26,6 +25,10 @@ from hubsweep.layout import (
 )
 from hubsweep.report import plots
 from hubsweep.report.collect import Results, Run, Study, best_model, collect
+from hubsweep.report.comparison_sections import comparison_part, warning_lines
+from hubsweep.report.markdown import figures as _figures
+from hubsweep.report.markdown import shown as _shown
+from hubsweep.report.markdown import write_table
 from hubsweep.report.tables import LABELS, arms_table, runs_table, top_trials, trials_table
 from hubsweep.study.storage import mask
 
@@ -33,26 +36,6 @@ log = logging.getLogger(__name__)
 
 RUN_SCORES_TITLE = "Test scores of each config, one point per run"
 RUN_CURVES_TITLE = "Validation curves of each config: mean ± std over its runs"
-
-
-def _shown(path: Path) -> str:
-    """A path as a reader should type it: relative to the working directory when inside it."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def write_table(numbers: pd.DataFrame, text: pd.DataFrame, directory: Path, name: str) -> str:
-    """CSV holds the numbers; Markdown and LaTeX the formatted text. Returns the Markdown."""
-    directory.mkdir(parents=True, exist_ok=True)
-    numbers.to_csv(directory / f"{name}.csv", index=False)
-    markdown = text.to_markdown(index=False, floatfmt=".4g")
-    (directory / f"{name}.md").write_text(markdown + "\n")
-    latex = text.to_latex(index=False, escape=True, float_format="%.4g")
-    (directory / f"{name}.tex").write_text(latex.replace("±", r"$\pm$"))
-    return markdown
 
 
 def _retrain_command(study: Study) -> list[str]:
@@ -68,9 +51,11 @@ def _retrain_command(study: Study) -> list[str]:
 
 
 def _study_section(study: Study) -> list[str]:
+    warned = warning_lines(study)
     out = [
         f"### {study.label}",
         "",
+        *([*warned, ""] if warned else []),
         f"- study `{study.name}` in `{_shown(study.directory)}`, storage `{mask(study.storage)}`",
         f"- state: **{study.status()}**; {study.retrain_status()}",
     ]
@@ -160,17 +145,6 @@ def _configs(results: Results) -> list[str]:
     return ["## Resolved configs", "", *lines] if lines else []
 
 
-def _figures(out: Path, specs: list[tuple[Callable, Any, str, str]]) -> list[str]:
-    """Draw (plot function, its data, file stem, caption) each into out/plots; link those
-    that had something to draw."""
-    lines = []
-    for draw, data, stem, caption in specs:
-        path = draw(data, out / "plots" / f"{stem}.png")
-        if path is not None:
-            lines += [f"![{caption}]({path.relative_to(out)})", "", f"*{caption}*", ""]
-    return lines
-
-
 def _problems(results: Results) -> list[str]:
     """Files that could not be read: named, so the rest of the report can still be trusted."""
     lines = [f"- study `{_shown(s.directory)}`: {s.error}" for s in results.studies if s.error]
@@ -254,6 +228,7 @@ def _studies_part(results: Results, tables: Path, out: Path, top_k: int) -> list
             ),
         ],
     )
+    lines += comparison_part(studies, tables, out)
     trials = pd.concat([trials_table(s) for s in studies], ignore_index=True)
     top = top_trials(trials, studies, top_k)
     if not top.empty:

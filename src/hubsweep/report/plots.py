@@ -249,3 +249,50 @@ def confusion(models: dict[str, Run], path: Path) -> Path | None:
         )
     fig.suptitle("Test confusion matrices of the best models\n(rows: true class; share, count)")
     return _save(fig, path)
+
+
+def budget(curves: dict, path: Path) -> Path | None:
+    """Expected best validation score against trials and against compute time, per arm,
+    with the bootstrap band (curves: label -> (Curve, seconds per trial))."""
+    if not curves:
+        return None
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    by_trials, by_time = fig.subplots(1, 2, sharey=True)
+    palette = sns.color_palette(n_colors=len(curves))
+    for color, (label, (curve, seconds)) in zip(palette, curves.items(), strict=True):
+        for ax, x in ((by_trials, curve.budgets), (by_time, curve.budgets * seconds / 60)):
+            ax.plot(x, curve.mean, color=color, label=label)
+            ax.fill_between(x, curve.low, curve.high, color=color, alpha=0.2, linewidth=0)
+    by_trials.set(xlabel="trials (n)", ylabel="expected best validation score", xscale="log")
+    by_time.set(xlabel="compute (minutes: n × mean time per completed trial)", xscale="log")
+    for ax in (by_trials, by_time):
+        ax.grid(alpha=0.3)
+    by_trials.legend(title="arm")
+    fig.suptitle("Expected best validation score of n trials (95% bootstrap band)")
+    return _save(fig, path)
+
+
+def interaction(data: tuple[pd.DataFrame, list[str], str], path: Path) -> Path | None:
+    """Mean test score per level of the first factor, one line per level of the second
+    (parallel lines: no interaction), ± std over seeds."""
+    frame, factors, metric = data
+    if frame.empty or not factors:
+        return None
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.subplots()
+    hue = factors[1] if len(factors) > 1 else None
+    sns.pointplot(
+        data=frame,
+        x=factors[0],
+        y="score",
+        hue=hue,
+        errorbar="sd",
+        dodge=0.15,
+        ax=ax,
+        markers="o",
+        capsize=0.08,
+    )
+    ax.set(ylabel=f"test {LABELS.get(metric, metric)} (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    fig.suptitle("Factor effects: parallel lines mean no interaction")
+    return _save(fig, path)

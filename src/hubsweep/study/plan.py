@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
@@ -29,13 +28,13 @@ from hubsweep.layout import study_dir
 from hubsweep.metrics import METRICS, lower_is_better
 from hubsweep.study import storage
 from hubsweep.study.algorithms import PRUNERS, SAMPLERS
+from hubsweep.study.arms import STUDY_SETTINGS, experiment_arms, is_study_setting
 from hubsweep.study.compose import ComposeSpec, compose_config
 from hubsweep.study.space import Param, grid_size, parse_space
 from hubsweep.study.tracking import CALLBACKS
 
 log = logging.getLogger(__name__)
 
-ARM_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 # Config keys that say where things are on this machine, not what the study asks.
 # Settings that do not change a trial's numbers (paths of this machine, outputs): left out of
 # the question, so changing them (or a release adding one) never refuses a resume.
@@ -49,7 +48,6 @@ MACHINE_LOCAL = (
     "trainer.progress",
     "trainer.tensorboard",
 )
-STUDY_SETTINGS = ("sweep", "hydra", "arms")
 
 
 @dataclass(frozen=True)
@@ -83,6 +81,7 @@ class StudyPlan:
     arm: str | None
     arm_index: int
     arm_overrides: tuple[str, ...]
+    factors: tuple[tuple[str, str], ...]  # (config key, level) of a factorial experiment's arm
     directory: str
     storage: str  # never holds a password
     experiment_name: str
@@ -109,6 +108,7 @@ class StudyPlan:
             "arm": self.arm,
             "arm_index": self.arm_index,
             "arm_overrides": list(self.arm_overrides),
+            "factors": dict(self.factors),
             "experiment_name": self.experiment_name,
             "overrides": [storage.mask(o) for o in self.compose.overrides],
             "command": storage.mask(self.command),
@@ -120,11 +120,6 @@ class StudyPlan:
             "fingerprint": self.fingerprint,
             "question": self.question,
         }
-
-
-def is_study_setting(override: str) -> bool:
-    """sweep.*, hydra.* and arms.* overrides set up the study; trials do not compose them."""
-    return override.lstrip("+~").startswith(STUDY_SETTINGS)
 
 
 def _typed_sweep(cfg: DictConfig, choice: str | None) -> SweepConfig:
@@ -170,24 +165,6 @@ def _settings(s: SweepConfig) -> StudySettings:
         )
     values = {f.name: getattr(s, f.name) for f in fields(StudySettings)}
     return StudySettings(**{**values, "direction": direction, "callbacks": tuple(s.callbacks)})
-
-
-def experiment_arms(cfg: DictConfig) -> list[tuple[str | None, tuple[str, ...]]]:
-    if not cfg.arms:
-        return [(None, ())]
-    found = []
-    for name, overrides in cfg.arms.items():
-        if not ARM_NAME.match(str(name)):
-            raise ConfigError(f"arms.{name}: an arm name may use letters, digits and _ only")
-        if not OmegaConf.is_list(overrides):
-            raise ConfigError(f"arms.{name}: give a list of overrides, e.g. [model=mlp]")
-        for o in overrides:
-            if is_study_setting(str(o)):
-                raise ConfigError(
-                    f"arms.{name}: {o!r}: arms share the study settings; override run settings only"
-                )
-        found.append((str(name), tuple(str(o) for o in overrides)))
-    return found
 
 
 def dataset_fingerprint(d: DictConfig) -> str:
@@ -266,7 +243,7 @@ def build_plans(
     command = shlex.join(["hubsweep-sweep", *overrides])
     hashed: dict[str, str] = {}
     plans = []
-    for index, (arm, arm_overrides) in enumerate(experiment_arms(cfg)):
+    for index, (arm, arm_overrides, factors) in enumerate(experiment_arms(cfg)):
         spec = ComposeSpec(
             compose.config_dir, compose.search_path, (*trial_overrides, *arm_overrides)
         )
@@ -278,6 +255,7 @@ def build_plans(
                 arm=arm,
                 arm_index=index,
                 arm_overrides=arm_overrides,
+                factors=factors,
                 directory=str(directory),
                 storage=storage.resolve(settings.storage, directory),
                 experiment_name=cfg.experiment_name,

@@ -34,7 +34,7 @@ def write_best_preset(plan: StudyPlan, best: optuna.trial.FrozenTrial) -> Path:
     choices = composed.hydra.runtime.choices
     values = OmegaConf.to_container(composed, resolve=False)
     # One run's config: no study settings, and no arms (hubsweep-sweep would run them).
-    for key in ("hydra", "sweep", "arms", "output_dir"):
+    for key in ("hydra", "sweep", "arms", "factors", "output_dir"):
         values.pop(key, None)
     header = [
         "# @package _global_",

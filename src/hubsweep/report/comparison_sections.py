@@ -1,0 +1,103 @@
+"""The report's comparison sections in Markdown: warnings atop each study, the budget
+curves, the paired comparisons of arms and the effects of a factorial experiment."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from optuna.trial import TrialState
+
+from hubsweep.report import comparison, plots
+from hubsweep.report.collect import Study
+from hubsweep.report.markdown import figures, write_table
+from hubsweep.report.tables import LABELS
+
+
+def warning_lines(study: Study) -> list[str]:
+    return [f"> **Warning:** {w}" for w in comparison.warnings(study)]
+
+
+def _budget(studies: Sequence[Study], tables: Path, out: Path) -> list[str]:
+    curves = comparison.budget_curves(studies)
+    if not curves:
+        return []
+    table = comparison.budget_table(curves)
+    return [
+        "## Expected best score against budget",
+        "",
+        "The expected best validation score of n trials drawn from each arm's trials "
+        "(Dodge et al. 2019; the unbiased estimator of Tang et al. 2020), with a 95% "
+        "bootstrap band: where a curve is still climbing at the budget used, more trials "
+        "would likely find a better config; where two arms' bands overlap, the budget does "
+        "not separate them. " + comparison.budget_caveat(studies),
+        "",
+        write_table(table, table, tables, "budget"),
+        "",
+        *figures(out, [(plots.budget, curves, "budget", "Expected best score against budget")]),
+    ]
+
+
+def _trials_phrase(studies: Sequence[Study]) -> str:
+    finished = {
+        len(s.by_state(TrialState.COMPLETE)) + len(s.by_state(TrialState.PRUNED)) for s in studies
+    }
+    seeds = {s.sweep.get("retrain_best_seeds", 0) for s in studies}
+    trials = "/".join(str(n) for n in sorted(finished))
+    return f"{trials} trials × {'/'.join(str(n) for n in sorted(seeds))} seeds"
+
+
+def _paired(studies: Sequence[Study], tables: Path) -> list[str]:
+    rows = comparison.pair_rows(studies)
+    if not rows:
+        return []
+    metric = studies[0].metric
+    phrase = _trials_phrase(studies)
+    sentences = [f"- {comparison.pair_sentence(a, b, r, metric, phrase)}" for a, b, r in rows]
+    table = comparison.pair_table(rows)
+    return [
+        "## Paired comparison of arms",
+        "",
+        "Each arm's best config is re-run with the same seeds, so the comparison is on the "
+        "per-seed differences of the test "
+        f"{LABELS.get(metric, metric)}: their mean with a 95% t-interval, an exact sign-flip "
+        "permutation test, and the chance that one arm beats the other on one new seed.",
+        "",
+        *sentences,
+        "",
+        write_table(table, table, tables, "paired"),
+        "",
+    ]
+
+
+def _factors(studies: Sequence[Study], tables: Path, out: Path) -> list[str]:
+    levels = comparison.factor_levels(studies)
+    rows = comparison.effects(studies)
+    if not levels or not rows:
+        return []
+    metric = studies[0].metric
+    table = comparison.effects_table(rows)
+    data = (comparison.factor_means(studies), list(levels), metric)
+    described = "; ".join(f"`{k}`: {', '.join(v)}" for k, v in levels.items())
+    return [
+        "## Factor effects",
+        "",
+        f"Factors {described}. A main effect is the change in test "
+        f"{LABELS.get(metric, metric)} from a factor's first level to another, averaged over "
+        "the other factors' levels; an interaction is how much one factor's effect changes "
+        "with the other's level (a 2 × 2 difference of differences). Both are estimated per "
+        "seed (every arm re-runs its best config with the same seeds) with a 95% t-interval "
+        "and a sign-flip test.",
+        "",
+        write_table(table, table, tables, "effects"),
+        "",
+        *figures(out, [(plots.interaction, data, "effects", "Factor effects on the test score")]),
+    ]
+
+
+def comparison_part(studies: Sequence[Study], tables: Path, out: Path) -> list[str]:
+    return [
+        *_factors(studies, tables, out),
+        *_paired(studies, tables),
+        *_budget(studies, tables, out),
+    ]

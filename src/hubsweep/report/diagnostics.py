@@ -1,0 +1,119 @@
+"""What a study's own trials say about the search itself, said at the top of its section:
+a best value at the edge of its range (or a score still rising toward one), a pruner that
+judged most trials at their first evaluations, a best trial its own re-runs do not
+confirm. No sweep tool we know of reports these; each has fooled a comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from optuna.trial import FrozenTrial, TrialState
+
+EDGE = 0.05  # the outer share of a range that counts as its edge
+NEAR = 0.20  # ... and as near it, for "still rising"
+TOP_K = 5
+EARLY_REPORTS = 2  # pruned at or before its second evaluation: judged early
+LUCKY_SDS = 2.0
+
+
+def _position(value: float, low: float, high: float, log: bool) -> float:
+    """Where `value` lies in [low, high], 0..1, on the parameter's own scale."""
+    if log:
+        return (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
+    return (value - low) / (high - low)
+
+
+def _widened(low: float, high: float, log: bool, upper: bool, integer: bool) -> float:
+    """The edge moved out by half the range's width (on its scale)."""
+    if log:
+        factor = math.sqrt(high / low)
+        edge = high * factor if upper else low / factor
+    else:
+        half = (high - low) / 2
+        edge = high + half if upper else low - half
+        if low >= 0 and edge < 0:  # a count or rate that cannot go negative
+            edge = 0.0
+    return float(round(edge)) if integer else edge
+
+
+def _numeric(spec: dict) -> bool:
+    return spec.get("type") in ("float", "int") and "low" in spec and "high" in spec
+
+
+def edge_warnings(
+    params: dict[str, dict], complete: Sequence[FrozenTrial], minimize: bool
+) -> list[str]:
+    """For each numeric parameter: the best trial in the outer 5% of its range, or most of
+    the top trials crowding toward one edge (the score still rising there)."""
+    if not complete:
+        return []
+    ranked = sorted(complete, key=lambda t: t.value, reverse=not minimize)
+    best, top = ranked[0], ranked[:TOP_K]
+    out = []
+    for name, spec in params.items():
+        key = spec.get("key")
+        if not _numeric(spec) or key not in best.params:
+            continue
+        low, high, log = float(spec["low"]), float(spec["high"]), bool(spec.get("log"))
+        where = _position(best.params[key], low, high, log)
+        near = [_position(t.params[key], low, high, log) for t in top if key in t.params]
+        for upper in (True, False):
+            at_edge = where >= 1 - EDGE if upper else where <= EDGE
+            crowd = sum(p >= 1 - NEAR if upper else p <= NEAR for p in near)
+            rising = len(near) >= 3 and crowd >= math.ceil(0.6 * len(near))
+            if not (at_edge or (rising and (where >= 0.5) == upper)):
+                continue
+            side = "upper" if upper else "lower"
+            edge = high if upper else low
+            new = _widened(low, high, log, upper, spec.get("type") == "int")
+            why = (
+                f"the best trial's value {best.params[key]:.4g} lies in the {side} 5% of"
+                if at_edge
+                else f"{crowd} of the top {len(near)} trials lie near the {side} edge of"
+            )
+            out.append(
+                f"{name} (`{key}`): {why} the range [{low:g}, {high:g}]"
+                f"{' (log scale)' if log else ''}: the score may still be rising toward "
+                f"{edge:g}; widen it, e.g. `sweep.params.{name}.{'high' if upper else 'low'}"
+                f"={new:.4g}`"
+            )
+    return out
+
+
+def pruning_warning(trials: Sequence[FrozenTrial], pruner: str) -> str | None:
+    """Most trials pruned at their first evaluations: the pruner judged them on noise."""
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    early = [
+        t
+        for t in finished
+        if t.state == TrialState.PRUNED and len(t.intermediate_values) <= EARLY_REPORTS
+    ]
+    if not finished or len(early) <= len(finished) / 2:
+        return None
+    return (
+        f"{len(early)} of {len(finished)} trials were pruned at their first or second "
+        f"evaluation (pruner `{pruner}`): they were judged before they learned much; raise "
+        "`sweep.pruner_warmup_steps` or `sweep.pruner_startup_trials`, or use "
+        "`sweep.pruner=none` for a comparison"
+    )
+
+
+def lucky_warning(
+    best_value: float, rerun_values: Sequence[float], seeds_per_trial: int, minimize: bool
+) -> str | None:
+    """The best trial well above its own re-runs on validation: a lucky seed won it."""
+    if seeds_per_trial > 1 or len(rerun_values) < 2:
+        return None
+    mean, sd = float(np.mean(rerun_values)), float(np.std(rerun_values, ddof=1))
+    better_by = mean - best_value if minimize else best_value - mean
+    if sd == 0 or better_by <= LUCKY_SDS * sd:
+        return None
+    return (
+        f"the best trial's validation score {best_value:.4f} is {better_by / sd:.1f} "
+        f"standard deviations better than its own re-runs ({mean:.4f} ± {sd:.4f}, "
+        f"{len(rerun_values)} seeds): a lucky seed picked it; `sweep.seeds_per_trial=3` "
+        "scores each config over seeds"
+    )

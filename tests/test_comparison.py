@@ -1,0 +1,108 @@
+"""Factor effects and paired comparisons as the report computes them, on arms whose
+answers are known by construction, and a factorial experiment end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hubsweep.artifacts import RunFiles
+from hubsweep.report.collect import Study
+from hubsweep.report.comparison import effects, pair_rows
+from hubsweep.study.compose import ComposeSpec
+from hubsweep.study.driver import run_sweep
+
+from .conftest import REPO
+
+SEEDS = (0, 1, 2, 3, 4)
+BASE = {0: 0.750, 1: 0.742, 2: 0.761, 3: 0.748, 4: 0.755}  # seed-to-seed spread
+
+
+def _study(label: str, factors: dict, score) -> Study:
+    runs = [
+        RunFiles(
+            Path(f"/x/{label}/retrain/trial0000-seed{s}"),
+            {"trainer": {"seed": s}},
+            {"status": "completed", "test": {"macro_f1": score(s)}, "final": {"macro_f1": 0.7}},
+            pd.DataFrame(),
+        )
+        for s in SEEDS
+    ]
+    info = {"arm": label, "factors": factors, "sweep": {"metric": "macro_f1"}}
+    return Study(Path(f"/x/{label}"), label, label, info, "journal:x", [], retrain=runs)
+
+
+def test_main_effects_and_the_interaction_are_recovered():
+    # y = seed base + 0.02 f + 0.01 g + 0.005 f g
+    studies = [
+        _study(
+            f"f{f}_g{g}",
+            {"emb": ["a", "b"][f], "trainable": ["false", "true"][g]},
+            lambda s, f=f, g=g: BASE[s] + 0.02 * f + 0.01 * g + 0.005 * f * g,
+        )
+        for f in (0, 1)
+        for g in (0, 1)
+    ]
+    found = dict(effects(studies))
+    assert set(found) == {"emb: b − a", "trainable: true − false", "emb × trainable (interaction)"}
+    assert found["emb: b − a"].mean == pytest.approx(0.02 + 0.005 / 2)
+    assert found["trainable: true − false"].mean == pytest.approx(0.01 + 0.005 / 2)
+    assert found["emb × trainable (interaction)"].mean == pytest.approx(0.005)
+    assert all(r.distinguishable for r in found.values())
+
+
+def test_arms_without_an_effect_are_called_not_distinguishable():
+    import numpy as np
+
+    noise = np.random.default_rng(3).normal(0, 0.004, size=(4, 5))
+    studies = [
+        _study(
+            f"a{i}",
+            {"emb": "ab"[i // 2], "trainable": ["false", "true"][i % 2]},
+            lambda s, i=i: BASE[s] + noise[i, s],
+        )
+        for i in range(4)
+    ]
+    found = dict(effects(studies))
+    assert not found["emb: b − a"].distinguishable
+    assert found["emb: b − a"].low < 0 < found["emb: b − a"].high
+
+
+def test_pairs_are_later_minus_earlier_on_shared_seeds():
+    frozen = _study("frozen", {}, lambda s: BASE[s])
+    tuned = _study("finetuned", {}, lambda s: BASE[s] + 0.003)
+    [(a, b, result)] = pair_rows([frozen, tuned])
+    assert (a, b) == ("finetuned", "frozen") and result.mean == pytest.approx(0.003)
+
+
+def test_a_factorial_experiment_runs_every_combination_and_reports_its_effects(
+    make_cfg, fixture_overrides, tmp_path
+):
+    from hubsweep.report.document import build_report
+
+    args = [
+        f"results_dir={tmp_path / 'results'}",
+        "experiment_name=factorial",
+        "sweep=lr",
+        "sweep.n_trials=2",
+        "sweep.pruner=none",
+        "sweep.retrain_best_seeds=3",
+        "+factors={model:[linear,mlp],embedding.trainable:[false,true]}",
+    ]
+    cfg = make_cfg(*args)
+    summary = run_sweep(cfg, [*fixture_overrides, *args], ComposeSpec(str(REPO / "conf"), (), ()))
+    assert set(summary["arms"]) == {
+        "model_linear__trainable_false",
+        "model_linear__trainable_true",
+        "model_mlp__trainable_false",
+        "model_mlp__trainable_true",
+    }
+    report = build_report(tmp_path / "results" / "factorial").read_text()
+    assert "## Factor effects" in report
+    assert "| model: mlp − linear" in report
+    assert "| embedding.trainable: true − false" in report
+    assert "model × embedding.trainable (interaction)" in report
+    assert report.count(" − ") >= 6  # the six pairs of the paired comparison
+    assert (tmp_path / "results" / "factorial" / "report" / "plots" / "effects.png").is_file()
