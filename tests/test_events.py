@@ -58,7 +58,24 @@ def test_a_run_writes_curves_and_hparams_tensorboard_reads(make_cfg):
     assert values["trainer.batch_size"] == cfg.trainer.batch_size
     assert values["embedding.trainable"] is False
     assert not any(k.startswith(("dataset.", "output_dir", "cache_dir")) for k in values)
-    assert start.group_name.endswith(Path(result.run_dir).name)
+    assert start.group_name == str(Path(result.run_dir).resolve())  # outside results_dir
+
+
+def _session(run_dir: str) -> str:
+    content = _events(run_dir).PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    tag = hparams_metadata.SESSION_START_INFO_TAG
+    return hparams_metadata.parse_session_start_info_plugin_data(content[tag]).group_name
+
+
+def test_each_run_is_its_own_session_under_the_experiment(make_cfg, tmp_path):
+    # Trial 0 of two arms: TensorBoard merges sessions that share a name, so the name is the
+    # run's path under results/<experiment>, as `tensorboard --logdir` shows it.
+    names = []
+    for arm in ("frozen", "finetuned"):
+        out = tmp_path / "results" / "exp" / "s" / arm / "trials" / "0000" / "seed0"
+        cfg = make_cfg(f"results_dir={tmp_path / 'results'}", "experiment_name=exp", run=str(out))
+        names.append(_session(train_and_evaluate(cfg).run_dir))
+    assert names == ["s/frozen/trials/0000/seed0", "s/finetuned/trials/0000/seed0"]
 
 
 def test_tensorboard_off_writes_no_event_file(make_cfg):

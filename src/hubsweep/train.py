@@ -103,6 +103,16 @@ def train_and_evaluate(
         raise
 
 
+def _session_name(cfg: DictConfig) -> str:
+    """The run as TensorBoard names it under `--logdir results/<experiment>`: unique there
+    (the HParams dashboard merges sessions that share a name)."""
+    run_dir = Path(cfg.output_dir).resolve()
+    experiment = (Path(cfg.results_dir) / cfg.experiment_name).resolve()
+    return (
+        str(run_dir.relative_to(experiment)) if run_dir.is_relative_to(experiment) else str(run_dir)
+    )
+
+
 class _Run:
     """The recorder around the loop: loads data, builds the classifier, runs the loop while
     writing each evaluation, then writes the final model's outputs and final.json."""
@@ -143,8 +153,7 @@ class _Run:
         self.data = self.cache.dataset(self.cfg.dataset, roles)
         classifier = self.classifier = build_classifier(self.cfg, self.data, self.cache.features)
         if t.tensorboard:
-            run_dir = Path(self.writer.run_dir)
-            self.events = EventLog(run_dir, self.cfg, "/".join(run_dir.parts[-3:]))
+            self.events = EventLog(Path(self.writer.run_dir), self.cfg, _session_name(self.cfg))
         log.info(
             "training %s on %s (%s path): %d steps, batch %d (%d train / %d validation)",
             self.cfg.embedding.handle,
