@@ -85,6 +85,22 @@ def budget_table(curves: dict[str, tuple[Curve, float]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+CLIMBING = 0.005  # expected-best gain from half the trials to all that counts as climbing
+
+
+def still_climbing(curves: dict[str, tuple[Curve, float]]) -> str:
+    """A sentence naming the arms whose curve still rises at the budget used."""
+    rising = []
+    for label, (curve, _) in curves.items():
+        n = len(curve.mean)
+        gain = curve.mean[-1] - curve.mean[max(n // 2, 1) - 1]
+        if gain >= CLIMBING:
+            rising.append(f"{label} (+{gain:.4f} from {max(n // 2, 1)} to {n} trials)")
+    if not rising:
+        return "Every curve has flattened by the budget used (< +0.005 over its second half)."
+    return "Still climbing at the budget used: " + "; ".join(rising) + "; more trials may help."
+
+
 def budget_caveat(studies: Sequence[Study]) -> str:
     """Which trials feed the curves, and what that means."""
     notes = []

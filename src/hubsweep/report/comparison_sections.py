@@ -32,6 +32,8 @@ def _budget(studies: Sequence[Study], tables: Path, out: Path) -> list[str]:
         "would likely find a better config; where two arms' bands overlap, the budget does "
         "not separate them. " + comparison.budget_caveat(studies),
         "",
+        comparison.still_climbing(curves),
+        "",
         write_table(table, table, tables, "budget"),
         "",
         *figures(out, [(plots.budget, curves, "budget", "Expected best score against budget")]),

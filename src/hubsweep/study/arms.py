@@ -35,6 +35,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
 
+def _level_name(level: str) -> str:
+    """A level in an arm name: a path by its last part (modules/w2v-128d -> w2v_128d)."""
+    return _slug(level.rstrip("/").rsplit("/", 1)[-1])
+
+
 def _factor_arms(factors: DictConfig) -> list[Arm]:
     levels: dict[str, list[str]] = {}
     for key, values in factors.items():
@@ -52,7 +57,7 @@ def _factor_arms(factors: DictConfig) -> list[Arm]:
     arms = []
     for combo in itertools.product(*levels.values()):
         chosen = tuple(zip(levels, combo, strict=True))
-        name = "__".join(f"{short[k]}_{_slug(v)}" for k, v in chosen)
+        name = "__".join(f"{short[k]}_{_level_name(v)}" for k, v in chosen)
         arms.append((name, tuple(f"{k}={v}" for k, v in chosen), chosen))
     return arms
 
