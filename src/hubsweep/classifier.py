@@ -154,10 +154,17 @@ def _embed_in_batches(layer, texts: np.ndarray, batch_size: int) -> np.ndarray:
 
 def _token_table(layer) -> tf.Variable | None:
     """The embedding table of a hubsweep-exported module (None for any other module)."""
-    obj = layer.resolved_object
+    obj = getattr(layer, "resolved_object", None)
     if hasattr(obj, "token_ids") and hasattr(obj, "embeddings"):
         return obj.embeddings
     return None
+
+
+def _encoder_identity(e: DictConfig) -> tuple[str, str] | None:
+    """What else decides a BERT-family pair's vectors: its preprocessor, length, pooling."""
+    if not e.get("preprocess_handle"):
+        return None
+    return str(e.preprocess_handle), f"seq_length={e.seq_length},pooling={e.pooling}"
 
 
 def build_classifier(
@@ -180,7 +187,10 @@ def build_classifier(
         features = {
             role: tf.constant(
                 cache.get_or_build(
-                    e.handle, split.texts, lambda x: _embed_in_batches(layer, x, t.eval_batch_size)
+                    e.handle,
+                    split.texts,
+                    lambda x: _embed_in_batches(layer, x, t.eval_batch_size),
+                    also=_encoder_identity(e),
                 )
             )
             for role, split in data.splits.items()

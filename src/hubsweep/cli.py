@@ -200,22 +200,37 @@ def swivel() -> None:
 
 
 def export(argv: list[str] | None = None) -> None:
-    """`hubsweep-export --vectors FILE --output DIR`: word2vec/GloVe text → TF-Hub module."""
+    """`hubsweep-export --vectors FILE --output DIR`: word2vec/GloVe text → TF-Hub module;
+    `hubsweep-export --transformer CHECKPOINT --output DIR`: a BERT-architecture checkpoint →
+    TF-Hub's preprocessing + encoder SavedModels."""
     parser = argparse.ArgumentParser(
         prog="hubsweep-export",
         description="Export word vectors (word2vec or GloVe text format) as a TF-Hub-format "
-        "text-embedding module (whitespace split, punctuation stripped, OOV buckets, sqrtn).",
+        "text-embedding module (whitespace split, punctuation stripped, OOV buckets, sqrtn), "
+        "or a BERT-architecture checkpoint (config.json, vocab.txt, model.safetensors) as "
+        "TF-Hub's BERT pair: DIR/preprocess and DIR/encoder.",
     )
-    parser.add_argument("--vectors", required=True, help="word2vec/GloVe text file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--vectors", help="word2vec/GloVe text file")
+    source.add_argument("--transformer", help="a BERT-architecture checkpoint directory")
     parser.add_argument("--output", required=True, help="directory to write the SavedModel to")
     parser.add_argument("--num-oov-buckets", type=int, default=1)
     parser.add_argument("--lowercase", action="store_true", help="lower-case text before lookup")
+    parser.add_argument(
+        "--seq-length", type=int, default=128, help="the preprocessor's default length"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     _quiet_tensorflow()
-    from hubsweep.export import export_text_embedding, read_vectors_text
-
     try:
+        if args.transformer:
+            from hubsweep.transformer.convert import convert_checkpoint
+
+            out = convert_checkpoint(Path(args.transformer), Path(args.output), args.seq_length)
+            print(f"converted {args.transformer} to {out}/{{preprocess,encoder}}", file=sys.stderr)
+            return
+        from hubsweep.export import export_text_embedding, read_vectors_text
+
         vocab, vectors = read_vectors_text(args.vectors)
         out = export_text_embedding(
             vocab,

@@ -54,6 +54,17 @@ class EmbeddingConfig:
     # For modules that only expose a signature (no __call__); such modules cannot be fine-tuned.
     signature: str | None = None
     output_key: str | None = None
+    # BERT-family modules (TF-Hub's preprocessing + encoder pair): set the preprocessing
+    # model here and the encoder as `handle`.
+    preprocess_handle: str | None = None
+    # Longest input in tokens ([CLS] and [SEP] included); batches are padded only as far as
+    # their longest sentence needs.
+    seq_length: int = 128
+    # The sentence vector: the encoder's pooled_output, or the masked mean of its
+    # sequence_output (sentence-transformers models are trained for the mean).
+    pooling: str = "pooled_output"
+    # With trainable=true: fine-tune only the top k transformer layers (null: all of them).
+    trainable_layers: int | None = None
 
 
 @dataclass
@@ -267,10 +278,28 @@ def _check_name(cfg: DictConfig, group: str) -> None:
     require(name in allowed, f"{group}.name", f"unknown {name!r}; allowed: {', '.join(allowed)}")
 
 
+EMBEDDING_POOLINGS = ("pooled_output", "mean")
+
+
+def _validate_encoder(e: DictConfig) -> None:
+    if e.get("preprocess_handle") is None:
+        return
+    require(
+        e.pooling in EMBEDDING_POOLINGS,
+        "embedding.pooling",
+        f"{e.pooling!r} is not one of {', '.join(EMBEDDING_POOLINGS)}",
+    )
+    require(8 <= e.seq_length <= 512, "embedding.seq_length", "must be in [8, 512]")
+    if e.trainable_layers is not None:
+        require(e.trainable_layers > 0, "embedding.trainable_layers", "must be >= 1 or null")
+        require(e.trainable, "embedding.trainable_layers", "needs embedding.trainable=true")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the value constraints of a composed config; raise ConfigError naming the key."""
     for group in ("model", "optimizer", "schedule"):
         _check_name(cfg, group)
+    _validate_encoder(cfg.embedding)
     t = cfg.trainer
     for key in ("steps", "batch_size", "eval_every", "eval_batch_size"):
         require(t[key] > 0, f"trainer.{key}", f"must be a positive integer, got {t[key]}")

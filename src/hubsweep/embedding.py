@@ -16,17 +16,45 @@ def _is_remote(handle: str) -> bool:
     return "://" in handle and not handle.startswith("file://")
 
 
-def load_embedding_layer(cfg: DictConfig) -> hub.KerasLayer:
-    """`hub.KerasLayer(handle, trainable=...)`, checked to map strings to float32 [batch, dim]."""
-    handle = str(cfg.handle)
+def _check_handle(handle: str, key: str) -> None:
+    """A local SavedModel directory exists; a remote handle is cached or reachable."""
     if not _is_remote(handle) and not Path(handle.removeprefix("file://")).is_dir():
-        raise EmbeddingError(f"embedding.handle: no SavedModel directory at {handle!r}")
+        raise EmbeddingError(f"{key}: no SavedModel directory at {handle!r}")
     if _is_remote(handle) and not tfhub_cached(handle):
-        require_reachable(
-            handle,
-            "embedding.handle",
-            "offline, set embedding.handle to a local SavedModel directory",
+        require_reachable(handle, key, f"offline, set {key} to a local SavedModel directory")
+
+
+def _load_encoder_pair(cfg: DictConfig):
+    """A BERT-family preprocessing + encoder pair as one strings -> vectors layer."""
+    from hubsweep.transformer.layer import BertSentenceEmbedding
+
+    _check_handle(str(cfg.preprocess_handle), "embedding.preprocess_handle")
+    try:
+        return BertSentenceEmbedding(
+            str(cfg.preprocess_handle),
+            str(cfg.handle),
+            seq_length=cfg.seq_length,
+            pooling=cfg.pooling,
+            trainable=bool(cfg.trainable),
+            trainable_layers=cfg.trainable_layers,
         )
+    except EmbeddingError:
+        raise
+    except Exception as e:
+        raise EmbeddingError(
+            f"embedding: cannot load the pair preprocess_handle={cfg.preprocess_handle!r}, "
+            f"handle={cfg.handle!r}: {e}"
+        ) from e
+
+
+def load_embedding_layer(cfg: DictConfig) -> hub.KerasLayer:
+    """`hub.KerasLayer(handle, trainable=...)`, checked to map strings to float32 [batch, dim]
+    (for a BERT-family pair, the sentence-embedding layer around both)."""
+    handle = str(cfg.handle)
+    _check_handle(handle, "embedding.handle")
+    if cfg.get("preprocess_handle"):
+        layer = _load_encoder_pair(cfg)
+        return _checked(layer, cfg, handle)
     kwargs = {}
     if cfg.signature:
         kwargs = {"signature": cfg.signature, "output_key": cfg.output_key or "default"}
@@ -39,6 +67,10 @@ def load_embedding_layer(cfg: DictConfig) -> hub.KerasLayer:
         if _is_remote(handle):
             hint = " (offline? set embedding.handle to a local SavedModel directory)"
         raise EmbeddingError(f"embedding.handle: cannot load {handle!r}: {e}{hint}") from e
+    return _checked(layer, cfg, handle)
+
+
+def _checked(layer, cfg: DictConfig, handle: str):
     if cfg.trainable and not layer.trainable_weights:
         raise EmbeddingError(
             f"embedding.trainable=true but {handle!r} exposes no trainable variables"

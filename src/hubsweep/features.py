@@ -92,20 +92,29 @@ class FeatureCache:
         self._memory: dict[str, np.ndarray] = {}
         self._module_fingerprints: dict[tuple, str] = {}
 
-    def key(self, handle: str, texts: np.ndarray) -> str:
+    def _fingerprint(self, handle: str) -> str:
         # Hashing a large module per trial is wasted work; its files' stats say if it changed.
         stamp = (handle, *_file_stats(Path(handle.removeprefix("file://"))))
         if stamp not in self._module_fingerprints:
             self._module_fingerprints[stamp] = module_fingerprint(handle)
-        module = self._module_fingerprints[stamp]
+        return self._module_fingerprints[stamp]
+
+    def key(self, handle: str, texts: np.ndarray, also: tuple[str, str] | None = None) -> str:
+        """`also`: what else decides the vectors, (another module, its settings): a BERT
+        pair's preprocessor (fingerprinted like the module) and length and pooling."""
+        module = self._fingerprint(handle)
+        if also is not None:
+            module += f":{self._fingerprint(also[0])}:{also[1]}"
         parts = f"{FORMAT_VERSION}:{module}:{texts_fingerprint(texts)}"
         return hashlib.sha256(parts.encode()).hexdigest()[:32]
 
     def path(self, key: str) -> Path | None:
         return self.directory / f"{key}.npz" if self.directory else None
 
-    def get_or_build(self, handle: str, texts: np.ndarray, embed: Embed) -> np.ndarray:
-        key = self.key(handle, texts)
+    def get_or_build(
+        self, handle: str, texts: np.ndarray, embed: Embed, also: tuple[str, str] | None = None
+    ) -> np.ndarray:
+        key = self.key(handle, texts, also)
         if key in self._memory:
             return self._memory[key]
         features = self._load(key)

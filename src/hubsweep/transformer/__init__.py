@@ -1,0 +1,2 @@
+"""BERT-family encoders: a converter from BERT-architecture checkpoints to TF-Hub's
+preprocessing + encoder SavedModels, and the sentence-embedding layer that uses them."""

@@ -1,0 +1,175 @@
+"""A BERT-architecture encoder in TensorFlow, built from a checkpoint's weights, saved in
+TF-Hub's BERT encoder format.
+
+The math is the reference implementation's (Hugging Face `BertModel`): embeddings (word +
+absolute position + token type, layer-normalised), then per layer multi-head
+self-attention with the padding masked out, residual + LayerNorm, a GELU (erf) feed-forward
+block, residual + LayerNorm; the pooled output is tanh(dense(first token)). Dropout is
+left out (inference, and fine-tuning here runs without it).
+
+The SavedModel's call takes TF-Hub's inputs, a dict of int32 [batch, seq] tensors
+`input_word_ids`, `input_mask`, `input_type_ids` (any seq length up to the position
+table), and returns TF-Hub's outputs: `pooled_output` [batch, hidden], `sequence_output`
+[batch, seq, hidden], `encoder_outputs` (one [batch, seq, hidden] per layer) and
+`default` (= pooled_output). Its variables are named by layer (`layer_3/...`), so a
+caller can fine-tune only the top k layers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+
+    @classmethod
+    def from_json(cls, values: dict) -> BertConfig:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def _layer_norm(x: tf.Tensor, gamma: tf.Variable, beta: tf.Variable, eps: float) -> tf.Tensor:
+    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+    return (x - mean) * tf.math.rsqrt(variance + eps) * gamma + beta
+
+
+class _Dense(tf.Module):
+    def __init__(self, kernel: np.ndarray, bias: np.ndarray, name: str) -> None:
+        super().__init__(name=name)
+        self.kernel = tf.Variable(kernel, name="kernel")  # [in, out]
+        self.bias = tf.Variable(bias, name="bias")
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.einsum("...i,io->...o", x, self.kernel) + self.bias
+
+
+class _Norm(tf.Module):
+    def __init__(self, gamma: np.ndarray, beta: np.ndarray, eps: float, name: str) -> None:
+        super().__init__(name=name)
+        self.gamma = tf.Variable(gamma, name="gamma")
+        self.beta = tf.Variable(beta, name="beta")
+        self.eps = eps
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        return _layer_norm(x, self.gamma, self.beta, self.eps)
+
+
+class _Layer(tf.Module):
+    def __init__(self, w: dict[str, np.ndarray], cfg: BertConfig, index: int) -> None:
+        super().__init__(name=f"layer_{index}")
+        p = f"encoder.layer.{index}."
+        with self.name_scope:
+            dense = {
+                "query": p + "attention.self.query",
+                "key": p + "attention.self.key",
+                "value": p + "attention.self.value",
+                "attention_output": p + "attention.output.dense",
+                "intermediate": p + "intermediate.dense",
+                "output": p + "output.dense",
+            }
+            for attr, key in dense.items():
+                setattr(self, attr, _Dense(w[key + ".weight"].T, w[key + ".bias"], attr))
+            self.attention_norm = _Norm(
+                w[p + "attention.output.LayerNorm.weight"],
+                w[p + "attention.output.LayerNorm.bias"],
+                cfg.layer_norm_eps,
+                "attention_norm",
+            )
+            self.output_norm = _Norm(
+                w[p + "output.LayerNorm.weight"],
+                w[p + "output.LayerNorm.bias"],
+                cfg.layer_norm_eps,
+                "output_norm",
+            )
+        self.heads = cfg.num_attention_heads
+        self.head_size = cfg.hidden_size // cfg.num_attention_heads
+
+    def _split(self, x: tf.Tensor) -> tf.Tensor:
+        shape = tf.shape(x)
+        x = tf.reshape(x, [shape[0], shape[1], self.heads, self.head_size])
+        return tf.transpose(x, [0, 2, 1, 3])  # [batch, heads, seq, head_size]
+
+    def __call__(self, x: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+        q, k, v = (self._split(f(x)) for f in (self.query, self.key, self.value))
+        scores = tf.matmul(q, k, transpose_b=True) / math.sqrt(self.head_size) + bias
+        context = tf.matmul(tf.nn.softmax(scores, axis=-1), v)
+        context = tf.transpose(context, [0, 2, 1, 3])
+        shape = tf.shape(x)
+        context = tf.reshape(context, [shape[0], shape[1], self.heads * self.head_size])
+        x = self.attention_norm(self.attention_output(context) + x)
+        hidden = tf.nn.gelu(self.intermediate(x), approximate=False)
+        return self.output_norm(self.output(hidden) + x)
+
+
+class BertEncoder(tf.Module):
+    """The encoder, from a checkpoint's weights named as Hugging Face's BertModel names them
+    (a `bert.` prefix, as in BertForPreTraining checkpoints, is stripped)."""
+
+    def __init__(self, weights: dict[str, np.ndarray], cfg: BertConfig) -> None:
+        super().__init__(name="bert_encoder")
+        w = {k.removeprefix("bert."): np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+        self.config = cfg
+        with self.name_scope:
+            self.word_embeddings = tf.Variable(w["embeddings.word_embeddings.weight"], name="word")
+            self.position_embeddings = tf.Variable(
+                w["embeddings.position_embeddings.weight"], name="position"
+            )
+            self.type_embeddings = tf.Variable(
+                w["embeddings.token_type_embeddings.weight"], name="type"
+            )
+            self.embedding_norm = _Norm(
+                w["embeddings.LayerNorm.weight"],
+                w["embeddings.LayerNorm.bias"],
+                cfg.layer_norm_eps,
+                "embedding_norm",
+            )
+            self.layers = [_Layer(w, cfg, i) for i in range(cfg.num_hidden_layers)]
+            self.pooler = None
+            if "pooler.dense.weight" in w:
+                self.pooler = _Dense(w["pooler.dense.weight"].T, w["pooler.dense.bias"], "pooler")
+
+    def __call__(self, inputs: dict[str, tf.Tensor]) -> dict:
+        ids, mask, types = (inputs[k] for k in INPUT_KEYS)
+        seq = tf.shape(ids)[1]
+        x = (
+            tf.gather(self.word_embeddings, ids)
+            + self.position_embeddings[tf.newaxis, :seq]
+            + tf.gather(self.type_embeddings, types)
+        )
+        x = self.embedding_norm(x)
+        # Padding gets a large negative score before the softmax, as the reference does.
+        bias = (1.0 - tf.cast(mask, tf.float32))[:, tf.newaxis, tf.newaxis, :] * -1e9
+        outputs = []
+        for layer in self.layers:
+            x = layer(x, bias)
+            outputs.append(x)
+        first = x[:, 0]
+        pooled = tf.tanh(self.pooler(first)) if self.pooler is not None else first
+        return {
+            "pooled_output": pooled,
+            "sequence_output": x,
+            "encoder_outputs": outputs,
+            "default": pooled,
+        }
+
+
+def masked_mean(sequence: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """The mean of the token vectors where mask is 1 (sentence-transformers' pooling)."""
+    m = tf.cast(mask, sequence.dtype)[:, :, tf.newaxis]
+    return tf.reduce_sum(sequence * m, axis=1) / tf.maximum(tf.reduce_sum(m, axis=1), 1e-9)

@@ -1,0 +1,112 @@
+"""`hubsweep-export --transformer CHECKPOINT --output DIR`: a BERT-architecture checkpoint
+(config.json, vocab.txt, model.safetensors, as Hugging Face and sentence-transformers
+publish them) as the two SavedModels TF-Hub publishes for a BERT: `DIR/preprocess` and
+`DIR/encoder`. They load with `hub.KerasLayer` like a downloaded TF-Hub BERT. The weights
+are read with safetensors' NumPy API: no PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from hubsweep.errors import EmbeddingError
+from hubsweep.transformer.bert import INPUT_KEYS, BertConfig, BertEncoder
+from hubsweep.transformer.preprocess import BertPreprocess
+
+log = logging.getLogger(__name__)
+
+PREPROCESS_DIR, ENCODER_DIR = "preprocess", "encoder"
+INFO_FILE = "hubsweep_transformer.json"
+NEEDED = ("config.json", "vocab.txt", "model.safetensors")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise EmbeddingError(f"{path}: unreadable ({e})") from None
+
+
+def _checked(checkpoint: Path) -> tuple[BertConfig, bool]:
+    missing = [n for n in NEEDED if not (checkpoint / n).is_file()]
+    if missing:
+        raise EmbeddingError(
+            f"--transformer {checkpoint}: missing {', '.join(missing)} (a BERT-architecture "
+            "checkpoint has config.json, vocab.txt and model.safetensors)"
+        )
+    values = _read_json(checkpoint / "config.json")
+    kind = values.get("model_type")
+    if kind != "bert":
+        raise EmbeddingError(
+            f"{checkpoint / 'config.json'}: model_type {kind!r}; only BERT-architecture "
+            "checkpoints (model_type 'bert') convert"
+        )
+    if values.get("position_embedding_type", "absolute") != "absolute":
+        raise EmbeddingError(f"{checkpoint / 'config.json'}: only absolute position embeddings")
+    lower = True
+    tokenizer = checkpoint / "tokenizer_config.json"
+    if tokenizer.is_file():
+        lower = bool(_read_json(tokenizer).get("do_lower_case", True))
+    return BertConfig.from_json(values), lower
+
+
+class _ReusableEncoder(tf.train.Checkpoint):
+    """TF-Hub's reusable SavedModel around the encoder: `__call__`, `variables` and
+    `trainable_variables` as saved attributes (hub.KerasLayer(trainable=True) reads them)."""
+
+    def __init__(self, encoder: BertEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.variables = list(encoder.variables)
+        self.trainable_variables = list(encoder.trainable_variables)
+
+    @tf.function(
+        input_signature=[{k: tf.TensorSpec([None, None], tf.int32, name=k) for k in INPUT_KEYS}]
+    )
+    def __call__(self, inputs: dict[str, tf.Tensor]) -> dict:
+        return self.encoder(inputs)
+
+
+def convert_checkpoint(checkpoint: Path, output: Path, seq_length: int = 128) -> Path:
+    """Write output/preprocess and output/encoder; returns output."""
+    from safetensors.numpy import load_file
+
+    checkpoint, output = Path(checkpoint), Path(output)
+    cfg, lower = _checked(checkpoint)
+    if not 8 <= seq_length <= cfg.max_position_embeddings:
+        raise EmbeddingError(
+            f"--seq-length {seq_length}: must be in [8, {cfg.max_position_embeddings}]"
+        )
+    weights = load_file(str(checkpoint / "model.safetensors"))
+    encoder = _ReusableEncoder(BertEncoder(weights, cfg))
+    encoder({k: tf.ones([1, 4], tf.int32) for k in INPUT_KEYS})
+    tf.saved_model.save(encoder, str(output / ENCODER_DIR))
+    preprocess = BertPreprocess(checkpoint / "vocab.txt", lower, seq_length)
+    preprocess.traced_for_saving()
+    preprocess(tf.constant(["probe"]))
+    tf.saved_model.save(preprocess, str(output / PREPROCESS_DIR))
+    info = {
+        "source": str(checkpoint.resolve()),
+        "hidden_size": cfg.hidden_size,
+        "layers": cfg.num_hidden_layers,
+        "lower_case": lower,
+        "seq_length": seq_length,
+        "parameters": int(sum(np.prod(v.shape) for v in encoder.trainable_variables)),
+    }
+    (output / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    log.info(
+        "converted %s (%d layers, %d hidden, %.1fM parameters) to %s/{%s,%s}",
+        checkpoint,
+        cfg.num_hidden_layers,
+        cfg.hidden_size,
+        info["parameters"] / 1e6,
+        output,
+        PREPROCESS_DIR,
+        ENCODER_DIR,
+    )
+    return output
