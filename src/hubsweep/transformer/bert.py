@@ -56,7 +56,9 @@ class _Dense(tf.Module):
         self.bias = tf.Variable(bias, name="bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        return tf.einsum("...i,io->...o", x, self.kernel) + self.bias
+        # matmul broadcasts the kernel over [batch, seq]; its gradient sums over them (an
+        # einsum with "..." materialised a per-example outer product: out of memory).
+        return tf.matmul(x, self.kernel) + self.bias
 
 
 class _Norm(tf.Module):
