@@ -57,6 +57,7 @@ def test_a_run_writes_curves_and_hparams_tensorboard_reads(make_cfg):
     assert values["model.name"] == "mlp" and values["model.hidden_sizes"] == "[256]"
     assert values["trainer.batch_size"] == cfg.trainer.batch_size
     assert values["embedding.trainable"] is False
+    assert "embedding.pooling" not in values  # a bag-of-words module does not pool tokens
     assert not any(k.startswith(("dataset.", "output_dir", "cache_dir")) for k in values)
     assert start.group_name == str(Path(result.run_dir).resolve())  # outside results_dir
 

@@ -272,6 +272,14 @@ def test_three_hosts_one_study_one_killed_mid_trial(
         ran_there = [t.number for t in trials if t.user_attrs.get(HOST) == f"host-{h}"]
         assert all(f"trial {n}" in line for n in ran_there), (h, line)
     assert f"host-{retrain_host}:" in line and "re-runs" in line
+    by_host = {
+        h: sorted(t.number for t in trials if t.user_attrs.get(HOST) == f"host-{h}") for h in HOSTS
+    }
+    print(
+        f"\nmulti-host: trials by host {by_host}; trial {killed_number} killed on host-b, "
+        f"retried as trial {retry.number} on {retry.user_attrs[HOST]}; "
+        f"{tally(trials)[0]} finished of {N_TRIALS}; retrained once, on host-{retrain_host}"
+    )
     assert "re-run with 2 of 2 seeds" in markdown
     test_mean = summary["test"]["accuracy"]["mean"]
     assert f"{test_mean:.4f}" in markdown

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from hubsweep.artifacts import flat_config
 from hubsweep.metrics import METRICS
 
 # Config keys shown as hyperparameters (whole groups by prefix): what a sweep varies or an
@@ -26,6 +26,8 @@ HPARAM_PREFIXES = ("model.", "optimizer.", "schedule.")
 HPARAM_KEYS = (
     "embedding.name",
     "embedding.trainable",
+    "embedding.trainable_layers",
+    "embedding.pooling",
     "trainer.steps",
     "trainer.batch_size",
     "trainer.seed",
@@ -37,21 +39,14 @@ def metric_tag(split: str, metric: str) -> str:
     return f"{split}/{metric}"
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(node, dict):
-        return {prefix[:-1]: node}
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        flat.update(_flat(value, f"{prefix}{key}."))
-    return flat
-
-
 def hparams_of(cfg: DictConfig) -> dict[str, bool | int | float | str]:
     """The run's hyperparameters as the HParams plugin takes them (lists as text)."""
-    flat = _flat(OmegaConf.to_container(cfg, resolve=True))
+    flat = flat_config(OmegaConf.to_container(cfg, resolve=True))
     chosen = {k: v for k, v in flat.items() if k.startswith(HPARAM_PREFIXES) or k in HPARAM_KEYS}
+    if not flat.get("embedding.preprocess_handle"):
+        chosen.pop("embedding.pooling", None)  # only BERT-family pairs pool
     return {
-        k: v if isinstance(v, bool | int | float | str) else str(v)
+        k: v if isinstance(v, bool | int | float | str) else str(list(v))
         for k, v in sorted(chosen.items())
         if v is not None
     }
