@@ -185,3 +185,20 @@ def test_the_loop_alone_returns_the_recorded_history_and_writes_nothing(make_cfg
         assert mine["step"] == theirs["step"]
         assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-6)
         assert mine["macro_f1"] == pytest.approx(theirs["macro_f1"], rel=1e-6)
+
+
+def test_a_frozen_module_is_loaded_once_per_process_with_the_same_results(make_cfg):
+    from hubsweep.cache import TrialCache
+
+    cache = TrialCache.for_config(make_cfg())
+    first = train_and_evaluate(make_cfg("trainer.seed=1", run="one"), cache=cache)
+    second = train_and_evaluate(make_cfg("trainer.seed=2", run="two"), cache=cache)
+    assert first.model.layers[0] is second.model.layers[0]  # loaded once
+    alone = train_and_evaluate(make_cfg("trainer.seed=2", run="alone"))  # a fresh process's way
+    assert alone.model.layers[0] is not second.model.layers[0]
+    assert alone.final == second.final
+    tuned = [
+        train_and_evaluate(make_cfg("embedding.trainable=true", run=f"t{i}"), cache=cache)
+        for i in range(2)
+    ]
+    assert tuned[0].model.layers[0] is not tuned[1].model.layers[0]  # training changes it

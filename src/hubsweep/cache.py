@@ -1,4 +1,6 @@
-"""What the trials of one process share, so a sweep pays each loading cost once."""
+"""What the trials of one process share, so a sweep pays each loading cost once: datasets,
+frozen features, and frozen embedding layers (a BERT pair takes seconds to load; frozen, it
+is never changed by training, so one loaded copy serves every trial)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from hubsweep.data import TextDataset, load_dataset
+from hubsweep.embedding import load_embedding_layer
 from hubsweep.features import FeatureCache
 
 
@@ -15,6 +18,7 @@ from hubsweep.features import FeatureCache
 class TrialCache:
     features: FeatureCache
     datasets: dict[str, TextDataset] = field(default_factory=dict)
+    layers: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def for_config(cls, cfg: DictConfig) -> TrialCache:
@@ -25,3 +29,13 @@ class TrialCache:
         if key not in self.datasets:
             self.datasets[key] = load_dataset(cfg, roles)
         return self.datasets[key]
+
+    def embedding_layer(self, cfg: DictConfig):
+        """The loaded module; a frozen one is loaded once per process, a trainable one
+        afresh (training changes its weights)."""
+        if cfg.trainable:
+            return load_embedding_layer(cfg)
+        key = OmegaConf.to_yaml(cfg, resolve=True)
+        if key not in self.layers:
+            self.layers[key] = load_embedding_layer(cfg)
+        return self.layers[key]

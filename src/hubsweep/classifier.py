@@ -168,10 +168,11 @@ def _encoder_identity(e: DictConfig) -> tuple[str, str] | None:
 
 
 def build_classifier(
-    cfg: DictConfig, data: TextDataset, cache: FeatureCache | None = None
+    cfg: DictConfig, data: TextDataset, cache: FeatureCache | None = None, layer=None
 ) -> Classifier:
+    """`layer`: the embedding layer when the caller holds it loaded (a frozen one)."""
     t, e = cfg.trainer, cfg.embedding
-    layer = load_embedding_layer(e)
+    layer = layer if layer is not None else load_embedding_layer(e)
     head = keras.Sequential(build_head(cfg.model, data.num_classes, t.seed), name="head")
     model = keras.Sequential([layer, head])
     model(tf.constant(["build"]))

@@ -151,7 +151,9 @@ class _Run:
         t = self.cfg.trainer
         roles = ["train", "validation", *(["test"] if t.evaluate_test else [])]
         self.data = self.cache.dataset(self.cfg.dataset, roles)
-        classifier = self.classifier = build_classifier(self.cfg, self.data, self.cache.features)
+        layer = self.cache.embedding_layer(self.cfg.embedding)
+        classifier = build_classifier(self.cfg, self.data, self.cache.features, layer)
+        self.classifier = classifier
         if t.tensorboard:
             self.events = EventLog(Path(self.writer.run_dir), self.cfg, _session_name(self.cfg))
         log.info(
