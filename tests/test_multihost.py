@@ -3,7 +3,7 @@ directory, feature cache and TFDS directory (as separate machines would have), r
 same `hubsweep-sweep` command against one PostgreSQL. One host's worker is killed with
 SIGKILL in the middle of a trial.
 
-The hosts reach PostgreSQL on their side of a veth pair (10.213.N.1:5432); the server
+The hosts reach PostgreSQL on their side of a veth pair (10.X.N.1:5432); the server
 listens on 127.0.0.1 only, so the test relays those addresses to it, as a router would.
 Needs root for `ip netns` (CI runs as root here): skipped otherwise outside CI, failed
 with CI=true.
@@ -33,7 +33,6 @@ from hubsweep.study.liveness import FAIL_REASON, HOST, SURPLUS, tally
 from hubsweep.study.storage import open_storage
 
 HOSTS = ("a", "b", "c")
-SUBNET = "10.213"
 N_TRIALS = 6
 STUDY = "multihost"
 
@@ -54,6 +53,8 @@ def namespaces():
             pytest.fail(f"the multi-host test must run in CI: {why}")
         pytest.skip(why)
     tag = uuid.uuid4().hex[:4]
+    # A subnet of its own: a run killed before its clean-up leaves its addresses behind.
+    subnet = f"10.{100 + int(tag, 16) % 150}"
     made = []
 
     def ip(*args: str, ns: str | None = None) -> None:
@@ -67,13 +68,13 @@ def namespaces():
             made.append(ns)
             ip("link", "add", outer, "type", "veth", "peer", "name", inner)
             ip("link", "set", inner, "netns", ns)
-            ip("addr", "add", f"{SUBNET}.{i}.1/24", "dev", outer)
+            ip("addr", "add", f"{subnet}.{i}.1/24", "dev", outer)
             ip("link", "set", outer, "up")
-            ip("addr", "add", f"{SUBNET}.{i}.2/24", "dev", inner, ns=ns)
+            ip("addr", "add", f"{subnet}.{i}.2/24", "dev", inner, ns=ns)
             ip("link", "set", inner, "up", ns=ns)
             ip("link", "set", "lo", "up", ns=ns)
         routes = zip(HOSTS, made, strict=True)
-        yield {host: (ns, f"{SUBNET}.{i}.1") for i, (host, ns) in enumerate(routes, start=1)}
+        yield {host: (ns, f"{subnet}.{i}.1") for i, (host, ns) in enumerate(routes, start=1)}
     finally:
         for ns in made:  # deleting a namespace deletes its end of the veth pair, and the pair
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
