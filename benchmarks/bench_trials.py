@@ -211,8 +211,8 @@ def main() -> None:
         study_time(args, out)
     if args.tensorboard:
         tensorboard_cost(args, out, args.tensorboard)
-        if not rows:
-            return
+    if not rows:
+        return
     examples = t.steps * t.batch_size
     print(f"\n{t.steps} steps x batch {t.batch_size}, eval every {t.eval_every} | {args.module}")
     header = "arm        way                     trial s  examples/s  val acc  speed-up"

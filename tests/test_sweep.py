@@ -318,3 +318,17 @@ def test_an_unknown_tracking_callback_is_one_error(sweep):
 
     with pytest.raises(ConfigError, match=r"sweep.callbacks: 'neptune': one of mlflow"):
         sweep("sweep.study_name=t2", "sweep.callbacks=[neptune]")
+
+
+def test_trials_leave_learning_curve_pngs_to_the_end_of_the_study(sweep):
+    """A fixed cost per trial: only the best trial's PNG is drawn, when the study ends."""
+    cfg, summary, study = sweep("sweep.study_name=pngs", "sweep.n_trials=3", "sweep.pruner=none")
+    best = summary["best"]["trial"]
+    drawn = {
+        t.number
+        for t in study.trials
+        if (Path(t.user_attrs["run_dirs"][0]) / "learning_curve.png").is_file()
+    }
+    assert drawn == {best}
+    png = Path(study.trials[best].user_attrs["run_dirs"][0]) / "learning_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

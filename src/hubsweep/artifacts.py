@@ -109,28 +109,33 @@ class RunWriter:
         frame.to_csv(self.run_dir / PREDICTIONS_FILE, index=False)
 
     def write_learning_curve(self, history: list[dict], title: str) -> None:
-        # A bare Figure (no pyplot): no global figure registry, and cheaper per trial.
-        from matplotlib.figure import Figure
+        draw_learning_curve(self.run_dir, history, title)
 
-        if not history:
-            return
-        steps = [h["step"] for h in history]
-        fig = Figure(figsize=(11, 4.2), layout="constrained")
-        ax_scores, ax_loss = fig.subplots(1, 2)
-        for key in SCORES:
-            ax_scores.plot(steps, [h[key] for h in history], label=key.replace("_", " "))
-        ax_scores.set(xlabel="global step", ylabel="validation score", title="scores")
-        ax_scores.legend(loc="lower right")
-        ax_scores.grid(alpha=0.3)
-        ax_loss.plot(steps, [h["loss"] for h in history], color="tab:red", label="validation")
-        if all("train_loss" in h for h in history):
-            train = [h["train_loss"] for h in history]
-            ax_loss.plot(steps, train, color="tab:gray", label="train (mean since last eval)")
-        ax_loss.set(xlabel="global step", ylabel="cross-entropy", title="loss")
-        ax_loss.legend(loc="upper right")
-        ax_loss.grid(alpha=0.3)
-        fig.suptitle(title)
-        fig.savefig(self.run_dir / CURVE_FILE, dpi=100)
+
+def draw_learning_curve(run_dir: Path, history: list[dict], title: str) -> None:
+    """learning_curve.png: validation scores and losses per evaluation."""
+    # A bare Figure (no pyplot): no global figure registry, and cheaper per trial.
+    from matplotlib.figure import Figure
+
+    if not history:
+        return
+    steps = [h["step"] for h in history]
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_scores, ax_loss = fig.subplots(1, 2)
+    for key in SCORES:
+        ax_scores.plot(steps, [h[key] for h in history], label=key.replace("_", " "))
+    ax_scores.set(xlabel="global step", ylabel="validation score", title="scores")
+    ax_scores.legend(loc="lower right")
+    ax_scores.grid(alpha=0.3)
+    ax_loss.plot(steps, [h["loss"] for h in history], color="tab:red", label="validation")
+    if all("train_loss" in h for h in history):
+        train = [h["train_loss"] for h in history]
+        ax_loss.plot(steps, train, color="tab:gray", label="train (mean since last eval)")
+    ax_loss.set(xlabel="global step", ylabel="cross-entropy", title="loss")
+    ax_loss.legend(loc="upper right")
+    ax_loss.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.savefig(Path(run_dir) / CURVE_FILE, dpi=100)
 
 
 def set_aside(run_dir: Path) -> Path:

@@ -172,6 +172,9 @@ class TrainerConfig:
     export_module: bool = False
     # TensorBoard event files (curves and the HParams dashboard's data) in the run directory.
     tensorboard: bool = True
+    # learning_curve.png at the end of the run. Study trials skip it (a fixed cost per
+    # trial): the report draws their curves, and the best trial's is drawn when the study ends.
+    learning_curve: bool = True
 
 
 @dataclass

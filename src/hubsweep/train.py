@@ -227,7 +227,7 @@ class _Run:
             self.events.close()
         loop = self.loop or LoopResult(status=FAILED, steps_done=0)
         history = loop.history
-        if history:
+        if history and self.cfg.trainer.learning_curve:
             self.writer.write_learning_curve(
                 history, f"{self.cfg.experiment_name}: {Path(self.writer.run_dir).name}"
             )

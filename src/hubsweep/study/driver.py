@@ -14,8 +14,9 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
+from hubsweep.artifacts import draw_learning_curve, read_metrics
 from hubsweep.errors import ConfigError
-from hubsweep.layout import STUDY_INFO_FILE, SUMMARY_FILE
+from hubsweep.layout import CURVE_FILE, STUDY_INFO_FILE, SUMMARY_FILE, holds_run, trial_run_dir
 from hubsweep.paths import ensure_writable
 from hubsweep.study import storage
 from hubsweep.study.compose import ComposeSpec
@@ -97,6 +98,15 @@ def _state_counts(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
+def _draw_best_curves(plan: StudyPlan, best: optuna.trial.FrozenTrial) -> None:
+    """The best trial's learning-curve PNGs (trials skip them), where its files are here."""
+    for k in range(plan.settings.seeds_per_trial):
+        run_dir = trial_run_dir(plan.directory, best.number, k)
+        if holds_run(run_dir) and not (run_dir / CURVE_FILE).exists():
+            history = read_metrics(run_dir, "validation")
+            draw_learning_curve(run_dir, history, f"{plan.name}: best trial {best.number}")
+
+
 def finish_study(plan: StudyPlan, wall_s: float) -> dict:
     study = optuna.load_study(study_name=plan.name, storage=open_study_storage(plan))
     summary: dict[str, Any] = {
@@ -111,6 +121,7 @@ def finish_study(plan: StudyPlan, wall_s: float) -> dict:
     best = study.best_trial
     summary["best"] = {"trial": best.number, "value": best.value, "params": best.params}
     summary["best"]["preset"] = str(write_best_preset(plan, best))
+    _draw_best_curves(plan, best)
     log.info(
         "best trial %d: %s %.4f with %s",
         best.number,

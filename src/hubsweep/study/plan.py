@@ -47,6 +47,7 @@ MACHINE_LOCAL = (
     "embedding.handle",
     "trainer.progress",
     "trainer.tensorboard",
+    "trainer.learning_curve",
 )
 
 

@@ -107,8 +107,8 @@ class Objective:
 
         s = self.plan.settings
         sampled = param_overrides({p.key: p.suggest(trial) for p in self.plan.params})
-        # Test never feeds the search.
-        extra = [*sampled, "trainer.evaluate_test=false"]
+        # Test never feeds the search; the learning-curve PNG waits for the study's end.
+        extra = [*sampled, "trainer.evaluate_test=false", "trainer.learning_curve=false"]
         values, finals, run_dirs = [], [], []
         for k in range(s.seeds_per_trial):
             run_dir = trial_run_dir(self.plan.directory, trial.number, k)
