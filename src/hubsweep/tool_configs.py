@@ -46,7 +46,6 @@ class SwivelConfig:
     shard_size: int = 4096
     dim: int = 128
     epochs: int = 20
-    # adagrad (the paper's), adam or sgd.
     # The optimizer: adagrad (the paper's), adam or sgd. Not named `optimizer`: that name is
     # a config group of the run config in the same tree, so Hydra would refuse it.
     solver: str = "adagrad"
