@@ -184,19 +184,7 @@ def build_classifier(
         t.eval_batch_size,
     )
     if not e.trainable and t.feature_cache:
-        cache = cache or FeatureCache(None)
-        features = {
-            role: tf.constant(
-                cache.get_or_build(
-                    e.handle,
-                    split.texts,
-                    lambda x: _embed_in_batches(layer, x, t.eval_batch_size),
-                    also=_encoder_identity(e),
-                )
-            )
-            for role, split in data.splits.items()
-        }
-        return FeatureClassifier(*args, features=features)
+        return FeatureClassifier(*args, features=frozen_features(cfg, data, cache, layer))
     table = _token_table(layer) if e.trainable and t.fast_path else None
     if table is not None:
         token_ids = layer.resolved_object.token_ids
@@ -206,3 +194,21 @@ def build_classifier(
         return TokenIdClassifier(*args, table=table, ids=ids)
     texts = {role: tf.constant(list(split.texts)) for role, split in data.splits.items()}
     return StringClassifier(*args, texts=texts)
+
+
+def frozen_features(
+    cfg: DictConfig, data: TextDataset, cache: FeatureCache | None, layer
+) -> dict[str, tf.Tensor]:
+    """Each split's vectors from the frozen module, built once and kept in the cache."""
+    e, cache = cfg.embedding, cache or FeatureCache(None)
+    return {
+        role: tf.constant(
+            cache.get_or_build(
+                e.handle,
+                split.texts,
+                lambda x: _embed_in_batches(layer, x, cfg.trainer.eval_batch_size),
+                also=_encoder_identity(e),
+            )
+        )
+        for role, split in data.splits.items()
+    }

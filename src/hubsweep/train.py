@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hubsweep.artifacts import RunWriter
 from hubsweep.cache import TrialCache
-from hubsweep.classifier import Classifier, build_classifier
+from hubsweep.classifier import Classifier, build_classifier, frozen_features
 from hubsweep.config import validate
 from hubsweep.data import TextDataset
 from hubsweep.events import EventLog
@@ -27,6 +27,7 @@ from hubsweep.export import export_finetuned
 from hubsweep.layout import EXPORTED_MODULE_DIR, RunStatus
 from hubsweep.loop import LoopResult, evaluate, run_loop
 from hubsweep.metrics import softmax
+from hubsweep.population import Member, program_for, run_population
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,49 @@ def train_and_evaluate(
         raise
 
 
+def train_population(
+    cfgs: Sequence[DictConfig], reporters: Sequence[Reporter | None], cache: TrialCache, size: int
+) -> list[RunResult]:
+    """Train frozen-path runs of one population group (`population.group_key`) at once, in
+    a program of `size` members; each run's directory gets what `train_and_evaluate` would
+    write. An error fails every run of the population (all are recorded as failed)."""
+    runs = []
+    for cfg, reporter in zip(cfgs, reporters, strict=True):
+        validate(cfg)
+        writer = RunWriter(Path(cfg.output_dir))
+        runs.append(_Run(cfg, writer, reporter, time.perf_counter(), cache))
+    try:
+        for run in runs:
+            run.writer.write_config(run.cfg)
+        _seed(cfgs[0])
+        first = cfgs[0]
+        data = cache.dataset(first.dataset, ["train", "validation"])
+        layer = cache.embedding_layer(first.embedding)
+        features = frozen_features(first, data, cache.features, layer)
+        dim, n_train = int(features["train"].shape[1]), len(data.splits["train"])
+        members = [Member.of(cfg, n_train, dim, data.num_classes) for cfg in cfgs]
+        for run, member in zip(runs, members, strict=True):
+            run.data, run.path = data, "features (population)"
+            run.rate_at = lambda step, m=member: float(m.rates[step])
+            run.begin()
+        loops = run_population(
+            program_for(first, members[0], size),
+            members,
+            features,
+            {role: split.labels for role, split in data.splits.items()},
+            data.label_names,
+            first.trainer.eval_every,
+            first.trainer.eval_batch_size,
+            [run.on_evaluation for run in runs],
+        )
+        return [run.conclude(loop, None) for run, loop in zip(runs, loops, strict=True)]
+    except BaseException as e:
+        for run in runs:
+            if run.result is None:  # a run already concluded keeps its record
+                run.finish(FAILED, error=f"{type(e).__name__}: {e}")
+        raise
+
+
 def _session_name(cfg: DictConfig) -> str:
     """The run as TensorBoard names it under `--logdir results/<experiment>`: unique there
     (the HParams dashboard merges sessions that share a name)."""
@@ -134,6 +178,9 @@ class _Run:
         self.best: dict | None = None
         self.test: dict | None = None
         self.events: EventLog | None = None
+        self.result: RunResult | None = None
+        self.path: str | None = None  # the training path (see classifier.py)
+        self.rate_at: Callable[[int], float] = lambda step: float("nan")
 
     def record(self, step: int, role: str, metrics: dict, train_loss: float | None) -> None:
         line = {"step": step, "split": role, **metrics}
@@ -153,20 +200,10 @@ class _Run:
         self.data = self.cache.dataset(self.cfg.dataset, roles)
         layer = self.cache.embedding_layer(self.cfg.embedding)
         classifier = build_classifier(self.cfg, self.data, self.cache.features, layer)
-        self.classifier = classifier
-        if t.tensorboard:
-            self.events = EventLog(Path(self.writer.run_dir), self.cfg, _session_name(self.cfg))
-        log.info(
-            "training %s on %s (%s path): %d steps, batch %d (%d train / %d validation)",
-            self.cfg.embedding.handle,
-            self.data.name,
-            classifier.path,
-            t.steps,
-            t.batch_size,
-            len(self.data.splits["train"]),
-            len(self.data.splits["validation"]),
-        )
-        self.loop = run_loop(
+        self.classifier, self.path = classifier, classifier.path
+        self.rate_at = lambda step: float(classifier.optimizer._decayed_lr(tf.float32))
+        self.begin()
+        loop = run_loop(
             classifier,
             self.data,
             t.steps,
@@ -176,15 +213,33 @@ class _Run:
             self.on_evaluation,
             progress=t.progress,
         )
-        if self.loop.status != DIVERGED:
-            self.write_final_model_outputs(classifier, self.loop.status)
-        return self.finish(self.loop.status)
+        return self.conclude(loop, classifier)
+
+    def begin(self) -> None:
+        t = self.cfg.trainer
+        if t.tensorboard:
+            self.events = EventLog(Path(self.writer.run_dir), self.cfg, _session_name(self.cfg))
+        log.info(
+            "training %s on %s (%s path): %d steps, batch %d (%d train / %d validation)",
+            self.cfg.embedding.handle,
+            self.data.name,
+            self.path,
+            t.steps,
+            t.batch_size,
+            len(self.data.splits["train"]),
+            len(self.data.splits["validation"]),
+        )
+
+    def conclude(self, loop: LoopResult, classifier: Classifier | None) -> RunResult:
+        self.loop = loop
+        if loop.status != DIVERGED:
+            self.write_final_model_outputs(classifier, loop.status)
+        return self.finish(loop.status)
 
     def on_evaluation(self, step: int, metrics: dict, train_loss: float) -> bool:
         self.record(step, "validation", metrics, train_loss)
         if self.events is not None:
-            lr = float(self.classifier.optimizer._decayed_lr(tf.float32))
-            self.events.evaluation(step, metrics, train_loss, lr)
+            self.events.evaluation(step, metrics, train_loss, self.rate_at(step))
         if _is_better(self.metric, metrics[self.metric], self.best):
             self.best = {"step": step, **metrics, "train_loss": train_loss}
         log.info(
@@ -198,7 +253,7 @@ class _Run:
         )
         return bool(self.reporter is not None and self.reporter(step, metrics))
 
-    def write_final_model_outputs(self, classifier: Classifier, status: str) -> None:
+    def write_final_model_outputs(self, classifier: Classifier | None, status: str) -> None:
         # Training always ends right after a validation evaluation (the last step, or the
         # one the reporter stopped at), so its logits are the final model's.
         split = self.data.splits["validation"]
@@ -245,11 +300,12 @@ class _Run:
             train_time_s=round(train_time, 3),
             steps_per_s=round(loop.steps_done / train_time, 2) if train_time else 0.0,
             examples={role: len(s) for role, s in self.data.splits.items()} if self.data else {},
-            training_path=self.classifier.path if self.classifier else None,
+            training_path=self.path,
             diverged_at_step=loop.diverged_at_step,
             error=error,
             history=history,
             model=self.classifier.model if self.classifier else None,
         )
         self.writer.write_final(result.summary())
+        self.result = result
         return result

@@ -8,16 +8,20 @@ import optuna
 
 from hubsweep.study.space import Param
 
-SamplerFactory = Callable[[tuple[Param, ...], int], optuna.samplers.BaseSampler]
+# Each takes (params, seed, pending): `pending` says trials are asked several at a time (a
+# population), for samplers that can account for the ones still running.
+SamplerFactory = Callable[[tuple[Param, ...], int, bool], optuna.samplers.BaseSampler]
 PrunerFactory = Callable[..., optuna.pruners.BasePruner]
 
 SAMPLERS: dict[str, SamplerFactory] = {
-    "tpe": lambda params, seed: optuna.samplers.TPESampler(seed=seed),
-    "random": lambda params, seed: optuna.samplers.RandomSampler(seed=seed),
-    "grid": lambda params, seed: optuna.samplers.GridSampler(
+    "tpe": lambda params, seed, pending: optuna.samplers.TPESampler(
+        seed=seed, constant_liar=pending
+    ),
+    "random": lambda params, seed, pending: optuna.samplers.RandomSampler(seed=seed),
+    "grid": lambda params, seed, pending: optuna.samplers.GridSampler(
         {p.key: p.grid() for p in params}, seed=seed
     ),
-    "cmaes": lambda params, seed: optuna.samplers.CmaEsSampler(seed=seed),
+    "cmaes": lambda params, seed, pending: optuna.samplers.CmaEsSampler(seed=seed),
 }
 
 # Each takes (startup trials, warm-up steps, percentile) and uses what applies to it.
@@ -32,8 +36,10 @@ PRUNERS: dict[str, PrunerFactory] = {
 }
 
 
-def make_sampler(name: str, params: tuple[Param, ...], seed: int) -> optuna.samplers.BaseSampler:
-    return SAMPLERS[name](params, seed)
+def make_sampler(
+    name: str, params: tuple[Param, ...], seed: int, pending: bool = False
+) -> optuna.samplers.BaseSampler:
+    return SAMPLERS[name](params, seed, pending)
 
 
 def make_pruner(name: str, startup: int, warmup: int, percentile: float):

@@ -68,6 +68,7 @@ class StudySettings:
     pruner_percentile: float
     storage: str | None
     workers: int
+    population: int
     seeds_per_trial: int
     retrain_best_seeds: int
     heartbeat_s: float
@@ -146,6 +147,7 @@ def _settings(s: SweepConfig) -> StudySettings:
         (s.pruner in PRUNERS, "sweep.pruner", f"{s.pruner!r}: one of {', '.join(PRUNERS)}"),
         (s.n_trials > 0, "sweep.n_trials", "must be positive"),
         (s.workers > 0, "sweep.workers", "must be positive"),
+        (s.population > 0, "sweep.population", "must be positive (1: one trial at a time)"),
         (s.seeds_per_trial > 0, "sweep.seeds_per_trial", "must be positive"),
         (s.retrain_best_seeds >= 0, "sweep.retrain_best_seeds", "must be >= 0"),
         (s.max_environment_failures > 0, "sweep.max_environment_failures", "must be positive"),

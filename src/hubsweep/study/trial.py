@@ -9,9 +9,11 @@ it is marked so, does not count, and the worker stops after a few in a row.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import optuna
+from omegaconf import DictConfig
 
 from hubsweep.errors import HubsweepError, SetupError
 from hubsweep.layout import RunStatus, trial_run_dir
@@ -58,24 +60,29 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         from hubsweep.study.liveness import heartbeat
 
-        self._check_budget(trial)
+        self.check_budget(trial)
         trial.set_user_attr(HOST, worker_host())
         with heartbeat(trial.study, trial, self.plan.settings.heartbeat_s):
-            try:
-                value = self._run(trial)
-            except optuna.TrialPruned:
-                self.environment_failures = 0
-                raise
-            except Exception as e:
-                self._record_failure(trial, e)
-                if not isinstance(e, HubsweepError | OSError):
-                    raise  # a bug: Optuna logs it with its traceback
-                # A clear error: the line above says it all; NaN makes Optuna fail the trial.
-                return float("nan")
+            return self.settle(trial, lambda: self.run_alone(trial, self.configs(trial)))
+
+    def settle(self, trial: optuna.Trial, compute: Callable[[], float]) -> float:
+        """`compute`'s value, or NaN (Optuna fails the trial) after recording why it failed;
+        a pruned trial's TrialPruned and a bug's exception propagate."""
+        try:
+            value = compute()
+        except optuna.TrialPruned:
+            self.environment_failures = 0
+            raise
+        except Exception as e:
+            self._record_failure(trial, e)
+            if not isinstance(e, HubsweepError | OSError):
+                raise  # a bug: Optuna logs it with its traceback
+            # A clear error: the line above says it all; NaN makes Optuna fail the trial.
+            return float("nan")
         self.environment_failures = 0
         return value
 
-    def _check_budget(self, trial: optuna.Trial) -> None:
+    def check_budget(self, trial: optuna.Trial) -> None:
         from optuna.trial import TrialState
 
         ahead = sum(
@@ -102,36 +109,38 @@ class Objective:
             trial.set_user_attr(FAIL_REASON, message)
         log.error("trial %d failed: %s", trial.number, message)
 
-    def _run(self, trial: optuna.Trial) -> float:
-        from hubsweep.train import train_and_evaluate
-
-        s = self.plan.settings
+    def configs(self, trial: optuna.Trial) -> list[DictConfig]:
+        """The trial's runs: its sampled values, one config per seed."""
         sampled = param_overrides({p.key: p.suggest(trial) for p in self.plan.params})
         # Test never feeds the search; the learning-curve PNG waits for the study's end.
         extra = [*sampled, "trainer.evaluate_test=false", "trainer.learning_curve=false"]
-        values, finals, run_dirs = [], [], []
-        for k in range(s.seeds_per_trial):
+        cfgs = []
+        for k in range(self.plan.settings.seeds_per_trial):
             run_dir = trial_run_dir(self.plan.directory, trial.number, k)
-            cfg = seeded_run(self.plan.compose, extra, k, run_dir)
-            run_dirs.append(str(run_dir))
-            trial.set_user_attr("run_dirs", run_dirs)
-            reporter = self._reporter(trial) if k == 0 else None
-            result = train_and_evaluate(cfg, reporter=reporter, cache=self.cache)
-            trial.set_user_attr("status", str(result.status))
-            trial.set_user_attr("steps_done", result.steps_done)
-            trial.set_user_attr("wall_time_s", result.wall_time_s)
-            if result.status == RunStatus.STOPPED:
-                raise optuna.TrialPruned(f"pruned at step {result.steps_done}")
-            if result.status == RunStatus.DIVERGED:
-                reason = f"diverged at step {result.diverged_at_step}"
-                trial.set_user_attr(FAIL_REASON, reason)
-                raise TrialFailed(reason)
-            values.append(result.final[s.metric])
-            finals.append(result.final)
-        _record_metrics(trial, finals, values)
+            cfgs.append(seeded_run(self.plan.compose, extra, k, run_dir))
+        trial.set_user_attr("run_dirs", [str(c.output_dir) for c in cfgs])
+        return cfgs
+
+    def run_alone(self, trial: optuna.Trial, cfgs: list[DictConfig]) -> float:
+        """Train the trial's runs one after another (a pruned or diverged seed ends it)."""
+        from hubsweep.train import train_and_evaluate
+
+        results = []
+        for k, cfg in enumerate(cfgs):
+            reporter = self.reporter(trial) if k == 0 else None
+            results.append(train_and_evaluate(cfg, reporter=reporter, cache=self.cache))
+            check_run(trial, results[-1])
+        return self.conclude(trial, results)
+
+    def conclude(self, trial: optuna.Trial, results: list) -> float:
+        """The trial's value from its runs' results (RunResult); records their metrics."""
+        for result in results:
+            check_run(trial, result)
+        values = [r.final[self.plan.settings.metric] for r in results]
+        _record_metrics(trial, [r.final for r in results], values)
         return float(np.mean(values))
 
-    def _reporter(self, trial: optuna.Trial):
+    def reporter(self, trial: optuna.Trial):
         metric = self.plan.settings.metric
 
         def report(step: int, metrics: dict) -> bool:
@@ -139,6 +148,19 @@ class Objective:
             return trial.should_prune()
 
         return report
+
+
+def check_run(trial: optuna.Trial, result) -> None:
+    """Record a run's outcome on its trial; a stopped run prunes it, a diverged one fails it."""
+    trial.set_user_attr("status", str(result.status))
+    trial.set_user_attr("steps_done", result.steps_done)
+    trial.set_user_attr("wall_time_s", result.wall_time_s)
+    if result.status == RunStatus.STOPPED:
+        raise optuna.TrialPruned(f"pruned at step {result.steps_done}")
+    if result.status == RunStatus.DIVERGED:
+        reason = f"diverged at step {result.diverged_at_step}"
+        trial.set_user_attr(FAIL_REASON, reason)
+        raise TrialFailed(reason)
 
 
 def _record_metrics(trial: optuna.Trial, finals: list[dict], values: list[float]) -> None:

@@ -22,6 +22,7 @@ from hubsweep.study import storage
 from hubsweep.study.algorithms import make_pruner, make_sampler
 from hubsweep.study.liveness import recover_stale_trials, retry_once, tally
 from hubsweep.study.plan import StudyPlan
+from hubsweep.study.population import run_round
 from hubsweep.study.tracking import make_callbacks
 from hubsweep.study.trial import Objective
 
@@ -66,7 +67,7 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
     study = optuna.load_study(
         study_name=plan.name,
         storage=backend,
-        sampler=make_sampler(s.sampler, plan.params, seed),
+        sampler=make_sampler(s.sampler, plan.params, seed, pending=s.population > 1),
         pruner=make_pruner(
             s.pruner, s.pruner_startup_trials, s.pruner_warmup_steps, s.pruner_percentile
         ),
@@ -83,9 +84,14 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
         if finished + running >= s.n_trials:
             time.sleep(poll_s)  # the remaining trials are running elsewhere
             continue
-        study.optimize(
-            objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False
-        )
+        if s.population > 1:
+            run_round(
+                study, objective, min(s.population, s.n_trials - finished - running), callbacks
+            )
+        else:
+            study.optimize(
+                objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False
+            )
         if objective.environment_failures >= s.max_environment_failures:
             raise EnvironmentFailure(
                 f"{objective.environment_failures} trials in a row failed for a reason outside "

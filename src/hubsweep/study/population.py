@@ -1,0 +1,161 @@
+"""Population rounds (`sweep.population=K`): K trials asked at once, trained together.
+
+Optuna's ask-and-tell interface gives K trials (TPE's constant liar, on for populations,
+counts the pending ones so it does not sample K near-copies); their runs that can train as
+one population (`hubsweep.population.blocker`: a frozen module on cached features, an
+optimizer the population implements, no dropout) do so, grouped by what the program cannot
+vary per member (`group_key`). Each run reports its own validation scores to its own
+trial, so the pruner stops members one by one. A trial whose runs cannot join a population
+trains alone, as with K = 1. Every trial is then told its outcome with the rules of a
+trial run alone (`Objective.settle`), and the study's callbacks see it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from functools import partial
+
+import optuna
+from omegaconf import DictConfig
+from optuna.trial import FrozenTrial, TrialState
+
+from hubsweep.population import blocker, group_key
+from hubsweep.study.liveness import HOST, heartbeat, worker_host
+from hubsweep.study.trial import Objective, SurplusTrial
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+# A trial's runs' results (RunResult, one per seed), what stopped them, or (a trial that
+# trains alone) the call that trains it.
+Outcome = list | BaseException | Callable[[], float]
+
+
+def _ask(study: optuna.Study, objective: Objective, n: int) -> list[optuna.Trial]:
+    trials = []
+    for _ in range(n):
+        trial = study.ask()
+        try:
+            objective.check_budget(trial)
+        except SurplusTrial as e:
+            log.info("%s", e)
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        trial.set_user_attr(HOST, worker_host())
+        trials.append(trial)
+    return trials
+
+
+def _prune_reporter(objective: Objective, trial: optuna.Trial, pruned: set[int]):
+    """Seed 0 reports to the trial; the trial's other seeds stop when it is pruned."""
+    report = objective.reporter(trial)
+
+    def first(step: int, metrics: dict) -> bool:
+        if report(step, metrics):
+            pruned.add(trial.number)
+            return True
+        return False
+
+    return first
+
+
+def _train_group(
+    objective: Objective,
+    runs: Sequence[tuple[optuna.Trial, int, DictConfig]],
+    size: int,
+    outcomes: dict[int, Outcome],
+) -> None:
+    from hubsweep.train import train_population
+
+    pruned: set[int] = set()
+    reporters = [
+        _prune_reporter(objective, trial, pruned)
+        if k == 0
+        else (lambda step, metrics, n=trial.number: n in pruned)
+        for trial, k, _ in runs
+    ]
+    try:
+        results = train_population([c for *_, c in runs], reporters, objective.cache, size)
+    except Exception as e:  # every trial of the population shares the error
+        for trial, _, _ in runs:
+            outcomes[trial.number] = e
+        return
+    for (trial, _, _), result in zip(runs, results, strict=True):
+        outcome = outcomes.setdefault(trial.number, [])
+        if isinstance(outcome, list):
+            outcome.append(result)
+
+
+def _train(objective: Objective, trials: Sequence[optuna.Trial], size: int) -> dict:
+    """Each trial's outcome; trials whose runs cannot join a population run alone."""
+    outcomes: dict[int, Outcome] = {}
+    groups: dict[tuple, list] = defaultdict(list)
+    alone: list[tuple[optuna.Trial, list[DictConfig]]] = []
+    for trial in trials:
+        try:
+            cfgs = objective.configs(trial)
+        except Exception as e:
+            outcomes[trial.number] = e
+            continue
+        reasons = {blocker(c) for c in cfgs} - {None}
+        if reasons:
+            log.info("trial %d trains alone: %s", trial.number, "; ".join(sorted(reasons)))
+            alone.append((trial, cfgs))
+            continue
+        for k, cfg in enumerate(cfgs):
+            groups[group_key(cfg)].append((trial, k, cfg))
+    for runs in groups.values():
+        _train_group(objective, runs, size, outcomes)
+    for trial, cfgs in alone:
+        # Trained when told, so its heartbeat keeps beating and its pruner sees the others.
+        outcomes[trial.number] = partial(objective.run_alone, trial, cfgs)
+    return outcomes
+
+
+def _value(objective: Objective, trial: optuna.Trial, outcome: Outcome) -> float:
+    if callable(outcome):
+        return outcome()
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return objective.conclude(trial, outcome)
+
+
+def _tell(
+    study: optuna.Study,
+    objective: Objective,
+    trial: optuna.Trial,
+    outcome: Outcome,
+    callbacks: Sequence[Callback],
+) -> None:
+    try:
+        value = objective.settle(trial, lambda: _value(objective, trial, outcome))
+    except optuna.TrialPruned:
+        frozen = study.tell(trial, state=TrialState.PRUNED)
+    except Exception:
+        log.exception("trial %d failed", trial.number)  # a bug: with its traceback
+        frozen = study.tell(trial, state=TrialState.FAIL)
+    else:
+        if math.isnan(value):
+            frozen = study.tell(trial, state=TrialState.FAIL)
+        else:
+            frozen = study.tell(trial, value)
+    for callback in callbacks:
+        callback(study, frozen)
+
+
+def run_round(
+    study: optuna.Study, objective: Objective, n: int, callbacks: Sequence[Callback]
+) -> None:
+    """Ask `n` trials, train them (as populations where they can), tell each its outcome."""
+    s = objective.plan.settings
+    trials = _ask(study, objective, n)
+    with ExitStack() as beating:
+        for trial in trials:
+            beating.enter_context(heartbeat(study, trial, s.heartbeat_s))
+        outcomes = _train(objective, trials, s.population * s.seeds_per_trial)
+        for trial in trials:
+            _tell(study, objective, trial, outcomes[trial.number], callbacks)
