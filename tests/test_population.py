@@ -67,7 +67,7 @@ def test_population_trains_each_member_as_its_own_run_would(make_cfg, cache_dir,
     ]
     cfgs = [make_cfg(*m, *extra, run=f"pop{i}") for i, m in enumerate(MEMBERS)]
     assert all(blocker(c) is None for c in cfgs)
-    together = train_population(cfgs, [None] * 3, TrialCache(FeatureCache(cache_dir)), size=4)
+    together = train_population(cfgs, [None] * 3, TrialCache(FeatureCache(cache_dir)))
     for a, p in zip(alone, together, strict=True):
         assert p.status == "completed"
         assert_same_curves(a, p)
@@ -91,7 +91,7 @@ def test_a_diverged_and_a_pruned_member_leave_the_others_alone(make_cfg, cache_d
     ]
     assert [a.status for a in alone] == ["completed", "diverged", "stopped"]
     cfgs = [make_cfg(*m, *EXTRA, run=f"pop{i}") for i, m in enumerate(specs)]
-    together = train_population(cfgs, reporters, TrialCache(FeatureCache(cache_dir)), size=3)
+    together = train_population(cfgs, reporters, TrialCache(FeatureCache(cache_dir)))
     for a, p in zip(alone, together, strict=True):
         assert_same_curves(a, p)
     assert together[1].diverged_at_step == alone[1].diverged_at_step
@@ -101,21 +101,21 @@ def test_a_reused_program_trains_as_a_fresh_one(make_cfg, cache_dir, monkeypatch
     cache = TrialCache(FeatureCache(cache_dir))
     monkeypatch.setattr(population, "_PROGRAMS", {})
     first = [make_cfg(*m, *EXTRA, run=f"a{i}") for i, m in enumerate(MEMBERS)]
-    train_population(first, [None] * 3, cache, size=3)
+    train_population(first, [None] * 3, cache)
     (program,) = population._PROGRAMS.values()
     traced = program.train_chunk.experimental_get_tracing_count()
 
     def second(run: str):
         return [
             make_cfg(*m, *EXTRA, "optimizer.learning_rate=0.2", run=f"{run}{i}")
-            for i, m in enumerate(MEMBERS[:2])
+            for i, m in enumerate(MEMBERS)
         ]
 
-    reused = train_population(second("b"), [None] * 2, cache, size=3)
+    reused = train_population(second("b"), [None] * 3, cache)
     assert list(population._PROGRAMS.values()) == [program]
     assert program.train_chunk.experimental_get_tracing_count() == traced  # not traced again
     monkeypatch.setattr(population, "_PROGRAMS", {})
-    fresh = train_population(second("c"), [None] * 2, cache, size=3)
+    fresh = train_population(second("c"), [None] * 3, cache)
     assert population._PROGRAMS and program not in population._PROGRAMS.values()
     for r, f in zip(reused, fresh, strict=True):
         assert [h["loss"] for h in r.history] == [h["loss"] for h in f.history]

@@ -97,6 +97,7 @@ def group_key(cfg: DictConfig) -> tuple:
     """Members of one population share the optimizer kind, the head and the evaluations."""
     return (
         cfg.optimizer.name,
+        cfg.trainer.batch_size,
         str(cfg.model),
         cfg.trainer.eval_every,
         cfg.embedding.handle,
@@ -184,15 +185,16 @@ class Program:
                 slot.assign(tf.zeros_like(slot))
 
     def forward(self, x: tf.Tensor) -> tf.Tensor:
-        """[K, B, D] vectors -> [K, B, C] logits through each member's own head."""
+        """[K, B, D] rows (each member its own) or [N, D] (the same for all) -> [K, _, C]."""
         layers = len(self.vars) // 2
         for j in range(layers):
-            x = tf.einsum("kbd,kdh->kbh", x, self.vars[2 * j]) + self.vars[2 * j + 1][:, None]
+            pattern = "kbd,kdh->kbh" if x.shape.rank == 3 else "bd,kdh->kbh"
+            x = tf.einsum(pattern, x, self.vars[2 * j]) + self.vars[2 * j + 1][:, None]
             if j < layers - 1:
                 x = self.activation(x)
         return x
 
-    @tf.function(input_signature=_CHUNK_SIGNATURE)
+    @tf.function(input_signature=_CHUNK_SIGNATURE, jit_compile=True)
     def train_chunk(self, features, labels, order, weight, scale, rates, active, coef, first):
         """One step per row of `order` ([steps, K, B]); returns each member's loss [steps, K]."""
         steps = tf.shape(order)[0]
@@ -217,18 +219,27 @@ class Program:
             losses = losses.write(i, loss)
         return losses.stack()
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    @tf.function(input_signature=[_spec(2)], jit_compile=True)
     def logits(self, features: tf.Tensor) -> tf.Tensor:
         """[N, D] vectors -> [K, N, C]."""
-        n, dim = tf.shape(features)[0], tf.shape(features)[1]
-        return self.forward(tf.broadcast_to(features[None], [self.k, n, dim]))
+        return self.forward(features)
 
 
 _PROGRAMS: dict[tuple, Program] = {}
+# The most steps of one call: with the members' batch streams as its input, a longer chunk
+# holds more memory, and the Python loop between chunks costs little.
+CHUNK_STEPS = 200
 
 
-def program_for(cfg: DictConfig, member: Member, k: int) -> Program:
-    """The process's program for this optimizer, head shape and K (traced on first use)."""
+def program_size(members: int) -> int:
+    """Programs come in powers of two: a population of any size finds one at most twice its
+    size (its spare members are masked out), and a process compiles few of them."""
+    return 1 << (members - 1).bit_length()
+
+
+def program_for(cfg: DictConfig, member: Member, members: int) -> Program:
+    """The process's program for this optimizer, head shape and population size."""
+    k = program_size(members)
     shapes = tuple(w.shape for w in member.init)
     activation = cfg.model.get("activation", "linear")
     key = (cfg.optimizer.name, shapes, activation, k)
@@ -237,13 +248,16 @@ def program_for(cfg: DictConfig, member: Member, k: int) -> Program:
     return _PROGRAMS[key]
 
 
-def _chunk_inputs(members: Sequence[Member], alive: np.ndarray, k: int, done: int, end: int):
-    """Order, row weights, rates and activity of each member's steps in (done, end]."""
+def _chunk_inputs(
+    members: Sequence[Member], alive: np.ndarray, k: int, done: int, end: int, length: int
+):
+    """Order, row weights, rates and activity of each member's steps in (done, end],
+    padded with inactive steps to `length` (XLA compiles one program per shape)."""
     width = max(m.batch_size for m in members)
-    order = np.zeros((end - done, k, width), np.int32)
-    weight = np.zeros((end - done, k, width), np.float32)
-    rates = np.zeros((end - done, k), np.float32)
-    active = np.zeros((end - done, k), bool)
+    order = np.zeros((length, k, width), np.int32)
+    weight = np.zeros((length, k, width), np.float32)
+    rates = np.zeros((length, k), np.float32)
+    active = np.zeros((length, k), bool)
     for j, m in enumerate(members):
         n = min(end, m.steps) - done
         if alive[j] and n > 0:
@@ -283,13 +297,15 @@ def run_population(
     scale = np.ones(k, np.float32)
     scale[: len(members)] = [1.0 / m.batch_size for m in members]
     last = max(m.steps for m in members)
-    ends = sorted(set(range(eval_every, last, eval_every)) | {m.steps for m in members})
+    length = min(eval_every, CHUNK_STEPS)
+    ends = set(range(eval_every, last, eval_every)) | set(range(length, last, length))
+    ends = sorted(ends | {m.steps for m in members})
     train_labels = tf.constant(labels["train"])
     done = 0
     for end in ends:
         if not alive.any():
             break
-        order, weight, rates, active = _chunk_inputs(members, alive, k, done, end)
+        order, weight, rates, active = _chunk_inputs(members, alive, k, done, end, length)
         started = time.perf_counter()
         losses = program.train_chunk(
             features["train"], train_labels, order, weight, scale, rates, active, coef, done

@@ -105,11 +105,11 @@ def train_and_evaluate(
 
 
 def train_population(
-    cfgs: Sequence[DictConfig], reporters: Sequence[Reporter | None], cache: TrialCache, size: int
+    cfgs: Sequence[DictConfig], reporters: Sequence[Reporter | None], cache: TrialCache
 ) -> list[RunResult]:
-    """Train frozen-path runs of one population group (`population.group_key`) at once, in
-    a program of `size` members; each run's directory gets what `train_and_evaluate` would
-    write. An error fails every run of the population (all are recorded as failed)."""
+    """Train frozen-path runs of one population group (`population.group_key`) at once;
+    each run's directory gets what `train_and_evaluate` would write. An error fails every
+    run of the population (all are recorded as failed)."""
     runs = []
     for cfg, reporter in zip(cfgs, reporters, strict=True):
         validate(cfg)
@@ -130,7 +130,7 @@ def train_population(
             run.rate_at = lambda step, m=member: float(m.rates[step])
             run.begin()
         loops = run_population(
-            program_for(first, members[0], size),
+            program_for(first, members[0], len(members)),
             members,
             features,
             {role: split.labels for role, split in data.splits.items()},

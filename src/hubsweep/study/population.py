@@ -66,7 +66,6 @@ def _prune_reporter(objective: Objective, trial: optuna.Trial, pruned: set[int])
 def _train_group(
     objective: Objective,
     runs: Sequence[tuple[optuna.Trial, int, DictConfig]],
-    size: int,
     outcomes: dict[int, Outcome],
 ) -> None:
     from hubsweep.train import train_population
@@ -79,7 +78,7 @@ def _train_group(
         for trial, k, _ in runs
     ]
     try:
-        results = train_population([c for *_, c in runs], reporters, objective.cache, size)
+        results = train_population([c for *_, c in runs], reporters, objective.cache)
     except Exception as e:  # every trial of the population shares the error
         for trial, _, _ in runs:
             outcomes[trial.number] = e
@@ -90,7 +89,7 @@ def _train_group(
             outcome.append(result)
 
 
-def _train(objective: Objective, trials: Sequence[optuna.Trial], size: int) -> dict:
+def _train(objective: Objective, trials: Sequence[optuna.Trial]) -> dict:
     """Each trial's outcome; trials whose runs cannot join a population run alone."""
     outcomes: dict[int, Outcome] = {}
     groups: dict[tuple, list] = defaultdict(list)
@@ -109,7 +108,7 @@ def _train(objective: Objective, trials: Sequence[optuna.Trial], size: int) -> d
         for k, cfg in enumerate(cfgs):
             groups[group_key(cfg)].append((trial, k, cfg))
     for runs in groups.values():
-        _train_group(objective, runs, size, outcomes)
+        _train_group(objective, runs, outcomes)
     for trial, cfgs in alone:
         # Trained when told, so its heartbeat keeps beating and its pruner sees the others.
         outcomes[trial.number] = partial(objective.run_alone, trial, cfgs)
@@ -156,6 +155,6 @@ def run_round(
     with ExitStack() as beating:
         for trial in trials:
             beating.enter_context(heartbeat(study, trial, s.heartbeat_s))
-        outcomes = _train(objective, trials, s.population * s.seeds_per_trial)
+        outcomes = _train(objective, trials)
         for trial in trials:
             _tell(study, objective, trial, outcomes[trial.number], callbacks)

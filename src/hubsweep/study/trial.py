@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from hubsweep.errors import HubsweepError, SetupError
 from hubsweep.layout import RunStatus, trial_run_dir
 from hubsweep.metrics import METRICS
-from hubsweep.study.compose import param_overrides, seeded_run
+from hubsweep.study.compose import TrialComposer, seeded
 from hubsweep.study.liveness import (
     ENV_FAILURE,
     FAIL_REASON,
@@ -54,6 +54,10 @@ class Objective:
 
     def __init__(self, plan: StudyPlan, cache) -> None:
         self.plan, self.cache = plan, cache
+        # Test never feeds the search; the learning-curve PNG waits for the study's end.
+        self.compose = TrialComposer(
+            plan.compose, ["trainer.evaluate_test=false", "trainer.learning_curve=false"]
+        )
         self.environment_failures = 0  # in a row
         self.last_environment_error: str | None = None
 
@@ -111,13 +115,11 @@ class Objective:
 
     def configs(self, trial: optuna.Trial) -> list[DictConfig]:
         """The trial's runs: its sampled values, one config per seed."""
-        sampled = param_overrides({p.key: p.suggest(trial) for p in self.plan.params})
-        # Test never feeds the search; the learning-curve PNG waits for the study's end.
-        extra = [*sampled, "trainer.evaluate_test=false", "trainer.learning_curve=false"]
-        cfgs = []
-        for k in range(self.plan.settings.seeds_per_trial):
-            run_dir = trial_run_dir(self.plan.directory, trial.number, k)
-            cfgs.append(seeded_run(self.plan.compose, extra, k, run_dir))
+        cfg = self.compose({p.key: p.suggest(trial) for p in self.plan.params})
+        cfgs = [
+            seeded(cfg, k, trial_run_dir(self.plan.directory, trial.number, k))
+            for k in range(self.plan.settings.seeds_per_trial)
+        ]
         trial.set_user_attr("run_dirs", [str(c.output_dir) for c in cfgs])
         return cfgs
 
