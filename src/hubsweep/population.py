@@ -133,15 +133,18 @@ class Member:
             rates = schedule(tf.range(t.steps + 1, dtype=tf.float32)).numpy()
         else:
             rates = np.full(t.steps + 1, schedule)
-        head = keras.Sequential(build_head(cfg.model, num_classes, t.seed))
-        head.build((None, dim))
+        weights, width = [], dim
+        for layer in build_head(cfg.model, num_classes, t.seed):  # dropout: see blocker
+            layer.build((None, width))  # a Sequential's build costs 10x this
+            weights += [w.numpy() for w in layer.weights]
+            width = layer.units
         return cls(
             steps=t.steps,
             batch_size=t.batch_size,
             order=batch_indices(n_train, t.batch_size, t.seed, t.steps),
             rates=rates.astype(np.float32),
             coefficients=OPTIMIZERS[cfg.optimizer.name].coefficients(cfg.optimizer),
-            init=tuple(w.numpy() for w in head.weights),
+            init=tuple(weights),
         )
 
 
@@ -269,8 +272,16 @@ def _chunk_inputs(
 
 
 def _eval_logits(program: Program, features: tf.Tensor, batch: int) -> np.ndarray:
+    """[K, N, C], in batches of `batch` rows; the last is padded to `batch` rows so that
+    one compiled shape serves every evaluation."""
     n = int(features.shape[0])
-    parts = [program.logits(features[i : i + batch]).numpy() for i in range(0, n, batch)]
+    batch = min(batch, n)
+    parts = []
+    for i in range(0, n, batch):
+        rows = features[i : i + batch]
+        if rows.shape[0] < batch:
+            rows = tf.pad(rows, [[0, batch - rows.shape[0]], [0, 0]])
+        parts.append(program.logits(rows).numpy()[:, : min(batch, n - i)])
     return np.concatenate(parts, axis=1)
 
 

@@ -72,10 +72,15 @@ class TrialComposer:
         self.spec, self.extra = spec, tuple(extra)
         self._base: DictConfig | None = None
 
-    def __call__(self, values: dict[str, Any]) -> DictConfig:
+    @property
+    def base(self) -> DictConfig:
+        """The study's config before sampling."""
         if self._base is None:
             self._base = compose_config(self.spec, self.extra)
-        base = self._base
+        return self._base
+
+    def __call__(self, values: dict[str, Any]) -> DictConfig:
+        base = self.base
         if not all(_is_leaf(base, key) for key in values):
             return compose_config(self.spec, [*self.extra, *param_overrides(values)])
         cfg = copy.deepcopy(base)

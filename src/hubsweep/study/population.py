@@ -146,6 +146,16 @@ def _tell(
         callback(study, frozen)
 
 
+def round_size(objective: Objective) -> int:
+    """Trials a round asks for: `sweep.population`, or 1 when the study's runs cannot train
+    as a population (asking for more would only blunt the sampler, see constant liar)."""
+    why = blocker(objective.compose.base)
+    if why and objective.plan.settings.population > 1:
+        log.info("sweep.population: trials run one at a time here: %s", why)
+        return 1
+    return objective.plan.settings.population
+
+
 def run_round(
     study: optuna.Study, objective: Objective, n: int, callbacks: Sequence[Callback]
 ) -> None:

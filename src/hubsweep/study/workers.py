@@ -22,7 +22,7 @@ from hubsweep.study import storage
 from hubsweep.study.algorithms import make_pruner, make_sampler
 from hubsweep.study.liveness import recover_stale_trials, retry_once, tally
 from hubsweep.study.plan import StudyPlan
-from hubsweep.study.population import run_round
+from hubsweep.study.population import round_size, run_round
 from hubsweep.study.tracking import make_callbacks
 from hubsweep.study.trial import Objective
 
@@ -60,6 +60,8 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
     from hubsweep.features import FeatureCache
 
     s = plan.settings
+    objective = Objective(plan, TrialCache(FeatureCache.usable(plan.cache_dir)))
+    population = round_size(objective)
     backend = open_study_storage(plan)
     existing = len(optuna.load_study(study_name=plan.name, storage=backend).trials)
     # Distinct per worker and per invocation, yet reproducible for a fresh single-worker study.
@@ -67,12 +69,11 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
     study = optuna.load_study(
         study_name=plan.name,
         storage=backend,
-        sampler=make_sampler(s.sampler, plan.params, seed, pending=s.population > 1),
+        sampler=make_sampler(s.sampler, plan.params, seed, pending=population > 1),
         pruner=make_pruner(
             s.pruner, s.pruner_startup_trials, s.pruner_warmup_steps, s.pruner_percentile
         ),
     )
-    objective = Objective(plan, TrialCache(FeatureCache.usable(plan.cache_dir)))
     callbacks = make_callbacks(s.callbacks, plan.directory, s.metric)
     deadline = time.time() + s.timeout_s if s.timeout_s else math.inf
     poll_s = min(s.heartbeat_s, 5.0)
@@ -84,14 +85,9 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
         if finished + running >= s.n_trials:
             time.sleep(poll_s)  # the remaining trials are running elsewhere
             continue
-        if s.population > 1:
-            run_round(
-                study, objective, min(s.population, s.n_trials - finished - running), callbacks
-            )
-        else:
-            study.optimize(
-                objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False
-            )
+        # A fair share of what is left, so the other workers get trials too.
+        share = math.ceil((s.n_trials - finished - running) / s.workers)
+        run_round(study, objective, min(population, share), callbacks)
         if objective.environment_failures >= s.max_environment_failures:
             raise EnvironmentFailure(
                 f"{objective.environment_failures} trials in a row failed for a reason outside "
