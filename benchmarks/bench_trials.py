@@ -1,8 +1,11 @@
-"""Per-trial time: the notebook way against hubsweep's train_and_evaluate, frozen and trainable.
+"""Per-trial time: the notebook way against hubsweep's trials, frozen and trainable.
 
 The notebook way is what the public tutorial does: `hub.KerasLayer` on raw strings inside a
 Keras model, `model.fit` on a shuffled tf.data pipeline, validation every eval_every steps.
-Both sides get the same module, data and hyperparameters (the tutorial preset by default).
+Every way gets the same module, data and hyperparameters (the tutorial preset by default),
+as a study's trial gets them (no test evaluation, no learning-curve PNG): one trial at a
+time through train_and_evaluate, and (frozen) populations of K trials (seeds 0..K-1)
+through train_population, for each K in --population.
 
     python benchmarks/bench_trials.py                        # synthetic fixture data and module
     python benchmarks/bench_trials.py --scicite ../shared/data/scicite --module modules/M
@@ -75,6 +78,7 @@ def compose(args, trainable: bool, out: Path, extra: tuple[str, ...] = ()):
     overrides = [
         "experiment=tutorial",
         "trainer.evaluate_test=false",
+        "trainer.learning_curve=false",
         "trainer.progress=false",
         f"trainer.steps={args.steps}",
         f"embedding.trainable={str(trainable).lower()}",
@@ -90,7 +94,7 @@ def compose(args, trainable: bool, out: Path, extra: tuple[str, ...] = ()):
         return hydra_compose("config", overrides=overrides)
 
 
-def study_time(args, out: Path) -> None:
+def study_time(args, out: Path, population: int) -> None:
     """hubsweep-sweep from a fresh process: TensorFlow start-up is paid once, not per trial."""
     command = [
         shutil.which("hubsweep-sweep"),
@@ -98,7 +102,8 @@ def study_time(args, out: Path) -> None:
         "sweep=lr_batch_steps",
         f"sweep.n_trials={args.study}",
         "sweep.pruner=none",
-        "sweep.study_name=bench",
+        f"sweep.study_name=bench{population}",
+        f"sweep.population={population}",
         f"embedding.handle={args.module}",
         "embedding.dim=null",
         f"dataset.source_dir={args.scicite}",
@@ -112,7 +117,8 @@ def study_time(args, out: Path) -> None:
     subprocess.run([sys.executable, "-c", "import tensorflow, tensorflow_hub"], check=True)
     start_up = time.perf_counter() - started
     print(
-        f"\n{args.study}-trial frozen study (sweep=lr_batch_steps, no pruning), end to end: "
+        f"\n{args.study}-trial frozen study (sweep=lr_batch_steps, no pruning, "
+        f"sweep.population={population}), end to end: "
         f"{total:.1f}s ({total / args.study:.2f}s per trial; TensorFlow import {start_up:.1f}s, "
         "paid once per process)"
     )
@@ -153,18 +159,61 @@ def fixture(out: Path) -> tuple[Path, Path]:
     return data, module
 
 
+def seeds(args, out: Path, k: int) -> list:
+    """The frozen tutorial config with seeds 0..k-1 (each seed its own head and batches)."""
+    return [compose(args, False, out, (f"trainer.seed={i}",)) for i in range(k)]
+
+
+def population_rows(args, out: Path, cache) -> list[tuple]:
+    """The tutorial config over seeds 0..K-1 as one population, per K; warm (each K's
+    program compiled by a first population, timed separately)."""
+    from hubsweep.train import train_population
+
+    rows = []
+    for k in args.population:
+        started = time.perf_counter()
+        train_population(seeds(args, out, k), [None] * k, cache)
+        cold = time.perf_counter() - started
+        started = time.perf_counter()
+        results = train_population(seeds(args, out, k), [None] * k, cache)
+        seconds = (time.perf_counter() - started) / k
+        accuracy = sum(r.final["accuracy"] for r in results) / k
+        rows.append((f"population K={k}", seconds, accuracy, f"first {cold:.1f}s (compiles)"))
+    return rows
+
+
+def print_table(title: str, notebook: tuple[float, float], rows: list[tuple]) -> None:
+    nb_time, nb_acc = notebook
+    print(f"\n{title}")
+    header = "way                          trial s  trials/min  val acc  speed-up  note"
+    print(header)
+    print("-" * len(header))
+    for way, seconds, accuracy, note in [("notebook (model.fit)", nb_time, nb_acc, ""), *rows]:
+        print(
+            f"{way:<28} {seconds:8.3f}  {60 / seconds:10.1f}  {accuracy:7.4f}"
+            f"  {nb_time / seconds:7.1f}x  {note}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scicite", type=Path, help="SciCite release files (default: fixture)")
     parser.add_argument("--module", type=Path, help="text-embedding module (default: fixture)")
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--arms", default="frozen,trainable")
+    parser.add_argument(
+        "--population", default="1,4,16,64", help="population sizes K for the frozen arm"
+    )
     parser.add_argument("--profile", action="store_true", help="profile a warm hubsweep trial")
     parser.add_argument("--study", type=int, default=0, help="also time an N-trial frozen study")
+    parser.add_argument(
+        "--study-population", default="1,16", help="sweep.population values for --study"
+    )
     parser.add_argument(
         "--tensorboard", type=int, default=0, help="N warm frozen trials with events on and off"
     )
     args = parser.parse_args()
+    args.population = [int(k) for k in filter(None, args.population.split(","))]
     out = Path(tempfile.mkdtemp(prefix="hubsweep-bench-"))
     if args.scicite is None or args.module is None:
         args.scicite, args.module = fixture(out)
@@ -173,7 +222,7 @@ def main() -> None:
     from hubsweep.data import load_dataset
     from hubsweep.train import train_and_evaluate
 
-    rows = []
+    tables = []
     for arm in filter(None, args.arms.split(",")):
         trainable = arm == "trainable"
         cfg = compose(args, trainable, out)
@@ -192,14 +241,21 @@ def main() -> None:
         )
         nb_time = time.perf_counter() - started
         cache = TrialCache.for_config(cfg)  # one process, many trials: the sweep's situation
-        times, accs = [], []
-        for _ in range(2):  # the first trial loads data and embeds splits; the next does not
+        rows = []
+        for label in ("first", "next"):  # the first loads data and embeds splits
             cfg = compose(args, trainable, out)
             started = time.perf_counter()
             result = train_and_evaluate(cfg, cache=cache)
-            times.append(time.perf_counter() - started)
-            accs.append(result.final["accuracy"])
-        rows.append((arm, nb_time, nb_acc, times, accs, result.training_path))
+            seconds = time.perf_counter() - started
+            way = f"one by one, {label} ({result.training_path})"
+            rows.append((way, seconds, result.final["accuracy"], ""))
+        if not trainable:
+            rows += population_rows(args, out, cache)
+        title = (
+            f"{arm}: {t.steps} steps x batch {t.batch_size}, eval every {t.eval_every}, "
+            f"lr {cfg.optimizer.learning_rate} | {args.module}"
+        )
+        tables.append((title, (nb_time, nb_acc), rows))
         if args.profile:
             cfg = compose(args, trainable, out)
             profiler = cProfile.Profile()
@@ -207,27 +263,12 @@ def main() -> None:
             print(f"\n--- profile of a warm {arm} hubsweep trial (cumulative time) ---")
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(18)
 
-    if args.study:
-        study_time(args, out)
+    for population in filter(None, args.study_population.split(",")) if args.study else ():
+        study_time(args, out, int(population))
     if args.tensorboard:
         tensorboard_cost(args, out, args.tensorboard)
-    if not rows:
-        return
-    examples = t.steps * t.batch_size
-    print(f"\n{t.steps} steps x batch {t.batch_size}, eval every {t.eval_every} | {args.module}")
-    header = "arm        way                     trial s  examples/s  val acc  speed-up"
-    print(header)
-    print("-" * len(header))
-    for arm, nb_time, nb_acc, times, accs, path in rows:
-        print(
-            f"{arm:<10} notebook (model.fit)   {nb_time:8.2f}  {examples / nb_time:10.0f}"
-            f"  {nb_acc:7.4f}      1.0x"
-        )
-        for label, seconds, acc in zip(("first", "next"), times, accs, strict=True):
-            print(
-                f"{arm:<10} hubsweep {label:<5} ({path:<9}) {seconds:6.2f}"
-                f"  {examples / seconds:10.0f}  {acc:7.4f}  {nb_time / seconds:7.1f}x"
-            )
+    for table in tables:
+        print_table(*table)
 
 
 if __name__ == "__main__":

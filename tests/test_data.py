@@ -172,3 +172,35 @@ def test_only_the_requested_splits_are_read(tmp_path):
     assert set(load_dataset(cfg, ["train", "validation"]).splits) == {"train", "validation"}
     with pytest.raises(DataError, match="dataset.splits.test"):
         load_dataset(cfg)
+
+
+def test_the_dataset_cache_serves_a_new_process_and_never_stale_or_corrupt(tmp_path, caplog):
+    from hubsweep.dataset_cache import SUBDIR, cached_dataset
+
+    data_dir, cache = tmp_path / "data", tmp_path / "cache"
+    data_dir.mkdir()
+    _write(data_dir / "train.jsonl", ['{"text": "good film", "label": "pos"}'])
+    _write(data_dir / "dev.jsonl", ['{"text": "awful", "label": "neg"}'])
+    cfg = _local_cfg(data_dir)
+    loads = []
+
+    def load():
+        loads.append(1)
+        return load_dataset(cfg)
+
+    first = cached_dataset(cache, cfg, ["train", "validation"], load)
+    again = cached_dataset(cache, cfg, ["train", "validation"], load)  # as a new process would
+    assert len(loads) == 1
+    assert again.label_names == first.label_names
+    for role, split in first.splits.items():
+        assert list(again.splits[role].texts) == list(split.texts)
+        assert again.splits[role].labels.tolist() == split.labels.tolist()
+        assert again.splits[role].labels.dtype == np.int32
+    (entry,) = (cache / SUBDIR).iterdir()
+    entry.write_text(entry.read_text().replace("good film", "bad film"))  # corrupt it
+    roles = ["train", "validation"]
+    assert list(cached_dataset(cache, cfg, roles, load).splits["train"].texts) == ["good film"]
+    assert "fails its checksum" in caplog.text and len(loads) == 2
+    _write(data_dir / "train.jsonl", ['{"text": "edited", "label": "pos"}'])  # new content
+    assert list(cached_dataset(cache, cfg, roles, load).splits["train"].texts) == ["edited"]
+    assert len(loads) == 3

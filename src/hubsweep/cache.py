@@ -1,5 +1,6 @@
-"""What the trials of one process share, so a sweep pays each loading cost once: datasets,
-frozen features, and frozen embedding layers (a BERT pair takes seconds to load; frozen, it
+"""What the trials of one process share, so a sweep pays each loading cost once: datasets
+(also on disk beside the feature cache, see dataset_cache.py), frozen features, and frozen
+embedding layers (a BERT pair takes seconds to load; frozen, it
 is never changed by training, so one loaded copy serves every trial)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from hubsweep.data import TextDataset, load_dataset
+from hubsweep.dataset_cache import cached_dataset
 from hubsweep.embedding import load_embedding_layer
 from hubsweep.features import FeatureCache
 
@@ -27,7 +29,10 @@ class TrialCache:
     def dataset(self, cfg: DictConfig, roles: Sequence[str]) -> TextDataset:
         key = OmegaConf.to_yaml(cfg, resolve=True) + repr(sorted(roles))
         if key not in self.datasets:
-            self.datasets[key] = load_dataset(cfg, roles)
+            directory = self.features.directory
+            self.datasets[key] = cached_dataset(
+                directory, cfg, roles, lambda: load_dataset(cfg, roles)
+            )
         return self.datasets[key]
 
     def embedding_layer(self, cfg: DictConfig):

@@ -52,6 +52,20 @@ def load_dataset(cfg: DictConfig, roles: Sequence[str] | None = None) -> TextDat
     return _load_local(cfg, wanted)
 
 
+def source_fingerprint(d: DictConfig) -> str:
+    """The content of local data files; a TFDS download is named by its builder."""
+    if not d.source_dir:
+        return f"tfds:{d.tfds_name}"
+    from hubsweep.features import hash_files
+
+    base = Path(d.source_dir)
+    if d.source == "tfds":
+        files = sorted(p for p in base.iterdir() if p.is_file())
+    else:
+        files = [base / name for name in d.splits.values() if (base / name).is_file()]
+    return hash_files(files, base)[:16]
+
+
 # --- TensorFlow Datasets -------------------------------------------------------------
 
 

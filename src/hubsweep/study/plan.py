@@ -16,13 +16,13 @@ import logging
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hubsweep.config import SweepConfig, validate
+from hubsweep.data import source_fingerprint
 from hubsweep.errors import ConfigError
 from hubsweep.layout import study_dir
 from hubsweep.metrics import METRICS, lower_is_better
@@ -170,20 +170,6 @@ def _settings(s: SweepConfig) -> StudySettings:
     return StudySettings(**{**values, "direction": direction, "callbacks": tuple(s.callbacks)})
 
 
-def dataset_fingerprint(d: DictConfig) -> str:
-    """The content of local data files; a TFDS download is named by its builder."""
-    if not d.source_dir:
-        return f"tfds:{d.tfds_name}"
-    from hubsweep.features import hash_files
-
-    base = Path(d.source_dir)
-    if d.source == "tfds":
-        files = sorted(p for p in base.iterdir() if p.is_file())
-    else:
-        files = [base / name for name in d.splits.values() if (base / name).is_file()]
-    return hash_files(files, base)[:16]
-
-
 def module_fingerprint(handle: str) -> str:
     from hubsweep.features import module_fingerprint as content_hash
 
@@ -205,7 +191,7 @@ def _question(
     if handle not in hashed:
         hashed[handle] = module_fingerprint(handle)
     if data_key not in hashed:
-        hashed[data_key] = dataset_fingerprint(trial_cfg.dataset)
+        hashed[data_key] = source_fingerprint(trial_cfg.dataset)
     config = OmegaConf.to_container(trial_cfg, resolve=False)
     for key in (*STUDY_SETTINGS, *MACHINE_LOCAL, *(p.key for p in params)):
         parent, _, leaf = key.rpartition(".")
