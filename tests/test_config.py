@@ -110,3 +110,25 @@ def test_cli_reports_bad_input_in_one_message_and_exits_non_zero(args, expected,
     assert proc.returncode != 0
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_trial_composed_on_the_base_equals_hydras_composition():
+    from omegaconf import OmegaConf
+
+    from hubsweep.study.compose import ComposeSpec, TrialComposer, compose_config
+
+    from .conftest import REPO
+
+    spec = ComposeSpec(str(REPO / "conf"), (), ("experiment=tutorial", "schedule=cosine"))
+    extra = ["trainer.evaluate_test=false", "output_dir=/tmp/run"]
+    composer = TrialComposer(spec, extra)
+    for values in (
+        {"optimizer.learning_rate": 0.25, "trainer.batch_size": 32, "trainer.steps": 3000},
+        {"optimizer": "adam", "optimizer.learning_rate": 0.002},  # a group: through Hydra
+    ):
+        hydra = compose_config(spec, [*extra, *(f"{k}={v}" for k, v in values.items())])
+        assert OmegaConf.to_yaml(composer(values), resolve=True) == OmegaConf.to_yaml(
+            hydra, resolve=True
+        )
+    with pytest.raises(HydraException, match="trainer.batch_size"):
+        composer({"trainer.batch_size": "lots"})  # refused as Hydra refuses it

@@ -36,11 +36,32 @@ def test_token_id_path_fine_tunes_the_same_model_as_the_string_path(make_cfg):
     plain = train_and_evaluate(
         make_cfg("embedding.trainable=true", "trainer.fast_path=false", run="plain")
     )
-    assert (fast.training_path, plain.training_path) == ("token ids", "strings")
+    assert (fast.training_path, plain.training_path) == ("token ids (compiled)", "strings")
     np.testing.assert_allclose(_curve(fast), _curve(plain), atol=TOLERANCE)
     np.testing.assert_allclose(
         fast.model.layers[0].weights[0].numpy(),
         plain.model.layers[0].weights[0].numpy(),
+        atol=TOLERANCE,
+    )
+
+
+@pytest.mark.parametrize("schedule", ["constant", "warmup"])
+def test_compiled_token_id_steps_train_the_same_model_as_keras_steps(make_cfg, schedule):
+    args = ("embedding.trainable=true", f"schedule={schedule}", "schedule.warmup_steps=20")
+    if schedule == "constant":
+        args = args[:2]
+    compiled = train_and_evaluate(make_cfg(*args, "trainer.batch_size=5", run="xla"))
+    keras_steps = train_and_evaluate(
+        make_cfg(*args, "trainer.batch_size=5", "trainer.xla=false", run="keras")
+    )
+    assert (compiled.training_path, keras_steps.training_path) == (
+        "token ids (compiled)",
+        "token ids",
+    )
+    np.testing.assert_allclose(_curve(compiled), _curve(keras_steps), atol=TOLERANCE)
+    np.testing.assert_allclose(
+        compiled.model.layers[0].weights[0].numpy(),
+        keras_steps.model.layers[0].weights[0].numpy(),
         atol=TOLERANCE,
     )
 

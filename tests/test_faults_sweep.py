@@ -72,16 +72,25 @@ def test_a_study_name_asked_another_question_is_refused(base, tmp_path):
     assert len(_study(directory, "q").trials) == 3
 
 
-def test_environment_failures_do_not_count_and_stop_the_sweep(base, tmp_path):
+@pytest.mark.parametrize("population", [1, 3])
+def test_environment_failures_do_not_count_and_stop_the_sweep(base, tmp_path, population):
+    """A population round's trials fail together: the sweep stops after the round."""
     directory = tmp_path / "results" / "default" / "env"
     directory.mkdir(parents=True)
     (directory / "trials").write_text("a file where the trial directories should go")
-    args = [*base, "sweep.study_name=env", "sweep.n_trials=3", "sweep.max_environment_failures=2"]
+    args = [
+        *base,
+        "sweep.study_name=env",
+        "sweep.n_trials=3",
+        "sweep.max_environment_failures=2",
+        f"sweep.population={population}",
+    ]
+    failed = max(2, population)
     line = _last_line(_sweep(*args))
-    assert "2 trials in a row failed for a reason outside their sampled values" in line
+    assert f"{failed} trials in a row failed for a reason outside their sampled values" in line
     assert "cannot write" in line and "run the same command" in line
     study = _study(directory, "env")
-    assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * failed
     assert all("environment_failure" in t.user_attrs for t in study.trials)
 
     (directory / "trials").unlink()  # the fix; the same command now completes the budget

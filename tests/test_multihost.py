@@ -161,6 +161,9 @@ def test_three_hosts_one_study_one_killed_mid_trial(
             f"sweep.study_name={STUDY}",
             f"sweep.n_trials={N_TRIALS}",
             "sweep.pruner=none",
+            # One trial a round, so every host takes trials (a population round would take
+            # a host's fair share, here all of them: one worker per host).
+            "sweep.population=1",
             "sweep.heartbeat_s=1",
             "sweep.grace_s=5",
             "sweep.retrain_best_seeds=2",

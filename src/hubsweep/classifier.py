@@ -143,6 +143,66 @@ class TokenIdClassifier(Classifier):
         return self.head(sqrtn_combine(self.table, inputs), training=training)
 
 
+class CompiledTokenIdClassifier(TokenIdClassifier):
+    """The token-id path with plain SGD, each chunk of steps one XLA-compiled program.
+
+    Keras's step costs ~0.9 ms here, mostly dispatching ragged ops one by one. This one
+    lays each step's token ids out flat ahead (numpy), padded to a power of two with a
+    dropped segment, and updates only the touched table rows with a scatter-add: what
+    Keras's sparse SGD applies (duplicate rows summed), in one fused program.
+    """
+
+    path = "token ids (compiled)"
+
+    def __init__(self, *args, table: tf.Variable, ids: dict[str, tf.RaggedTensor]) -> None:
+        super().__init__(*args, table=table, ids=ids)
+        train = ids["train"]
+        self.flat_ids = train.flat_values.numpy().astype(np.int32)
+        self.starts = train.row_splits.numpy()[:-1]
+        self.lengths = train.row_lengths().numpy().astype(np.int32)
+
+    def _flatten(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """[steps, T] token ids and segment ids (padding: segment B, dropped), [steps, B]
+        row lengths."""
+        steps, batch = order.shape
+        lengths = self.lengths[order]
+        width = 1 << int(max(lengths.sum(axis=1).max(), 1) - 1).bit_length()
+        ids = np.zeros((steps, width), np.int32)
+        segments = np.full((steps, width), batch, np.int32)
+        for i, idx in enumerate(order):
+            tokens = [self.flat_ids[self.starts[j] : self.starts[j] + self.lengths[j]] for j in idx]
+            n = int(lengths[i].sum())
+            ids[i, :n] = np.concatenate(tokens)
+            segments[i, :n] = np.repeat(np.arange(batch, dtype=np.int32), lengths[i])
+        return ids, segments, lengths
+
+    def train_chunk(self, order: np.ndarray) -> tf.Tensor:
+        ids, segments, lengths = self._flatten(np.asarray(order))
+        return self._compiled_chunk(ids, segments, lengths, np.asarray(order, np.int32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)] * 4, jit_compile=True)
+    def _compiled_chunk(self, ids, segments, lengths, order) -> tf.Tensor:
+        steps, batch = tf.shape(order)[0], tf.shape(order)[1]
+        losses = tf.TensorArray(tf.float32, size=steps)
+        head_vars = self.head.trainable_variables
+        for i in tf.range(steps):
+            lr = self.optimizer._decayed_lr(tf.float32)
+            rows = tf.gather(self.table, ids[i])
+            with tf.GradientTape() as tape:
+                tape.watch(rows)
+                summed = tf.math.unsorted_segment_sum(rows, segments[i], batch + 1)[:batch]
+                counts = tf.cast(tf.maximum(lengths[i], 1), tf.float32)
+                logits = self.head(summed / tf.sqrt(counts)[:, None], training=True)
+                loss = self.loss_fn(tf.gather(self.labels, order[i]), logits)
+            grads = tape.gradient(loss, [rows, *head_vars])
+            self.table.scatter_add(tf.IndexedSlices(-lr * grads[0], ids[i]))
+            for var, grad in zip(head_vars, grads[1:], strict=True):
+                var.assign_sub(lr * grad)
+            self.optimizer.iterations.assign_add(1)
+            losses = losses.write(i, loss)
+        return losses.stack()
+
+
 def _embed_in_batches(layer, texts: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(
         [
@@ -191,7 +251,9 @@ def build_classifier(
         ids = {
             role: token_ids(tf.constant(list(split.texts))) for role, split in data.splits.items()
         }
-        return TokenIdClassifier(*args, table=table, ids=ids)
+        plain_sgd = cfg.optimizer.name == "sgd" and not cfg.model.get("dropout", 0)
+        kind = CompiledTokenIdClassifier if plain_sgd and t.xla else TokenIdClassifier
+        return kind(*args, table=table, ids=ids)
     texts = {role: tf.constant(list(split.texts)) for role, split in data.splits.items()}
     return StringClassifier(*args, texts=texts)
 

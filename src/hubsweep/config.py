@@ -168,6 +168,9 @@ class TrainerConfig:
     feature_cache: bool = True
     # Fine-tuned hubsweep module: tokenise once, gather table rows per step.
     fast_path: bool = True
+    # Compile the fastest paths with XLA (a fine-tuned hubsweep module with plain SGD, and
+    # population trials); false: plain TensorFlow graphs, slower, the same model.
+    xla: bool = True
     # Fine-tuned hubsweep module: write it to <run_dir>/module, loadable with hub.KerasLayer.
     export_module: bool = False
     # TensorBoard event files (curves and the HParams dashboard's data) in the run directory.
