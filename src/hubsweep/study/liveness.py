@@ -18,11 +18,11 @@ import socket
 import threading
 import time
 import warnings
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,11 @@ class _BeatThread:
 
 
 def heartbeat(study: optuna.Study, trial: optuna.Trial, every_s: float) -> AbstractContextManager:
-    """Beat while a trial runs, where the storage has no heartbeat of its own."""
+    """Beat while a trial runs: the storage's own heartbeat (RDB), or ours (journal).
+
+    Trials are asked and told (study/population.py), not run by `study.optimize`, which is
+    what starts Optuna's heartbeat thread; without it a dead worker's trials would never go
+    stale on PostgreSQL and the other workers would wait for them forever."""
     if has_native_heartbeat(study):
-        return nullcontext()
+        return get_heartbeat_thread(trial._trial_id, study._storage)
     return _BeatThread(study, trial, every_s)
