@@ -179,6 +179,12 @@ def population_rows(args, out: Path, cache) -> list[tuple]:
         seconds = (time.perf_counter() - started) / k
         accuracy = sum(r.final["accuracy"] for r in results) / k
         rows.append((f"population K={k}", seconds, accuracy, f"first {cold:.1f}s (compiles)"))
+    if args.profile and args.population:
+        k = max(args.population)
+        profiler = cProfile.Profile()
+        profiler.runcall(train_population, seeds(args, out, k), [None] * k, cache)
+        print(f"\n--- profile of a warm population of {k} (cumulative time) ---")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(22)
     return rows
 
 
@@ -207,7 +213,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile a warm hubsweep trial")
     parser.add_argument("--study", type=int, default=0, help="also time an N-trial frozen study")
     parser.add_argument(
-        "--study-population", default="1,16", help="sweep.population values for --study"
+        "--study-population", default="1,4,16", help="sweep.population values for --study"
     )
     parser.add_argument(
         "--tensorboard", type=int, default=0, help="N warm frozen trials with events on and off"

@@ -55,9 +55,11 @@ def assert_same_curves(alone, together):
         assert p["confusion_matrix"] == a["confusion_matrix"]
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
-def test_population_trains_each_member_as_its_own_run_would(make_cfg, cache_dir, optimizer):
-    extra = (f"optimizer={optimizer}", *EXTRA)
+@pytest.mark.parametrize(
+    ("optimizer", "xla"), [("sgd", True), ("momentum", True), ("adam", True), ("sgd", False)]
+)
+def test_population_trains_each_member_as_its_own_run_would(make_cfg, cache_dir, optimizer, xla):
+    extra = (f"optimizer={optimizer}", f"trainer.xla={str(xla).lower()}", *EXTRA)
     if optimizer == "adam":
         extra += ("optimizer.beta_1=0.8",)
     if optimizer == "momentum":

@@ -58,6 +58,7 @@ def _states(study) -> dict[TrialState, int]:
 def test_pruning_stops_bad_trials_early(sweep):
     cfg, summary, study = sweep(
         "sweep.study_name=prune",
+        "sweep.population=1",  # the pruner compares with trials completed before
         "sweep.n_trials=10",
         "sweep.sampler=random",
         "sweep.pruner=median",
@@ -82,6 +83,26 @@ def test_pruning_stops_bad_trials_early(sweep):
     preset = Path(summary["best"]["preset"])
     assert "optimizer.learning_rate" not in preset.read_text()
     assert f"learning_rate: {study.best_params['optimizer.learning_rate']}" in preset.read_text()
+
+
+def test_a_population_round_is_pruned_against_the_rounds_before_it(sweep):
+    cfg, summary, study = sweep(
+        "sweep.study_name=prune_population",
+        "sweep.n_trials=12",
+        "sweep.population=4",
+        "sweep.sampler=random",
+        "sweep.pruner=median",
+        "sweep.pruner_startup_trials=2",
+        "sweep.params.lr.low=1e-4",
+        "sweep.params.lr.high=3.0",
+        "trainer.steps=200",
+        "trainer.eval_every=20",
+    )
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert len(study.trials) == 12 and pruned
+    assert all(t.number >= 4 for t in pruned)  # the first round has nothing to compare with
+    assert all(t.user_attrs["steps_done"] < 200 for t in pruned)
+    assert {t.user_attrs["status"] for t in pruned} == {"stopped"}
 
 
 def test_the_best_preset_runs_with_hubsweep_train(sweep):

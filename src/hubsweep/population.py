@@ -170,7 +170,19 @@ _CHUNK_SIGNATURE = [
 class Program:
     """The compiled population step for K members of one optimizer and head shape."""
 
-    def __init__(self, kind: str, shapes: Sequence[tuple[int, ...]], activation: str, k: int):
+    def __init__(
+        self,
+        kind: str,
+        shapes: Sequence[tuple[int, ...]],
+        activation: str,
+        k: int,
+        xla: bool = True,
+    ) -> None:
+        # Compiled per instance: XLA (trainer.xla) or a plain graph.
+        self.train_chunk = tf.function(
+            self._train_chunk, input_signature=_CHUNK_SIGNATURE, jit_compile=xla
+        )
+        self.logits = tf.function(self._logits, input_signature=[_spec(2)], jit_compile=xla)
         self.kind, self.k = OPTIMIZERS[kind], k
         self.activation = keras.activations.get(activation)
         self.vars = [tf.Variable(tf.zeros([k, *s])) for s in shapes]
@@ -197,8 +209,7 @@ class Program:
                 x = self.activation(x)
         return x
 
-    @tf.function(input_signature=_CHUNK_SIGNATURE, jit_compile=True)
-    def train_chunk(self, features, labels, order, weight, scale, rates, active, coef, first):
+    def _train_chunk(self, features, labels, order, weight, scale, rates, active, coef, first):
         """One step per row of `order` ([steps, K, B]); returns each member's loss [steps, K]."""
         steps = tf.shape(order)[0]
         losses = tf.TensorArray(tf.float32, size=steps)
@@ -222,8 +233,7 @@ class Program:
             losses = losses.write(i, loss)
         return losses.stack()
 
-    @tf.function(input_signature=[_spec(2)], jit_compile=True)
-    def logits(self, features: tf.Tensor) -> tf.Tensor:
+    def _logits(self, features: tf.Tensor) -> tf.Tensor:
         """[N, D] vectors -> [K, N, C]."""
         return self.forward(features)
 
@@ -245,9 +255,9 @@ def program_for(cfg: DictConfig, member: Member, members: int) -> Program:
     k = program_size(members)
     shapes = tuple(w.shape for w in member.init)
     activation = cfg.model.get("activation", "linear")
-    key = (cfg.optimizer.name, shapes, activation, k)
+    key = (cfg.optimizer.name, shapes, activation, k, cfg.trainer.xla)
     if key not in _PROGRAMS:
-        _PROGRAMS[key] = Program(cfg.optimizer.name, shapes, activation, k)
+        _PROGRAMS[key] = Program(cfg.optimizer.name, shapes, activation, k, cfg.trainer.xla)
     return _PROGRAMS[key]
 
 

@@ -123,6 +123,18 @@ def _value(objective: Objective, trial: optuna.Trial, outcome: Outcome) -> float
     return objective.conclude(trial, outcome)
 
 
+def _told(study: optuna.Study, trial: optuna.Trial, **outcome) -> FrozenTrial:
+    """Tell the study; the grid sampler's request to stop is Optuna's RuntimeError outside
+    `study.optimize`, raised after the trial's state is stored. The plan caps n_trials at
+    the grid's size, so the worker stops anyway."""
+    try:
+        return study.tell(trial, **outcome)
+    except RuntimeError as e:
+        if "Study.stop" not in str(e):
+            raise
+        return study._storage.get_trial(trial._trial_id)
+
+
 def _tell(
     study: optuna.Study,
     objective: Objective,
@@ -133,15 +145,15 @@ def _tell(
     try:
         value = objective.settle(trial, lambda: _value(objective, trial, outcome))
     except optuna.TrialPruned:
-        frozen = study.tell(trial, state=TrialState.PRUNED)
+        frozen = _told(study, trial, state=TrialState.PRUNED)
     except Exception:
         log.exception("trial %d failed", trial.number)  # a bug: with its traceback
-        frozen = study.tell(trial, state=TrialState.FAIL)
+        frozen = _told(study, trial, state=TrialState.FAIL)
     else:
         if math.isnan(value):
-            frozen = study.tell(trial, state=TrialState.FAIL)
+            frozen = _told(study, trial, state=TrialState.FAIL)
         else:
-            frozen = study.tell(trial, value)
+            frozen = _told(study, trial, values=value)
     for callback in callbacks:
         callback(study, frozen)
 

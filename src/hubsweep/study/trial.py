@@ -45,8 +45,8 @@ class SurplusTrial(Exception):
     """Asked for beyond the budget (another worker took the last slot)."""
 
 
-class TrialFailed(Exception):
-    """The trial's own values failed it (diverged)."""
+class TrialFailed(HubsweepError):
+    """The trial's own values failed it (diverged): recorded, never a traceback."""
 
 
 class Objective:
