@@ -12,6 +12,7 @@ through train_population, for each K in --population.
     python benchmarks/bench_trials.py ... --profile          # where a warm trial's time goes
     python benchmarks/bench_trials.py ... --study 30         # a 30-trial frozen study, end to end
     python benchmarks/bench_trials.py ... --tensorboard 10   # warm frozen trials, events on/off
+    python benchmarks/bench_trials.py ... --end-to-end       # the tutorial from a fresh process
 """
 
 from __future__ import annotations
@@ -92,6 +93,51 @@ def compose(args, trainable: bool, out: Path, extra: tuple[str, ...] = ()):
     ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return hydra_compose("config", overrides=overrides)
+
+
+NOTEBOOK_SCRIPT = """
+import sys
+sys.path.insert(0, {repo!r})
+from benchmarks.bench_trials import notebook_trial
+from hubsweep.data import load_dataset
+from omegaconf import OmegaConf
+cfg = OmegaConf.create({dataset!r})
+data = load_dataset(cfg, ["train", "validation"])
+print(notebook_trial({module!r}, data, False, {steps}, 10, 200, 0.01))
+"""
+
+
+def end_to_end(args, out: Path) -> None:
+    """The tutorial as a user starts it: a fresh process each, TensorFlow import included.
+    Both read the same prepared TFDS directory (prepared before the timings)."""
+    from omegaconf import OmegaConf
+
+    dataset = OmegaConf.to_container(compose(args, False, out).dataset, resolve=True)
+    script = NOTEBOOK_SCRIPT.format(
+        repo=str(REPO), dataset=dataset, module=str(args.module), steps=args.steps
+    )
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    notebook = time.perf_counter() - started
+    command = [
+        shutil.which("hubsweep-train"),
+        "experiment=tutorial",
+        f"trainer.steps={args.steps}",
+        "trainer.progress=false",
+        f"embedding.handle={args.module}",
+        "embedding.dim=null",
+        f"dataset.source_dir={args.scicite}",
+        f"dataset.data_dir={out / 'tfds'}",
+        f"results_dir={out / 'end-to-end'}",
+    ]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    hubsweep = time.perf_counter() - started
+    print(
+        f"\nend to end (fresh process): notebook script {notebook:.1f}s, "
+        f"hubsweep-train experiment=tutorial {hubsweep:.1f}s ({notebook / hubsweep:.1f}x; "
+        "hubsweep also evaluates test, writes TensorBoard events and the learning curve)"
+    )
 
 
 def study_time(args, out: Path, population: int) -> None:
@@ -216,6 +262,9 @@ def main() -> None:
         "--study-population", default="1,4,16", help="sweep.population values for --study"
     )
     parser.add_argument(
+        "--end-to-end", action="store_true", help="also time the tutorial from a fresh process"
+    )
+    parser.add_argument(
         "--tensorboard", type=int, default=0, help="N warm frozen trials with events on and off"
     )
     args = parser.parse_args()
@@ -271,6 +320,8 @@ def main() -> None:
 
     for population in filter(None, args.study_population.split(",")) if args.study else ():
         study_time(args, out, int(population))
+    if args.end_to_end:
+        end_to_end(args, out)
     if args.tensorboard:
         tensorboard_cost(args, out, args.tensorboard)
     for table in tables:

@@ -116,6 +116,9 @@ def fixture_overrides(scicite_dir, tfds_dir, tiny_module, cache_dir) -> list[str
         f"embedding.handle={tiny_module}",
         f"embedding.dim={DIM}",
         "trainer.progress=false",
+        # Fixture runs are tiny: compiling with XLA costs more than it saves. The compiled
+        # paths are tested with trainer.xla=true explicitly (test_population, test_fast_paths).
+        "trainer.xla=false",
         f"cache_dir={cache_dir}",
     ]
 

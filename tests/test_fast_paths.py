@@ -32,7 +32,7 @@ def test_cached_features_train_the_same_head_as_the_string_path(make_cfg):
 
 
 def test_token_id_path_fine_tunes_the_same_model_as_the_string_path(make_cfg):
-    fast = train_and_evaluate(make_cfg("embedding.trainable=true", run="fast"))
+    fast = train_and_evaluate(make_cfg("embedding.trainable=true", "trainer.xla=true", run="fast"))
     plain = train_and_evaluate(
         make_cfg("embedding.trainable=true", "trainer.fast_path=false", run="plain")
     )
@@ -50,7 +50,9 @@ def test_compiled_token_id_steps_train_the_same_model_as_keras_steps(make_cfg, s
     args = ("embedding.trainable=true", f"schedule={schedule}", "schedule.warmup_steps=20")
     if schedule == "constant":
         args = args[:2]
-    compiled = train_and_evaluate(make_cfg(*args, "trainer.batch_size=5", run="xla"))
+    compiled = train_and_evaluate(
+        make_cfg(*args, "trainer.batch_size=5", "trainer.xla=true", run="xla")
+    )
     keras_steps = train_and_evaluate(
         make_cfg(*args, "trainer.batch_size=5", "trainer.xla=false", run="keras")
     )

@@ -36,7 +36,8 @@ MEMBERS = [
         "trainer.seed=3",
     ),
 ]
-EXTRA = ("trainer.eval_every=20", "trainer.learning_curve=false")
+BASE = ("trainer.eval_every=20", "trainer.learning_curve=false")
+EXTRA = (*BASE, "trainer.xla=true")  # the fixture runs without XLA (conftest); here with it
 
 
 def test_batch_indices_match_the_stream_of_batch_order():
@@ -59,7 +60,7 @@ def assert_same_curves(alone, together):
     ("optimizer", "xla"), [("sgd", True), ("momentum", True), ("adam", True), ("sgd", False)]
 )
 def test_population_trains_each_member_as_its_own_run_would(make_cfg, cache_dir, optimizer, xla):
-    extra = (f"optimizer={optimizer}", f"trainer.xla={str(xla).lower()}", *EXTRA)
+    extra = (f"optimizer={optimizer}", f"trainer.xla={str(xla).lower()}", *BASE)
     if optimizer == "adam":
         extra += ("optimizer.beta_1=0.8",)
     if optimizer == "momentum":
@@ -132,6 +133,7 @@ def test_a_population_study_finishes_n_trials_with_the_values_of_trials_run_alon
         "sweep.study_name=pop",
         "sweep.n_trials=6",
         "sweep.population=4",
+        "trainer.xla=true",
         "+sweep.params.batch={key:trainer.batch_size,type:categorical,choices:[4,8,16]}",
         "+sweep.params.steps={key:trainer.steps,type:int,low:20,high:60,step:20}",
     ]

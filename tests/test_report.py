@@ -32,6 +32,7 @@ ARMS = [
 STUDY = [
     "sweep=lr",
     "sweep.heartbeat_s=1",
+    "sweep.population=1",  # 5 trials: pruned ones need trials completed before them
     "sweep.grace_s=4",
     # A grid of learning rates: tiny ones fall behind and are pruned, 1e38 diverges.
     "sweep.sampler=grid",
