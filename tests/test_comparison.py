@@ -77,6 +77,7 @@ def test_pairs_are_later_minus_earlier_on_shared_seeds():
     assert (a, b) == ("finetuned", "frozen") and result.mean == pytest.approx(0.003)
 
 
+@pytest.mark.slow  # ~100 s on 2 cores; run with -m slow
 def test_a_factorial_experiment_runs_every_combination_and_reports_its_effects(
     make_cfg, fixture_overrides, tmp_path
 ):

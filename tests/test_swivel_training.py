@@ -113,6 +113,7 @@ def _build(corpus, output, *extra: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.slow  # ~100 s on 2 cores; run with -m slow
 def test_changed_settings_or_corpus_are_never_served_old_vectors(tmp_path):
     corpus = write_corpus(tmp_path / "papers.jsonl", docs_per_topic=20)
     output = tmp_path / "module"
