@@ -107,6 +107,18 @@ print(notebook_trial({module!r}, data, False, {steps}, 10, 200, 0.01))
 """
 
 
+def tutorial_args(args, out: Path, results: str) -> list[str]:
+    """A command line's overrides: the tutorial on the benchmark's module and data."""
+    return [
+        "experiment=tutorial",
+        f"embedding.handle={args.module}",
+        "embedding.dim=null",
+        f"dataset.source_dir={args.scicite}",
+        f"dataset.data_dir={out / 'tfds'}",
+        f"results_dir={out / results}",
+    ]
+
+
 def end_to_end(args, out: Path) -> None:
     """The tutorial as a user starts it: a fresh process each, TensorFlow import included.
     Both read the same prepared TFDS directory (prepared before the timings)."""
@@ -121,14 +133,9 @@ def end_to_end(args, out: Path) -> None:
     notebook = time.perf_counter() - started
     command = [
         shutil.which("hubsweep-train"),
-        "experiment=tutorial",
         f"trainer.steps={args.steps}",
         "trainer.progress=false",
-        f"embedding.handle={args.module}",
-        "embedding.dim=null",
-        f"dataset.source_dir={args.scicite}",
-        f"dataset.data_dir={out / 'tfds'}",
-        f"results_dir={out / 'end-to-end'}",
+        *tutorial_args(args, out, "end-to-end"),
     ]
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
@@ -144,17 +151,12 @@ def study_time(args, out: Path, population: int) -> None:
     """hubsweep-sweep from a fresh process: TensorFlow start-up is paid once, not per trial."""
     command = [
         shutil.which("hubsweep-sweep"),
-        "experiment=tutorial",
         "sweep=lr_batch_steps",
         f"sweep.n_trials={args.study}",
         "sweep.pruner=none",
         f"sweep.study_name=bench{population}",
         f"sweep.population={population}",
-        f"embedding.handle={args.module}",
-        "embedding.dim=null",
-        f"dataset.source_dir={args.scicite}",
-        f"dataset.data_dir={out / 'tfds'}",
-        f"results_dir={out / 'study'}",
+        *tutorial_args(args, out, "study"),
     ]
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)

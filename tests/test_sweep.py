@@ -55,18 +55,24 @@ def _states(study) -> dict[TrialState, int]:
     return counts
 
 
+# Random rates from tiny to diverging, pruned by the median rule after two trials.
+PRUNING = [
+    "sweep.sampler=random",
+    "sweep.pruner=median",
+    "sweep.pruner_startup_trials=2",
+    "sweep.params.lr.low=1e-4",
+    "sweep.params.lr.high=3.0",
+    "trainer.steps=200",
+    "trainer.eval_every=20",
+]
+
+
 def test_pruning_stops_bad_trials_early(sweep):
     cfg, summary, study = sweep(
         "sweep.study_name=prune",
         "sweep.population=1",  # the pruner compares with trials completed before
         "sweep.n_trials=10",
-        "sweep.sampler=random",
-        "sweep.pruner=median",
-        "sweep.pruner_startup_trials=2",
-        "sweep.params.lr.low=1e-4",
-        "sweep.params.lr.high=3.0",
-        "trainer.steps=200",
-        "trainer.eval_every=20",
+        *PRUNING,
     )
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -90,13 +96,7 @@ def test_a_population_round_is_pruned_against_the_rounds_before_it(sweep):
         "sweep.study_name=prune_population",
         "sweep.n_trials=12",
         "sweep.population=4",
-        "sweep.sampler=random",
-        "sweep.pruner=median",
-        "sweep.pruner_startup_trials=2",
-        "sweep.params.lr.low=1e-4",
-        "sweep.params.lr.high=3.0",
-        "trainer.steps=200",
-        "trainer.eval_every=20",
+        *PRUNING,
     )
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert len(study.trials) == 12 and pruned

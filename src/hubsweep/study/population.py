@@ -140,20 +140,24 @@ def _tell(
     objective: Objective,
     trial: optuna.Trial,
     outcome: Outcome,
+    beat: ExitStack,
     callbacks: Sequence[Callback],
 ) -> None:
+    """Settle the trial (training it, if it trains alone) while it beats; stop its beat,
+    then tell: a beat after the tell would write to a finished trial."""
+    outcome_kwargs: dict
     try:
         value = objective.settle(trial, lambda: _value(objective, trial, outcome))
     except optuna.TrialPruned:
-        frozen = _told(study, trial, state=TrialState.PRUNED)
+        outcome_kwargs = {"state": TrialState.PRUNED}
     except Exception:
         log.exception("trial %d failed", trial.number)  # a bug: with its traceback
-        frozen = _told(study, trial, state=TrialState.FAIL)
+        outcome_kwargs = {"state": TrialState.FAIL}
     else:
-        if math.isnan(value):
-            frozen = _told(study, trial, state=TrialState.FAIL)
-        else:
-            frozen = _told(study, trial, values=value)
+        failed = math.isnan(value)
+        outcome_kwargs = {"state": TrialState.FAIL} if failed else {"values": value}
+    beat.close()
+    frozen = _told(study, trial, **outcome_kwargs)
     for callback in callbacks:
         callback(study, frozen)
 
@@ -174,9 +178,13 @@ def run_round(
     """Ask `n` trials, train them (as populations where they can), tell each its outcome."""
     s = objective.plan.settings
     trials = _ask(study, objective, n)
-    with ExitStack() as beating:
+    beats = {trial.number: ExitStack() for trial in trials}
+    try:
         for trial in trials:
-            beating.enter_context(heartbeat(study, trial, s.heartbeat_s))
+            beats[trial.number].enter_context(heartbeat(study, trial, s.heartbeat_s))
         outcomes = _train(objective, trials)
         for trial in trials:
-            _tell(study, objective, trial, outcomes[trial.number], callbacks)
+            _tell(study, objective, trial, outcomes[trial.number], beats[trial.number], callbacks)
+    finally:
+        for beat in beats.values():
+            beat.close()
