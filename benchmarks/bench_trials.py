@@ -73,7 +73,7 @@ def compose(args, trainable: bool, out: Path, extra: tuple[str, ...] = ()):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from hubsweep.config import register_configs
+    from hubsweep.config.schema import register_configs
 
     register_configs()
     overrides = [
@@ -99,7 +99,7 @@ NOTEBOOK_SCRIPT = """
 import sys
 sys.path.insert(0, {repo!r})
 from benchmarks.bench_trials import notebook_trial
-from hubsweep.data import load_dataset
+from hubsweep.data.datasets import load_dataset
 from omegaconf import OmegaConf
 cfg = OmegaConf.create({dataset!r})
 data = load_dataset(cfg, ["train", "validation"])
@@ -176,8 +176,8 @@ def tensorboard_cost(args, out: Path, pairs: int) -> None:
     """Warm frozen trials with trainer.tensorboard on and off, interleaved in one process."""
     import statistics
 
-    from hubsweep.cache import TrialCache
-    from hubsweep.train import train_and_evaluate
+    from hubsweep.training.run import train_and_evaluate
+    from hubsweep.training.trial_cache import TrialCache
 
     cache = TrialCache.for_config(compose(args, False, out))
     train_and_evaluate(compose(args, False, out), cache=cache)  # warm: data, features, traces
@@ -198,7 +198,7 @@ def tensorboard_cost(args, out: Path, pairs: int) -> None:
 def fixture(out: Path) -> tuple[Path, Path]:
     import numpy as np
 
-    from hubsweep.export import export_text_embedding
+    from hubsweep.embeddings.export import export_text_embedding
     from tests.conftest import VOCAB, write_scicite
 
     data = write_scicite(out / "scicite", {"train": 2000, "dev": 300, "test": 300})
@@ -215,7 +215,7 @@ def seeds(args, out: Path, k: int) -> list:
 def population_rows(args, out: Path, cache) -> list[tuple]:
     """The tutorial config over seeds 0..K-1 as one population, per K; warm (each K's
     program compiled by a first population, timed separately)."""
-    from hubsweep.train import train_population
+    from hubsweep.training.run import train_population
 
     rows = []
     for k in args.population:
@@ -275,9 +275,9 @@ def main() -> None:
     if args.scicite is None or args.module is None:
         args.scicite, args.module = fixture(out)
 
-    from hubsweep.cache import TrialCache
-    from hubsweep.data import load_dataset
-    from hubsweep.train import train_and_evaluate
+    from hubsweep.data.datasets import load_dataset
+    from hubsweep.training.run import train_and_evaluate
+    from hubsweep.training.trial_cache import TrialCache
 
     tables = []
     for arm in filter(None, args.arms.split(",")):

@@ -37,7 +37,7 @@ def documents(corpus: Path) -> Iterator[str]:
 def sentences(corpus: Path, lowercase: bool) -> list[list[str]]:
     import tensorflow as tf
 
-    from hubsweep.text import tokenize
+    from hubsweep.embeddings.text import tokenize
 
     docs = list(documents(corpus))
     out = []
@@ -63,7 +63,7 @@ def main() -> None:
     logging.getLogger("gensim").setLevel(logging.WARNING)
     from gensim.models import Word2Vec
 
-    from hubsweep.export import export_text_embedding
+    from hubsweep.embeddings.export import export_text_embedding
 
     started = time.perf_counter()
     text = sentences(args.corpus, lowercase=not args.cased)

@@ -95,7 +95,7 @@ def module_vectors() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def tiny_module(tmp_path_factory, module_vectors) -> Path:
-    from hubsweep.export import export_text_embedding
+    from hubsweep.embeddings.export import export_text_embedding
 
     return export_text_embedding(
         VOCAB, module_vectors, tmp_path_factory.mktemp("modules") / "tiny", lowercase=True
@@ -128,7 +128,7 @@ def make_cfg(fixture_overrides, tmp_path) -> Callable:
     """Compose the real config tree with fixture data, as `hubsweep-train` would."""
     from hydra import compose, initialize_config_dir
 
-    from hubsweep.config import register_configs
+    from hubsweep.config.schema import register_configs
 
     register_configs()
 

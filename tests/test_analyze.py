@@ -13,8 +13,8 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from hubsweep.analyze import cluster_score, run_analysis
+from hubsweep.embeddings.export import export_text_embedding
 from hubsweep.errors import EmbeddingError
-from hubsweep.export import export_text_embedding
 
 VOCAB = ["fever", "cough", "throat", "italy", "spain", "europe", "table", "chair"]
 

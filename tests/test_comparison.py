@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hubsweep.artifacts import RunFiles
 from hubsweep.report.collect import Study
 from hubsweep.report.comparison import effects, pair_rows
+from hubsweep.results.artifacts import RunFiles
 from hubsweep.study.compose import ComposeSpec
 from hubsweep.study.driver import run_sweep
 

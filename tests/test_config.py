@@ -8,7 +8,7 @@ import sys
 import pytest
 from hydra.errors import HydraException
 
-from hubsweep.config import validate
+from hubsweep.config.schema import validate
 from hubsweep.errors import ConfigError
 
 

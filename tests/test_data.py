@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 from omegaconf import OmegaConf
 
-from hubsweep.data import load_dataset
+from hubsweep.data.datasets import load_dataset
 from hubsweep.errors import DataError
 
 from .conftest import LABELS, write_scicite
@@ -40,7 +40,7 @@ def test_offline_and_download_paths_yield_the_same_examples(scicite_dir, tmp_pat
         return {"scicite": scicite_dir.parent}
 
     monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", fake_download)
-    monkeypatch.setattr("hubsweep.network.unreachable", lambda url: None)
+    monkeypatch.setattr("hubsweep.data.network.unreachable", lambda url: None)
     downloaded = load_dataset(_scicite_cfg(data_dir=str(tmp_path / "b")))
 
     assert offline.label_names == downloaded.label_names == LABELS
@@ -175,7 +175,7 @@ def test_only_the_requested_splits_are_read(tmp_path):
 
 
 def test_the_dataset_cache_serves_a_new_process_and_never_stale_or_corrupt(tmp_path, caplog):
-    from hubsweep.dataset_cache import SUBDIR, cached_dataset
+    from hubsweep.data.dataset_cache import SUBDIR, cached_dataset
 
     data_dir, cache = tmp_path / "data", tmp_path / "cache"
     data_dir.mkdir()

@@ -9,8 +9,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from hubsweep.artifacts import read_metrics
-from hubsweep.train import train_and_evaluate
+from hubsweep.results.artifacts import read_metrics
+from hubsweep.training.run import train_and_evaluate
 
 
 def _events(run_dir: str) -> EventAccumulator:

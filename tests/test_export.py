@@ -8,9 +8,9 @@ import tensorflow as tf
 import tensorflow_hub as hub
 from omegaconf import OmegaConf
 
-from hubsweep.embedding import load_embedding_layer
+from hubsweep.embeddings.export import export_text_embedding, read_vectors_text
+from hubsweep.embeddings.loading import load_embedding_layer
 from hubsweep.errors import EmbeddingError
-from hubsweep.export import export_text_embedding, read_vectors_text
 
 from .conftest import DIM, VOCAB
 

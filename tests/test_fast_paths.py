@@ -8,11 +8,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
 
-from hubsweep.artifacts import read_metrics
-from hubsweep.export import export_text_embedding
-from hubsweep.features import FeatureCache
+from hubsweep.embeddings.export import export_text_embedding
+from hubsweep.embeddings.features import FeatureCache
 from hubsweep.metrics import softmax
-from hubsweep.train import train_and_evaluate
+from hubsweep.results.artifacts import read_metrics
+from hubsweep.training.run import train_and_evaluate
 
 from .conftest import VOCAB
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from hubsweep.data import load_dataset
+from hubsweep.data.datasets import load_dataset
 from hubsweep.errors import DataError
 
 

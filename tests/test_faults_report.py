@@ -13,7 +13,7 @@ import pytest
 
 from hubsweep.report.collect import collect
 from hubsweep.report.document import build_report
-from hubsweep.train import train_and_evaluate
+from hubsweep.training.run import train_and_evaluate
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from hubsweep.artifacts import RunDirectoryTaken, claim_run_dir, read_metrics
-from hubsweep.layout import METRICS_FILE
-from hubsweep.train import train_and_evaluate
+from hubsweep.results.artifacts import RunDirectoryTaken, claim_run_dir, read_metrics
+from hubsweep.results.layout import METRICS_FILE
+from hubsweep.training.run import train_and_evaluate
 
 from .conftest import SMALL_RUN
 

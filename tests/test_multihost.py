@@ -28,7 +28,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hubsweep.layout import RETRAIN_DIR, TRIALS_DIR
+from hubsweep.results.layout import RETRAIN_DIR, TRIALS_DIR
 from hubsweep.study.liveness import FAIL_REASON, HOST, SURPLUS, tally
 from hubsweep.study.storage import open_storage
 

@@ -1,4 +1,4 @@
-"""Population training (population.py, study/population.py) against training each member
+"""Population training (training/population.py, study/rounds.py) against training each member
 on its own: the same curves, the same files, the same trial outcomes."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import pytest
 from optuna.trial import TrialState
 
 from hubsweep import population
-from hubsweep.cache import TrialCache
-from hubsweep.classifier import batch_order
-from hubsweep.features import FeatureCache
-from hubsweep.layout import FINAL_FILE, METRICS_FILE, PREDICTIONS_FILE
-from hubsweep.population import batch_indices, blocker
+from hubsweep.embeddings.features import FeatureCache
+from hubsweep.results.layout import FINAL_FILE, METRICS_FILE, PREDICTIONS_FILE
 from hubsweep.study.driver import run_sweep
 from hubsweep.study.storage import open_storage, resolve
-from hubsweep.train import train_and_evaluate, train_population
+from hubsweep.training.classifier import batch_order
+from hubsweep.training.population import batch_indices, blocker
+from hubsweep.training.run import train_and_evaluate, train_population
+from hubsweep.training.trial_cache import TrialCache
 
 from .test_sweep import COMPOSE, FAST_SWEEP, study_dir
 

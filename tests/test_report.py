@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from hubsweep.artifacts import read_final
+from hubsweep.results.artifacts import read_final
 from hubsweep.study.compose import ComposeSpec
 from hubsweep.study.driver import run_sweep
 from hubsweep.study.liveness import HEARTBEAT
@@ -47,7 +47,7 @@ STUDY = [
 def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from hubsweep.config import register_configs
+    from hubsweep.config.schema import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
@@ -59,7 +59,7 @@ def experiment(tmp_path_factory, tiny_module, cache_dir) -> Path:
     """results/<experiment>: a two-arm study, two single runs (same config, two seeds),
     a two-job grid, and a study left with a trial its dead worker was running. Noisy
     labels, so seeds differ."""
-    from hubsweep.train import train_and_evaluate
+    from hubsweep.training.run import train_and_evaluate
 
     tmp = tmp_path_factory.mktemp("report")
     sizes = {"train": 120, "dev": 60, "test": 60}

@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hubsweep.layout import study_dir as layout_study_dir
+from hubsweep.results.layout import study_dir as layout_study_dir
 from hubsweep.study.compose import ComposeSpec
 from hubsweep.study.driver import run_sweep
 from hubsweep.study.liveness import tally

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
 
-from hubsweep.export import read_vectors_text
+from hubsweep.embeddings.export import read_vectors_text
 from hubsweep.swivel.counting import CountSettings, count_corpus
 from hubsweep.swivel.training import LOSS_LOG, SwivelSettings, SwivelTrainer
 

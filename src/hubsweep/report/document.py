@@ -13,7 +13,14 @@ from pathlib import Path
 import pandas as pd
 
 from hubsweep.errors import HubsweepError
-from hubsweep.layout import (
+from hubsweep.report import plots
+from hubsweep.report.collect import Results, Run, Study, best_model, collect
+from hubsweep.report.comparison_sections import comparison_part, warning_lines
+from hubsweep.report.markdown import figures as _figures
+from hubsweep.report.markdown import shown as _shown
+from hubsweep.report.markdown import write_table
+from hubsweep.report.tables import LABELS, arms_table, runs_table, top_trials, trials_table
+from hubsweep.results.layout import (
     CONFIG_FILE,
     METRICS_FILE,
     REPORT_DIR,
@@ -23,13 +30,6 @@ from hubsweep.layout import (
     best_preset_path,
     holds_run,
 )
-from hubsweep.report import plots
-from hubsweep.report.collect import Results, Run, Study, best_model, collect
-from hubsweep.report.comparison_sections import comparison_part, warning_lines
-from hubsweep.report.markdown import figures as _figures
-from hubsweep.report.markdown import shown as _shown
-from hubsweep.report.markdown import write_table
-from hubsweep.report.tables import LABELS, arms_table, runs_table, top_trials, trials_table
 from hubsweep.study.storage import mask
 
 log = logging.getLogger(__name__)

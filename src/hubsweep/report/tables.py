@@ -11,8 +11,8 @@ import pandas as pd
 from optuna.trial import TrialState
 from scipy import stats
 
-from hubsweep.layout import RunStatus
 from hubsweep.report.collect import RunGroup, Study, last_reported
+from hubsweep.results.layout import RunStatus
 from hubsweep.study.liveness import SURPLUS
 
 SCORES = ("accuracy", "macro_f1")

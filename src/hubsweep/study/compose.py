@@ -28,7 +28,7 @@ def _hydra(spec: ComposeSpec):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from hubsweep.config import register_configs
+    from hubsweep.config.schema import register_configs
 
     register_configs()  # a spawned worker starts with an empty ConfigStore
     if GlobalHydra.instance().is_initialized():

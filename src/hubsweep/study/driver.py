@@ -14,10 +14,16 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
-from hubsweep.artifacts import draw_learning_curve, read_metrics
+from hubsweep.config.paths import ensure_writable
 from hubsweep.errors import ConfigError
-from hubsweep.layout import CURVE_FILE, STUDY_INFO_FILE, SUMMARY_FILE, holds_run, trial_run_dir
-from hubsweep.paths import ensure_writable
+from hubsweep.results.artifacts import draw_learning_curve, read_metrics
+from hubsweep.results.layout import (
+    CURVE_FILE,
+    STUDY_INFO_FILE,
+    SUMMARY_FILE,
+    holds_run,
+    trial_run_dir,
+)
 from hubsweep.study import storage
 from hubsweep.study.compose import ComposeSpec
 from hubsweep.study.liveness import tally

@@ -126,7 +126,7 @@ class _BeatThread:
 def heartbeat(study: optuna.Study, trial: optuna.Trial, every_s: float) -> AbstractContextManager:
     """Beat while a trial runs: the storage's own heartbeat (RDB), or ours (journal).
 
-    Trials are asked and told (study/population.py), not run by `study.optimize`, which is
+    Trials are asked and told (study/rounds.py), not run by `study.optimize`, which is
     what starts Optuna's heartbeat thread; without it a dead worker's trials would never go
     stale on PostgreSQL and the other workers would wait for them forever."""
     if has_native_heartbeat(study):

@@ -21,11 +21,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hubsweep.config import SweepConfig, validate
-from hubsweep.data import source_fingerprint
+from hubsweep.config.schema import SweepConfig, validate
+from hubsweep.data.datasets import source_fingerprint
 from hubsweep.errors import ConfigError
-from hubsweep.layout import study_dir
 from hubsweep.metrics import METRICS, lower_is_better
+from hubsweep.results.layout import study_dir
 from hubsweep.study import storage
 from hubsweep.study.algorithms import PRUNERS, SAMPLERS
 from hubsweep.study.arms import STUDY_SETTINGS, experiment_arms, is_study_setting
@@ -171,7 +171,7 @@ def _settings(s: SweepConfig) -> StudySettings:
 
 
 def module_fingerprint(handle: str) -> str:
-    from hubsweep.features import module_fingerprint as content_hash
+    from hubsweep.embeddings.features import module_fingerprint as content_hash
 
     if "://" in handle and not handle.startswith("file://"):
         return handle  # a TF-Hub handle names one published version

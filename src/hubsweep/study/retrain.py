@@ -10,14 +10,14 @@ import numpy as np
 import optuna
 from omegaconf import OmegaConf
 
-from hubsweep.artifacts import RunFiles, read_run, run_record, set_aside
-from hubsweep.layout import (
+from hubsweep.metrics import METRICS
+from hubsweep.results.artifacts import RunFiles, read_run, run_record, set_aside
+from hubsweep.results.layout import (
     RETRAIN_FILE,
     RunStatus,
     best_preset_path,
     retrain_run_dir,
 )
-from hubsweep.metrics import METRICS
 from hubsweep.study.claim import Outcome, take
 from hubsweep.study.compose import compose_config, param_overrides, seeded_run
 from hubsweep.study.liveness import worker_host
@@ -108,7 +108,7 @@ def _done(plan: StudyPlan, best: optuna.trial.FrozenTrial, study: optuna.Study) 
 
 
 def _retrain_runs(plan: StudyPlan, best: optuna.trial.FrozenTrial) -> list[RunFiles]:
-    from hubsweep.train import train_and_evaluate
+    from hubsweep.training.run import train_and_evaluate
 
     extra = [*param_overrides(best.params), "trainer.evaluate_test=true"]
     runs = []

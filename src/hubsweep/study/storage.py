@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 
 from hubsweep.errors import ConfigError, HubsweepError
-from hubsweep.layout import STUDY_JOURNAL_FILE
+from hubsweep.results.layout import STUDY_JOURNAL_FILE
 
 URL_ENV = "HUBSWEEP_STORAGE"
 PASSWORD_ENV = "HUBSWEEP_STORAGE_PASSWORD"

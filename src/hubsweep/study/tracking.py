@@ -8,7 +8,7 @@ moving to OptunaHub's callbacks category; MLflow's is not there yet. The depreca
 warning is silenced for the one we build (it is about the import path, not the behaviour);
 the registry is where the new home will be plugged in. Its TensorBoardCallback is not
 offered: each run's own TensorBoard event file already carries its hyperparameters (see
-events.py).
+results/events.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hubsweep.errors import SetupError
-from hubsweep.layout import MLFLOW_DB
+from hubsweep.results.layout import MLFLOW_DB
 
 Callback = Callable[[Any, Any], None]  # (study, frozen trial), as Optuna calls it
 

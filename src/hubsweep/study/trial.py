@@ -16,8 +16,8 @@ import optuna
 from omegaconf import DictConfig
 
 from hubsweep.errors import HubsweepError, SetupError
-from hubsweep.layout import RunStatus, trial_run_dir
 from hubsweep.metrics import METRICS
+from hubsweep.results.layout import RunStatus, trial_run_dir
 from hubsweep.study.compose import TrialComposer, seeded
 from hubsweep.study.liveness import (
     ENV_FAILURE,
@@ -125,7 +125,7 @@ class Objective:
 
     def run_alone(self, trial: optuna.Trial, cfgs: list[DictConfig]) -> float:
         """Train the trial's runs one after another (a pruned or diverged seed ends it)."""
-        from hubsweep.train import train_and_evaluate
+        from hubsweep.training.run import train_and_evaluate
 
         results = []
         for k, cfg in enumerate(cfgs):

@@ -22,7 +22,7 @@ from hubsweep.study import storage
 from hubsweep.study.algorithms import make_pruner, make_sampler
 from hubsweep.study.liveness import recover_stale_trials, retry_once, tally
 from hubsweep.study.plan import StudyPlan
-from hubsweep.study.population import round_size, run_round
+from hubsweep.study.rounds import round_size, run_round
 from hubsweep.study.tracking import make_callbacks
 from hubsweep.study.trial import Objective
 
@@ -56,8 +56,8 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
         _watch_parent(parent_pid)
         logging.basicConfig(level=logging.INFO, format=f"[worker {index}] %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from hubsweep.cache import TrialCache
-    from hubsweep.features import FeatureCache
+    from hubsweep.embeddings.features import FeatureCache
+    from hubsweep.training.trial_cache import TrialCache
 
     s = plan.settings
     objective = Objective(plan, TrialCache(FeatureCache.usable(plan.cache_dir)))

@@ -1,6 +1,6 @@
 """Vocabulary and windowed co-occurrence counts, sharded as Swivel trains on them.
 
-Tokens come from `hubsweep.text.tokenize`, the function exported modules apply at lookup,
+Tokens come from `hubsweep.embeddings.text.tokenize`, the function exported modules apply at lookup,
 so training text and lookup text are split identically. Counting runs in worker
 processes over document chunks; partial counts are merged in memory and spilled to disk
 as sorted runs past `max_pairs_in_memory`, so memory is bounded by the counts, not the
@@ -85,7 +85,7 @@ def _lookup_table(vocab_file: str):
 def _tokens(texts: list[str]):
     import tensorflow as tf
 
-    from hubsweep.text import tokenize
+    from hubsweep.embeddings.text import tokenize
 
     return tokenize(tf.constant(texts), _STATE["lowercase"])
 

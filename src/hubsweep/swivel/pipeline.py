@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from hubsweep.export import export_text_embedding
+from hubsweep.embeddings.export import export_text_embedding
 from hubsweep.swivel.corpus import corpus_files
 from hubsweep.swivel.counting import META_FILE, CountSettings, count_corpus
 from hubsweep.swivel.training import SwivelSettings, SwivelTrainer

@@ -21,9 +21,9 @@ import tensorflow as tf
 import tensorflow_hub as hub
 import tf_keras as keras
 
+from hubsweep.embeddings.transformer.bert import masked_mean
+from hubsweep.embeddings.transformer.preprocess import PACK_LENGTHS
 from hubsweep.errors import EmbeddingError
-from hubsweep.transformer.bert import masked_mean
-from hubsweep.transformer.preprocess import PACK_LENGTHS
 
 LAYER_INDEX = re.compile(r"(?:^|/)(?:layer|transformer/layer)_(\d+)/")
 

@@ -1,5 +1,5 @@
 """What the trials of one process share, so a sweep pays each loading cost once: datasets
-(also on disk beside the feature cache, see dataset_cache.py), frozen features, and frozen
+(also on disk beside the feature cache, see data/dataset_cache.py), frozen features, and frozen
 embedding layers (a BERT pair takes seconds to load; frozen, it
 is never changed by training, so one loaded copy serves every trial)."""
 
@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from hubsweep.data import TextDataset, load_dataset
-from hubsweep.dataset_cache import cached_dataset
-from hubsweep.embedding import load_embedding_layer
-from hubsweep.features import FeatureCache
+from hubsweep.data.dataset_cache import cached_dataset
+from hubsweep.data.datasets import TextDataset, load_dataset
+from hubsweep.embeddings.features import FeatureCache
+from hubsweep.embeddings.loading import load_embedding_layer
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Optuna's ask-and-tell interface gives K trials (TPE's constant liar, on for populations,
 counts the pending ones so it does not sample K near-copies); their runs that can train as
-one population (`hubsweep.population.blocker`: a frozen module on cached features, an
+one population (`hubsweep.training.population.blocker`: a frozen module on cached features, an
 optimizer the population implements, no dropout) do so, grouped by what the program cannot
 vary per member (`group_key`). Each run reports its own validation scores to its own
 trial, so the pruner stops members one by one. A trial whose runs cannot join a population
@@ -23,9 +23,9 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from hubsweep.population import blocker, group_key
 from hubsweep.study.liveness import HOST, heartbeat, worker_host
 from hubsweep.study.trial import Objective, SurplusTrial
+from hubsweep.training.population import blocker, group_key
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _train_group(
     runs: Sequence[tuple[optuna.Trial, int, DictConfig]],
     outcomes: dict[int, Outcome],
 ) -> None:
-    from hubsweep.train import train_population
+    from hubsweep.training.run import train_population
 
     pruned: set[int] = set()
     reporters = [

@@ -19,12 +19,12 @@ import tensorflow as tf
 import tf_keras as keras
 from omegaconf import DictConfig
 
-from hubsweep.data import TextDataset
-from hubsweep.embedding import load_embedding_layer
-from hubsweep.export import sqrtn_combine
-from hubsweep.features import FeatureCache
-from hubsweep.model import build_head
-from hubsweep.optimization import build_optimizer
+from hubsweep.data.datasets import TextDataset
+from hubsweep.embeddings.export import sqrtn_combine
+from hubsweep.embeddings.features import FeatureCache
+from hubsweep.embeddings.loading import load_embedding_layer
+from hubsweep.training.head import build_head
+from hubsweep.training.optimizers import build_optimizer
 
 
 def batch_order(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:

@@ -22,7 +22,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from hubsweep.errors import HubsweepError, SetupError
-from hubsweep.layout import (
+from hubsweep.metrics import METRICS, SCORES
+from hubsweep.results.layout import (
     CONFIG_FILE,
     CURVE_FILE,
     FINAL_FILE,
@@ -32,7 +33,6 @@ from hubsweep.layout import (
     RunStatus,
     holds_run,
 )
-from hubsweep.metrics import METRICS, SCORES
 
 CURVE_COLUMNS = ("step", *METRICS)
 

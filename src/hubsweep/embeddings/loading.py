@@ -8,8 +8,8 @@ import tensorflow as tf
 import tensorflow_hub as hub
 from omegaconf import DictConfig
 
+from hubsweep.data.network import require_reachable, tfhub_cached
 from hubsweep.errors import EmbeddingError
-from hubsweep.network import require_reachable, tfhub_cached
 
 
 def _is_remote(handle: str) -> bool:
@@ -26,7 +26,7 @@ def _check_handle(handle: str, key: str) -> None:
 
 def _load_encoder_pair(cfg: DictConfig):
     """A BERT-family preprocessing + encoder pair as one strings -> vectors layer."""
-    from hubsweep.transformer.layer import BertSentenceEmbedding
+    from hubsweep.embeddings.transformer.layer import BertSentenceEmbedding
 
     _check_handle(str(cfg.preprocess_handle), "embedding.preprocess_handle")
     try:

@@ -1,6 +1,6 @@
 """The training loop: steps a classifier, evaluates on validation, returns what happened.
 
-It writes no file and keeps no run state: `train.py` wraps it as the recorder (claims
+It writes no file and keeps no run state: `run.py` wraps it as the recorder (claims
 the run directory, writes metrics as evaluations arrive, writes final.json whatever
 happens). Keeping the two apart means the loop can be called, and tested, on its own.
 """
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from hubsweep.classifier import Classifier, batch_order
-from hubsweep.data import TextDataset
-from hubsweep.layout import RunStatus
+from hubsweep.data.datasets import TextDataset
 from hubsweep.metrics import classification_metrics
+from hubsweep.results.layout import RunStatus
+from hubsweep.training.classifier import Classifier, batch_order
 
 log = logging.getLogger(__name__)
 

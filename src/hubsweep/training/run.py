@@ -17,17 +17,17 @@ import tf_keras as keras
 from omegaconf import DictConfig
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from hubsweep.artifacts import RunWriter
-from hubsweep.cache import TrialCache
-from hubsweep.classifier import Classifier, build_classifier, frozen_features
-from hubsweep.config import validate
-from hubsweep.data import TextDataset
-from hubsweep.events import EventLog
-from hubsweep.export import export_finetuned
-from hubsweep.layout import EXPORTED_MODULE_DIR, RunStatus
-from hubsweep.loop import LoopResult, evaluate, run_loop
+from hubsweep.config.schema import validate
+from hubsweep.data.datasets import TextDataset
+from hubsweep.embeddings.export import export_finetuned
 from hubsweep.metrics import softmax
-from hubsweep.population import Member, program_for, run_population
+from hubsweep.results.artifacts import RunWriter
+from hubsweep.results.events import EventLog
+from hubsweep.results.layout import EXPORTED_MODULE_DIR, RunStatus
+from hubsweep.training.classifier import Classifier, build_classifier, frozen_features
+from hubsweep.training.loop import LoopResult, evaluate, run_loop
+from hubsweep.training.population import Member, program_for, run_population
+from hubsweep.training.trial_cache import TrialCache
 
 log = logging.getLogger(__name__)
 

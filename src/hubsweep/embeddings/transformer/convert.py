@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from hubsweep.embeddings.transformer.bert import INPUT_KEYS, BertConfig, BertEncoder
+from hubsweep.embeddings.transformer.preprocess import BertPreprocess
 from hubsweep.errors import EmbeddingError
-from hubsweep.transformer.bert import INPUT_KEYS, BertConfig, BertEncoder
-from hubsweep.transformer.preprocess import BertPreprocess
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from hubsweep.data import TextDataset, TextSplit, source_fingerprint
+from hubsweep.data.datasets import TextDataset, TextSplit, source_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,11 @@ holding them as arrays makes shuffling, evaluation and predictions.csv simple an
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from hubsweep.data.network import require_reachable
 from hubsweep.errors import DataError, HubsweepError
-from hubsweep.network import require_reachable
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,21 @@ def load_dataset(cfg: DictConfig, roles: Sequence[str] | None = None) -> TextDat
     return _load_local(cfg, wanted)
 
 
+def hash_files(paths: Iterable[Path], root: Path) -> str:
+    """sha256 over each file's name (relative to root) and content, in the given order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def source_fingerprint(d: DictConfig) -> str:
     """The content of local data files; a TFDS download is named by its builder."""
     if not d.source_dir:
         return f"tfds:{d.tfds_name}"
-    from hubsweep.features import hash_files
-
     base = Path(d.source_dir)
     if d.source == "tfds":
         files = sorted(p for p in base.iterdir() if p.is_file())

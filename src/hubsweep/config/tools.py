@@ -1,5 +1,5 @@
 """Structured-config schemas and validation of the tools beside the runs: hubsweep-analyze
-and hubsweep-swivel (registered with Hydra by config.register_configs)."""
+and hubsweep-swivel (registered with Hydra by config.schema.register_configs)."""
 
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from hubsweep.artifacts import flat_config
 from hubsweep.metrics import METRICS
+from hubsweep.results.artifacts import flat_config
 
 # Config keys shown as hyperparameters (whole groups by prefix): what a sweep varies or an
 # arm sets, without paths, switches for speed or output, and dataset settings.

@@ -13,9 +13,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from hubsweep.config.tools import AnalyzeConfig, SwivelConfig
 from hubsweep.errors import require
 from hubsweep.metrics import METRICS
-from hubsweep.tool_configs import AnalyzeConfig, SwivelConfig
 
 
 @dataclass
@@ -205,7 +205,7 @@ class SweepConfig:
     # (postgresql://host/db for distributed workers).
     storage: str | None = None
     workers: int = 1
-    # Trials asked at once by each worker (study/population.py); those on a frozen module's
+    # Trials asked at once by each worker (study/rounds.py); those on a frozen module's
     # cached features train together as stacked heads. 16 measured fastest for a 100-trial
     # tutorial study (README, Speed); 1: one trial at a time.
     population: int = 16

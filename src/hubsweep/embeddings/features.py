@@ -15,26 +15,17 @@ import logging
 import os
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from hubsweep.data.datasets import hash_files
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "features-v1"
 Embed = Callable[[np.ndarray], np.ndarray]
-
-
-def hash_files(paths: Iterable[Path], root: Path) -> str:
-    """sha256 over each file's name (relative to root) and content, in the given order."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def _hash_files(root: Path) -> str:
@@ -76,8 +67,8 @@ class FeatureCache:
     def usable(cls, directory: str | Path | None) -> FeatureCache:
         """A cache under `directory`, or in memory only (with a warning) where it cannot be
         written: a slower run, never a failed one."""
+        from hubsweep.config.paths import ensure_writable
         from hubsweep.errors import SetupError
-        from hubsweep.paths import ensure_writable
 
         if directory:
             try:

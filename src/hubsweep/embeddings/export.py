@@ -1,9 +1,9 @@
 """Export a vocabulary + vector matrix as a TF-Hub-format text-embedding SavedModel.
 
 The module follows the CORD-19 Swivel module card: strings in, tokenised by
-`hubsweep.text.tokenize`, looked up in a vocabulary with hashed OOV bucket(s), combined with
-sqrtn (sum / sqrt(token count); zeros for empty text), and the embedding matrix exposed as a
-trainable variable so `hub.KerasLayer(..., trainable=True)` fine-tunes it.
+`hubsweep.embeddings.text.tokenize`, looked up in a vocabulary with hashed OOV bucket(s),
+combined with sqrtn (sum / sqrt(token count); zeros for empty text), and the embedding
+matrix exposed as a trainable variable so `hub.KerasLayer(..., trainable=True)` fine-tunes it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from hubsweep.embeddings.text import tokenize
 from hubsweep.errors import EmbeddingError
-from hubsweep.text import tokenize
 
 METADATA_FILE = "hubsweep_module.json"
 

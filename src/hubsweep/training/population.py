@@ -29,11 +29,11 @@ import tensorflow as tf
 import tf_keras as keras
 from omegaconf import DictConfig
 
-from hubsweep.layout import RunStatus
-from hubsweep.loop import LoopResult, OnEvaluation
 from hubsweep.metrics import classification_metrics
-from hubsweep.model import build_head
-from hubsweep.optimization import build_schedule
+from hubsweep.results.layout import RunStatus
+from hubsweep.training.head import build_head
+from hubsweep.training.loop import LoopResult, OnEvaluation
+from hubsweep.training.optimizers import build_schedule
 
 Update = Callable[..., tuple[tf.Tensor, list[tf.Tensor]]]
 

@@ -1,0 +1,9 @@
+"""Stage 4, training: the head (`head`), optimizers and schedules (`optimizers`), the three
+ways to compute a classifier (`classifier`), the training loop (`loop`), population
+training of K heads at once (`population`), what the trials of a process share
+(`trial_cache`), and `train_and_evaluate` (`run`), which builds a run (`build`) and
+records it (`recorder`).
+
+May import: `config`, `data`, `embeddings`, `results`. Knows nothing of Optuna: a study
+passes a reporter for intermediate values.
+"""
