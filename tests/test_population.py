@@ -11,11 +11,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hubsweep import population
 from hubsweep.embeddings.features import FeatureCache
 from hubsweep.results.layout import FINAL_FILE, METRICS_FILE, PREDICTIONS_FILE
 from hubsweep.study.driver import run_sweep
 from hubsweep.study.storage import open_storage, resolve
+from hubsweep.training import population
 from hubsweep.training.classifier import batch_order
 from hubsweep.training.population import batch_indices, blocker
 from hubsweep.training.run import train_and_evaluate, train_population

@@ -1,4 +1,5 @@
-"""The package's shape: no import cycles (lazy imports included), small modules, and the
+"""The package's shape: no import cycles (lazy imports included), small modules, stages that
+import only the stages before them, one name per module, and the
 results tree's file names and statuses spelt in one module."""
 
 from __future__ import annotations
@@ -79,3 +80,94 @@ def test_result_file_names_and_statuses_are_spelt_in_the_layout_module_only():
         for m in spelt.finditer(p.read_text())
     ]
     assert offenders == []
+
+
+# The stages in import order: a package may import those before it, never one after it.
+# `results` (the tree every stage writes or reads) sits right above `config`; `swivel` and
+# `analyze` stand beside the flow, over the embedding stage. errors and metrics are below all.
+LAYERS = {
+    "config": 1,
+    "results": 2,
+    "data": 3,
+    "embeddings": 4,
+    "swivel": 5,
+    "analyze": 5,
+    "training": 6,
+    "study": 7,
+    "report": 8,
+}
+BASE = {"errors", "metrics"}
+TOP = {"cli"}  # the entry points over everything (and the package's public face)
+OPTUNA_FROM = {"study", "report"}  # nothing below the study knows about Optuna
+
+
+def _stage(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "hubsweep"
+
+
+def test_top_of_the_package_is_a_handful_of_modules():
+    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 6, top
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == {
+        *LAYERS,
+    } - {"analyze"}
+
+
+def test_every_module_belongs_to_a_stage():
+    stages = {_stage(m) for m in _graph()}
+    assert stages <= {*LAYERS, *BASE, *TOP, "hubsweep"}, stages - {*LAYERS, *BASE, *TOP}
+
+
+def test_stages_import_only_stages_before_them():
+    upward = []
+    for module, deps in sorted(_graph().items()):
+        stage = _stage(module)
+        if stage in TOP or stage == "hubsweep":
+            continue
+        rank = LAYERS.get(stage, 0)
+        for dep in sorted(deps):
+            target = _stage(dep)
+            if target == stage or target in BASE:
+                continue
+            if target not in LAYERS or LAYERS[target] >= rank:
+                upward.append(f"{module} -> {dep}")
+    assert upward == []
+
+
+def _third_party_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            roots.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            roots.update(a.name.split(".")[0] for a in node.names)
+    return roots
+
+
+def test_nothing_below_the_study_imports_optuna():
+    offenders = sorted(
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
+        if "optuna" in _third_party_roots(p) and _stage(_module_name(p)) not in OPTUNA_FROM | TOP
+    )
+    assert offenders == []
+
+
+def test_no_two_modules_share_a_file_name():
+    names: dict[str, list[str]] = {}
+    for p in PACKAGE.rglob("*.py"):
+        if p.name != "__init__.py":
+            names.setdefault(p.name, []).append(str(p.relative_to(PACKAGE)))
+    assert {n: ps for n, ps in names.items() if len(ps) > 1} == {}
+
+
+def test_every_package_says_what_it_owns_and_may_import():
+    silent = []
+    for init in PACKAGE.rglob("__init__.py"):
+        if init.parent in (PACKAGE,) or init.parent.parent != PACKAGE:
+            continue
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        if "May import" not in doc:
+            silent.append(str(init.relative_to(PACKAGE)))
+    assert silent == []

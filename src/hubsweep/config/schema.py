@@ -207,7 +207,7 @@ class SweepConfig:
     workers: int = 1
     # Trials asked at once by each worker (study/rounds.py); those on a frozen module's
     # cached features train together as stacked heads. 16 measured fastest for a 100-trial
-    # tutorial study (README, Speed); 1: one trial at a time.
+    # tutorial study (docs/speed.md); 1: one trial at a time.
     population: int = 16
     # k runs of each sampled config with seeds trainer.seed .. trainer.seed+k-1; the
     # objective is their mean.

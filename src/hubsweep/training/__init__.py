@@ -1,8 +1,8 @@
 """Stage 4, training: the head (`head`), optimizers and schedules (`optimizers`), the three
 ways to compute a classifier (`classifier`), the training loop (`loop`), population
 training of K heads at once (`population`), what the trials of a process share
-(`trial_cache`), and `train_and_evaluate` (`run`), which builds a run (`build`) and
-records it (`recorder`).
+(`trial_cache`), and `train_and_evaluate` (`run`), which builds a run and drives the loop
+while the run's recorder (`recorder`) writes its files and events.
 
 May import: `config`, `data`, `embeddings`, `results`. Knows nothing of Optuna: a study
 passes a reporter for intermediate values.

@@ -1,0 +1,195 @@
+"""The recorder of one run: what a run writes while it trains, and what it returns.
+
+It owns the run's files and events, never the model: `run.py` builds the data and the
+classifier and drives the loop, handing each evaluation here. The recorder claims the run
+directory when it is made (a directory that holds a run is refused), appends each
+evaluation to metrics.jsonl as it arrives, keeps the best one, and writes predictions,
+the learning curve and final.json, which `finish` writes whatever happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import tf_keras as keras
+from omegaconf import DictConfig
+
+from hubsweep.data.datasets import TextDataset
+from hubsweep.metrics import lower_is_better, softmax
+from hubsweep.results.artifacts import RunWriter
+from hubsweep.results.events import EventLog
+from hubsweep.results.layout import RunStatus
+from hubsweep.training.loop import LoopResult
+
+log = logging.getLogger(__name__)
+
+# Called after each validation evaluation with (step, metrics); a truthy return stops the run.
+Reporter = Callable[[int, dict], bool | None]
+
+
+@dataclass
+class RunResult:
+    status: str
+    run_dir: str
+    steps_done: int
+    steps_planned: int
+    selection_metric: str
+    best: dict | None  # validation metrics at the best evaluation, with its "step"
+    final: dict | None  # validation metrics at the last evaluation
+    test: dict | None  # test metrics of the final model, when trainer.evaluate_test
+    wall_time_s: float
+    train_time_s: float
+    steps_per_s: float
+    examples: dict[str, int]
+    training_path: str | None = None  # strings, features or token ids (see classifier.py)
+    diverged_at_step: int | None = None
+    error: str | None = None
+    history: list[dict] = field(default_factory=list, repr=False)
+    # The trained classifier (embedding layer first), for programmatic use; not serialised.
+    model: keras.Model | None = field(default=None, repr=False, compare=False)
+
+    def summary(self) -> dict:
+        skip = ("history", "model")
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+
+def _is_better(metric: str, value: float, best: dict | None) -> bool:
+    if best is None:
+        return True
+    return value < best[metric] if lower_is_better(metric) else value > best[metric]
+
+
+def _session_name(cfg: DictConfig) -> str:
+    """The run as TensorBoard names it under `--logdir results/<experiment>`: unique there
+    (the HParams dashboard merges sessions that share a name)."""
+    run_dir = Path(cfg.output_dir).resolve()
+    experiment = (Path(cfg.results_dir) / cfg.experiment_name).resolve()
+    return (
+        str(run_dir.relative_to(experiment)) if run_dir.is_relative_to(experiment) else str(run_dir)
+    )
+
+
+class RunRecorder:
+    """Records one run into cfg.output_dir; see the module docstring."""
+
+    def __init__(self, cfg: DictConfig, reporter: Reporter | None) -> None:
+        self.started = time.perf_counter()
+        self.cfg, self.reporter = cfg, reporter
+        self.writer = RunWriter(Path(cfg.output_dir))
+        self.metric = cfg.trainer.selection_metric
+        self.data: TextDataset | None = None
+        self.path: str | None = None  # the training path (see classifier.py)
+        self.model: keras.Model | None = None
+        self.rate_at: Callable[[int], float] = lambda step: float("nan")
+        self.loop: LoopResult | None = None
+        self.best: dict | None = None
+        self.test: dict | None = None
+        self.events: EventLog | None = None
+        self.result: RunResult | None = None
+
+    def begin(
+        self,
+        data: TextDataset,
+        path: str,
+        rate_at: Callable[[int], float],
+        model: keras.Model | None = None,
+    ) -> None:
+        """The run is built: open its events and say what trains on what."""
+        self.data, self.path, self.rate_at, self.model = data, path, rate_at, model
+        t = self.cfg.trainer
+        if t.tensorboard:
+            self.events = EventLog(Path(self.writer.run_dir), self.cfg, _session_name(self.cfg))
+        log.info(
+            "training %s on %s (%s path): %d steps, batch %d (%d train / %d validation)",
+            self.cfg.embedding.handle,
+            data.name,
+            path,
+            t.steps,
+            t.batch_size,
+            len(data.splits["train"]),
+            len(data.splits["validation"]),
+        )
+
+    def record(self, step: int, role: str, metrics: dict, train_loss: float | None) -> None:
+        line = {"step": step, "split": role, **metrics}
+        if train_loss is not None:
+            line["train_loss"] = train_loss
+        line["wall_time"] = round(time.perf_counter() - self.started, 3)
+        self.writer.append_metrics(line)
+
+    def on_evaluation(self, step: int, metrics: dict, train_loss: float) -> bool:
+        """One validation evaluation: recorded, and passed to the reporter (True: stop)."""
+        self.record(step, "validation", metrics, train_loss)
+        if self.events is not None:
+            self.events.evaluation(step, metrics, train_loss, self.rate_at(step))
+        if _is_better(self.metric, metrics[self.metric], self.best):
+            self.best = {"step": step, **metrics, "train_loss": train_loss}
+        log.info(
+            "step %d/%d  train loss %.4f  val loss %.4f  acc %.4f  macro-F1 %.4f",
+            step,
+            self.cfg.trainer.steps,
+            train_loss,
+            metrics["loss"],
+            metrics["accuracy"],
+            metrics["macro_f1"],
+        )
+        return bool(self.reporter is not None and self.reporter(step, metrics))
+
+    def trained(self, loop: LoopResult) -> None:
+        """The loop has ended. Training always ends right after a validation evaluation (the
+        last step, or the one the reporter stopped at), so its logits are the final
+        model's: they become predictions.csv, unless the run diverged."""
+        self.loop = loop
+        if loop.status != RunStatus.DIVERGED:
+            split = self.data.splits["validation"]
+            self.writer.write_predictions(
+                split.texts, split.labels, softmax(loop.last_logits), self.data.label_names
+            )
+
+    def record_test(self, metrics: dict) -> None:
+        step = self.loop.steps_done
+        self.test = metrics
+        self.record(step, "test", metrics, None)
+        if self.events is not None:
+            self.events.test(step, metrics)
+        log.info(
+            "test (final model): acc %.4f  macro-F1 %.4f", metrics["accuracy"], metrics["macro_f1"]
+        )
+
+    def finish(self, status: str, error: str | None = None) -> RunResult:
+        """Close the events, draw the learning curve, write final.json; the run's result."""
+        if self.events is not None:
+            self.events.close()
+        loop = self.loop or LoopResult(status=RunStatus.FAILED, steps_done=0)
+        history = loop.history
+        if history and self.cfg.trainer.learning_curve:
+            self.writer.write_learning_curve(
+                history, f"{self.cfg.experiment_name}: {Path(self.writer.run_dir).name}"
+            )
+        train_time = loop.train_time_s
+        result = RunResult(
+            status=status,
+            run_dir=str(self.writer.run_dir),
+            steps_done=loop.steps_done,
+            steps_planned=self.cfg.trainer.steps,
+            selection_metric=self.metric,
+            best=self.best,
+            final=history[-1] if history else None,
+            test=self.test,
+            wall_time_s=round(time.perf_counter() - self.started, 3),
+            train_time_s=round(train_time, 3),
+            steps_per_s=round(loop.steps_done / train_time, 2) if train_time else 0.0,
+            examples={role: len(s) for role, s in self.data.splits.items()} if self.data else {},
+            training_path=self.path,
+            diverged_at_step=loop.diverged_at_step,
+            error=error,
+            history=history,
+            model=self.model,
+        )
+        self.writer.write_final(result.summary())
+        self.result = result
+        return result
