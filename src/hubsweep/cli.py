@@ -51,11 +51,31 @@ class RunDirGuard(Callback):
                 f"directory: give another {key} or move the old run away"
             )
 
+    @staticmethod
+    def _check_names(config) -> None:
+        """Names that become directories of the results tree are names, not paths."""
+        from hubsweep.config.schema import require_name
+
+        command = f"hubsweep-{config.hydra.job.name}"
+        from omegaconf import OmegaConf
+
+        named = [("experiment_name", config, "experiment_name")]
+        if config.get("sweep") is not None:
+            named.append(("sweep.study_name", config.sweep, "study_name"))
+        try:
+            for key, node, leaf in named:
+                if leaf in node and not OmegaConf.is_missing(node, leaf):
+                    require_name(node[leaf], key)
+        except HubsweepError as e:
+            raise SystemExit(f"{command}: error: {e}") from None
+
     def on_run_start(self, config, **kwargs) -> None:
+        self._check_names(config)
         run_dir = Path(config.hydra.run.dir)
         self._check(config, "hydra.run.dir", run_dir, [run_dir])
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        self._check_names(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = (d for d in sweep_dir.glob("*") if d.is_dir())
         self._check(config, "hydra.sweep.dir", sweep_dir, jobs)

@@ -1,7 +1,10 @@
 """Multi-class classification metrics: loss, accuracy, macro and per-class P/R/F1.
 
 The reference notebook applied binary precision/recall to three classes; these are the
-standard multi-class definitions (a class never predicted has precision 0).
+standard multi-class definitions (a class never predicted has precision 0). Macro scores
+average over the classes present in a split's labels or predictions (scikit-learn's rule):
+a class with no example that is never predicted has no defined recall or F1, and counting
+it as 0 would pull every macro score down by a class the split does not hold.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import numpy as np
 # The scalar metrics of an evaluation, in the order tables list them; `loss` is minimised.
 METRICS = ("macro_f1", "accuracy", "macro_precision", "macro_recall", "loss")
 SCORES = tuple(m for m in METRICS if m != "loss")
+MACRO_RULE = "mean over the classes present in the split's labels or predictions"
 
 
 def lower_is_better(metric: str) -> bool:
@@ -48,12 +52,14 @@ def classification_metrics(
     precision = _ratio(tp, cm.sum(axis=0))
     recall = _ratio(tp, cm.sum(axis=1))
     f1 = _ratio(2 * precision * recall, precision + recall)
+    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
     return {
         "loss": loss,
         "accuracy": float(tp.sum() / cm.sum()),
-        "macro_precision": float(precision.mean()),
-        "macro_recall": float(recall.mean()),
-        "macro_f1": float(f1.mean()),
+        "macro_precision": float(precision[present].mean()),
+        "macro_recall": float(recall[present].mean()),
+        "macro_f1": float(f1[present].mean()),
+        "macro_classes": [name for name, p in zip(label_names, present, strict=True) if p],
         "per_class": {
             name: {
                 "precision": float(precision[i]),

@@ -305,8 +305,23 @@ def _validate_encoder(e: DictConfig) -> None:
         require(e.trainable, "embedding.trainable_layers", "needs embedding.trainable=true")
 
 
+def require_name(value: Any, key: str) -> None:
+    """A name becomes one directory under results_dir (an experiment, a study): it must not
+    be a path, or it would write outside that tree or split a study between two."""
+    text = str(value)
+    require(
+        bool(text.strip())
+        and text not in (".", "..")
+        and not any(c in text for c in ("/", "\\", "\0")),
+        key,
+        f"{text!r} is not a name: give one directory name (no '/', '\\' or '..'); "
+        "results_dir says where the results tree is",
+    )
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the value constraints of a composed config; raise ConfigError naming the key."""
+    require_name(cfg.experiment_name, "experiment_name")
     for group in ("model", "optimizer", "schedule"):
         _check_name(cfg, group)
     _validate_encoder(cfg.embedding)

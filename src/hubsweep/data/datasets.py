@@ -44,6 +44,37 @@ class TextDataset:
     def num_classes(self) -> int:
         return len(self.label_names)
 
+    def absent_classes(self) -> dict[str, list[str]]:
+        """Per split, the classes it holds no example of (only splits that lack some)."""
+        absent = {}
+        for role, split in self.splits.items():
+            counts = np.bincount(split.labels, minlength=self.num_classes)
+            missing = [name for name, n in zip(self.label_names, counts, strict=True) if n == 0]
+            if missing:
+                absent[role] = missing
+        return absent
+
+
+def check_classes(dataset: TextDataset) -> None:
+    """Refuse a training split with fewer than two classes; warn about each other split's
+    classes with no example (its macro scores average over the classes present)."""
+    absent = dataset.absent_classes()
+    held = [n for n in dataset.label_names if n not in absent.get("train", [])]
+    if len(held) < 2:
+        raise DataError(
+            f"dataset.splits.train: the training split of {dataset.name} holds examples of "
+            f"{len(held)} class(es) ({', '.join(held) or 'none'}) of "
+            f"{', '.join(dataset.label_names)}; a classifier needs at least two"
+        )
+    for role, missing in absent.items():
+        log.warning(
+            "dataset %s: the %s split has no example of %s; its macro scores are the mean "
+            "over the classes present in its labels or predictions",
+            dataset.name,
+            role,
+            ", ".join(repr(m) for m in missing),
+        )
+
 
 def load_dataset(cfg: DictConfig, roles: Sequence[str] | None = None) -> TextDataset:
     """Load the splits with the given roles (default: every role in `cfg.splits`)."""

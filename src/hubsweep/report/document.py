@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from hubsweep.errors import HubsweepError
+from hubsweep.metrics import MACRO_RULE
 from hubsweep.report import plots
 from hubsweep.report.collect import Results, Run, Study, best_model, collect
 from hubsweep.report.comparison_sections import comparison_part, warning_lines
@@ -145,6 +146,25 @@ def _configs(results: Results) -> list[str]:
     return ["## Resolved configs", "", *lines] if lines else []
 
 
+def _macro_note(results: Results) -> list[str]:
+    """How macro scores average, and the runs whose splits lack a class (their macro scores
+    average over fewer classes than the dataset has)."""
+    runs = [r for g in results.groups for r in g.runs]
+    runs += [r for s in results.studies for r in s.retrain]
+    lacking: dict[str, list[str]] = {}
+    for run in runs:
+        for role, classes in ((run.final or {}).get("absent_classes") or {}).items():
+            lacking.setdefault(f"{role}: {', '.join(classes)}", []).append(_shown(run.directory))
+    lines = [f"Macro precision, recall and F1: the {MACRO_RULE}.", ""]
+    for what, where in sorted(lacking.items()):
+        lines += [
+            f"**Warning:** a split without every class ({what}) in {len(where)} run(s), e.g. "
+            f"`{where[0]}`: their macro scores average over the classes present.",
+            "",
+        ]
+    return lines
+
+
 def _problems(results: Results) -> list[str]:
     """Files that could not be read: named, so the rest of the report can still be trusted."""
     lines = [f"- study `{_shown(s.directory)}`: {s.error}" for s in results.studies if s.error]
@@ -180,6 +200,7 @@ def build_report(
         f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from `{_shown(root)}`.",
         "",
     ]
+    lines += _macro_note(results)
     studies = results.studies
     if studies:
         lines += _studies_part(results, tables, out, top_k)

@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hubsweep.config.schema import SweepConfig, validate
+from hubsweep.config.schema import SweepConfig, require_name, validate
 from hubsweep.data.datasets import source_fingerprint
 from hubsweep.errors import ConfigError
 from hubsweep.metrics import METRICS, lower_is_better
@@ -161,6 +161,7 @@ def _settings(s: SweepConfig) -> StudySettings:
     for ok, key, problem in checks:
         if not ok:
             raise ConfigError(f"{key}: {problem}")
+    require_name(s.study_name, "sweep.study_name")
     if s.storage and storage.is_sqlite(s.storage) and s.workers > 1:
         raise ConfigError(
             "sweep.storage: SQLite is not safe for several worker processes; leave "

@@ -19,7 +19,7 @@ import tf_keras as keras
 from omegaconf import DictConfig
 
 from hubsweep.data.datasets import TextDataset
-from hubsweep.metrics import lower_is_better, softmax
+from hubsweep.metrics import MACRO_RULE, lower_is_better, softmax
 from hubsweep.results.artifacts import RunWriter
 from hubsweep.results.events import EventLog
 from hubsweep.results.layout import RunStatus
@@ -48,6 +48,9 @@ class RunResult:
     training_path: str | None = None  # strings, features or token ids (see classifier.py)
     diverged_at_step: int | None = None
     error: str | None = None
+    # How macro scores average (metrics.MACRO_RULE), and the classes a split lacks.
+    macro_rule: str = MACRO_RULE
+    absent_classes: dict[str, list[str]] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list, repr=False)
     # The trained classifier (embedding layer first), for programmatic use; not serialised.
     model: keras.Model | None = field(default=None, repr=False, compare=False)
@@ -187,6 +190,7 @@ class RunRecorder:
             training_path=self.path,
             diverged_at_step=loop.diverged_at_step,
             error=error,
+            absent_classes=self.data.absent_classes() if self.data else {},
             history=history,
             model=self.model,
         )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from hubsweep.data.dataset_cache import cached_dataset
-from hubsweep.data.datasets import TextDataset, load_dataset
+from hubsweep.data.datasets import TextDataset, check_classes, load_dataset
 from hubsweep.embeddings.features import FeatureCache
 from hubsweep.embeddings.loading import load_embedding_layer
 
@@ -30,9 +30,9 @@ class TrialCache:
         key = OmegaConf.to_yaml(cfg, resolve=True) + repr(sorted(roles))
         if key not in self.datasets:
             directory = self.features.directory
-            self.datasets[key] = cached_dataset(
-                directory, cfg, roles, lambda: load_dataset(cfg, roles)
-            )
+            data = cached_dataset(directory, cfg, roles, lambda: load_dataset(cfg, roles))
+            check_classes(data)
+            self.datasets[key] = data
         return self.datasets[key]
 
     def embedding_layer(self, cfg: DictConfig):

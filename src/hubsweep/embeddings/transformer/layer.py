@@ -33,6 +33,16 @@ def _layer_of(variable: tf.Variable) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _position_limit(variables: list[tf.Variable]) -> int | None:
+    """The encoder's max_position_embeddings: the rows of its position-embedding table
+    (hubsweep's converter names it `position`, TF-Hub's BERTs `position_embedding/...`)."""
+    for v in variables:
+        leaf = v.name.rsplit("/", 2)
+        if len(v.shape) == 2 and any(part.startswith("position") for part in leaf):
+            return int(v.shape[0])
+    return None
+
+
 class BertSentenceEmbedding(keras.layers.Layer):
     def __init__(
         self,
@@ -49,6 +59,13 @@ class BertSentenceEmbedding(keras.layers.Layer):
 
         self.preprocess = hub.load(preprocess_handle)
         self.encoder = hub.KerasLayer(encoder_handle, trainable=trainable)
+        limit = _position_limit(self.encoder.weights)
+        if limit is not None and seq_length > limit:
+            raise EmbeddingError(
+                f"embedding.seq_length={seq_length} is above the encoder's position limit "
+                f"(max_position_embeddings={limit} in {encoder_handle}); set "
+                f"embedding.seq_length to at most {limit}"
+            )
         self.pooling = pooling
         self.lengths = self._packable({n for n in PACK_LENGTHS if n < seq_length} | {seq_length})
         self.trainable_layers = trainable_layers
