@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -69,14 +70,17 @@ class RunDirGuard(Callback):
         except HubsweepError as e:
             raise SystemExit(f"{command}: error: {e}") from None
 
+    # The directory Hydra is about to write into (named when a write there fails).
+    directory: Path | None = None
+
     def on_run_start(self, config, **kwargs) -> None:
         self._check_names(config)
-        run_dir = Path(config.hydra.run.dir)
+        run_dir = RunDirGuard.directory = Path(config.hydra.run.dir)
         self._check(config, "hydra.run.dir", run_dir, [run_dir])
 
     def on_multirun_start(self, config, **kwargs) -> None:
         self._check_names(config)
-        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir = RunDirGuard.directory = Path(config.hydra.sweep.dir)
         jobs = (d for d in sweep_dir.glob("*") if d.is_dir())
         self._check(config, "hydra.sweep.dir", sweep_dir, jobs)
 
@@ -114,8 +118,45 @@ def _hydra_app(command: str, task, config_name: str = "config") -> None:
     except HubsweepError as e:
         raise SystemExit(f"{command}: error: {e}") from None
     register_configs()
+    # A log file on a full disk must not print a traceback per log line; the error that
+    # matters is reported once, by the command.
+    logging.raiseExceptions = False
     main = hydra.main(config_path=str(conf), config_name=config_name, version_base="1.3")
-    main(task)()
+    _reporting_hydra_errors(command, main(task))
+
+
+FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _reporting_hydra_errors(command: str, main) -> None:
+    """Run a Hydra app; a disk that is full (or read-only) when Hydra writes its own files
+    (.hydra/, the log) is one line naming the file, as every error of ours is.
+
+    Hydra prints what escapes it with a traceback unless HYDRA_FULL_ERROR is set, in which
+    case it re-raises: so it is set here, and Hydra's compact errors are printed as Hydra
+    prints them. A user who set HYDRA_FULL_ERROR gets every error raised, as Hydra does."""
+    from hydra.errors import CompactHydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if os.environ.get("HYDRA_FULL_ERROR"):
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except CompactHydraException as e:
+        message = str(e)
+        if isinstance(e.__cause__, OmegaConfBaseException):
+            message += os.linesep + str(e.__cause__)
+        sys.stderr.write(message + os.linesep)
+        raise SystemExit(1) from None
+    except OSError as e:
+        if e.errno not in FULL_OR_READ_ONLY:
+            raise
+        where = e.filename or RunDirGuard.directory or "the results directory"
+        raise SystemExit(f"{command}: error: {where}: cannot write: {e.strerror}") from None
+    finally:
+        del os.environ["HYDRA_FULL_ERROR"]
 
 
 def train() -> None:

@@ -72,7 +72,8 @@ def _read(path: Path) -> TextDataset | None:
         return None
 
 
-def _write(path: Path, data: TextDataset) -> None:
+def _write(path: Path, data: TextDataset) -> bool:
+    """Write an entry; False where it cannot be written (a slower run, never a failed one)."""
     body = _encode(data)
     record = {"sha256": hashlib.sha256(body.encode()).hexdigest(), "dataset": body}
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
@@ -80,8 +81,12 @@ def _write(path: Path, data: TextDataset) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(record))
         os.replace(tmp, path)
-    except OSError as e:  # a cache that cannot be written makes a slower run, never a failed one
-        log.warning("dataset cache: cannot write %s (%s)", path, e.strerror or e)
+        return True
+    except OSError as e:
+        log.warning(
+            "cache_dir: cannot write %s (%s); the caches stay in memory", path, e.strerror or e
+        )
+        return False
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -91,8 +96,10 @@ def cached_dataset(
     cfg: DictConfig,
     roles: Sequence[str],
     load: Callable[[], TextDataset],
+    unwritable: Callable[[], None] = lambda: None,
 ) -> TextDataset:
-    """`load()`'s dataset, from `directory/datasets/` when an entry is there."""
+    """`load()`'s dataset, from `directory/datasets/` when an entry is there; `unwritable()`
+    is called when a new entry cannot be written there."""
     if directory is None:
         return load()
     path = directory / SUBDIR / f"{_key(cfg, roles)}.json"
@@ -101,5 +108,6 @@ def cached_dataset(
         if data is not None:
             return data
     data = load()
-    _write(path, data)
+    if not _write(path, data):
+        unwritable()
     return data

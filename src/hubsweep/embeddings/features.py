@@ -83,6 +83,10 @@ class FeatureCache:
         self._memory: dict[str, np.ndarray] = {}
         self._module_fingerprints: dict[tuple, str] = {}
 
+    def in_memory(self) -> None:
+        """Keep entries in memory only from now on (the directory cannot be written)."""
+        self.directory = None
+
     def _fingerprint(self, handle: str) -> str:
         # Hashing a large module per trial is wasted work; its files' stats say if it changed.
         stamp = (handle, *_file_stats(Path(handle.removeprefix("file://"))))
@@ -131,13 +135,22 @@ class FeatureCache:
         return features
 
     def _store(self, key: str, features: np.ndarray) -> None:
+        """Write an entry; a cache that cannot be written (a full disk, say) makes a slower
+        run, never a failed one: it stays in memory from then on, with one warning."""
         path = self.path(key)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp.npz")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(tmp, features=features, sha256=np.array(_checksum(features)))
             os.replace(tmp, path)
+        except OSError as e:
+            log.warning(
+                "cache_dir: cannot write %s (%s); the feature cache stays in memory",
+                path,
+                e.strerror or e,
+            )
+            self.in_memory()
         finally:
             tmp.unlink(missing_ok=True)

@@ -4,13 +4,18 @@ the writer, and the one tolerant reader that the sweep and the report both use.
 A run owns its directory: the writer claims it by creating metrics.jsonl exclusively and
 refuses a directory that already holds a run, so two runs can never interleave or
 truncate each other's files. Metrics lines are appended and flushed as they come, so a
-crashed or killed run still leaves everything it evaluated.
+crashed or killed run still leaves everything it evaluated. Every other file is written
+to a temporary name and renamed, so a full disk leaves no half-written file; a write that
+fails (or a metrics line cut short, which is taken back) is one `RunWriteError` naming the
+file.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -52,6 +57,24 @@ class RunDirectoryTaken(SetupError):
     pass
 
 
+class RunWriteError(SetupError):
+    """A run's file could not be written (a full disk, a directory made read-only)."""
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write `data` to a temporary name beside `path`, then rename it into place: `path` is
+    whole or absent, never cut. A failure is a RunWriteError naming `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RunWriteError(f"{path}: cannot write: {e.strerror or e}") from None
+
+
 def claim_run_dir(run_dir: Path) -> None:
     """Make `run_dir` this run's, or refuse: one that already holds a run is never reused."""
     try:
@@ -77,17 +100,23 @@ class RunWriter:
         claim_run_dir(run_dir)
 
     def write_config(self, cfg: DictConfig) -> None:
-        (self.run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_atomic(self.run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
 
     def append_metrics(self, record: dict) -> None:
-        with (self.run_dir / METRICS_FILE).open("a") as f:
-            f.write(json.dumps(_jsonable(record)) + "\n")
+        path = self.run_dir / METRICS_FILE
+        line = (json.dumps(_jsonable(record)) + "\n").encode()
+        with path.open("ab") as f:
+            end = f.tell()
+            try:
+                f.write(line)
+                f.flush()
+            except OSError as e:
+                # A line cut short by a full disk is taken back: the file stays whole lines.
+                f.truncate(end)
+                raise RunWriteError(f"{path}: cannot write: {e.strerror or e}") from None
 
     def write_final(self, final: dict) -> None:
-        path = self.run_dir / FINAL_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(_jsonable(final), indent=2) + "\n")
-        tmp.replace(path)
+        write_atomic(self.run_dir / FINAL_FILE, json.dumps(_jsonable(final), indent=2) + "\n")
 
     def write_predictions(
         self,
@@ -106,7 +135,7 @@ class RunWriter:
         )
         for i, name in enumerate(label_names):
             frame[f"p_{name}"] = probabilities[:, i].round(6)
-        frame.to_csv(self.run_dir / PREDICTIONS_FILE, index=False)
+        write_atomic(self.run_dir / PREDICTIONS_FILE, frame.to_csv(index=False))
 
     def write_learning_curve(self, history: list[dict], title: str) -> None:
         draw_learning_curve(self.run_dir, history, title)
@@ -135,7 +164,9 @@ def draw_learning_curve(run_dir: Path, history: list[dict], title: str) -> None:
     ax_loss.legend(loc="upper right")
     ax_loss.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.savefig(Path(run_dir) / CURVE_FILE, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    write_atomic(Path(run_dir) / CURVE_FILE, png.getvalue())
 
 
 def set_aside(run_dir: Path) -> Path:

@@ -111,7 +111,11 @@ class _BeatThread:
 
     def _run(self) -> None:
         while not self._stop.wait(self._every_s):
-            self._beat()
+            try:
+                self._beat()
+            except Exception as e:  # a full disk, say: the trial's own writes will say so
+                log.warning("heartbeat stopped: %s", e)
+                return
 
     def __enter__(self) -> _BeatThread:
         self._beat()

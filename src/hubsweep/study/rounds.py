@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from hubsweep.study.liveness import HOST, heartbeat, worker_host
+from hubsweep.study.storage import StorageWriteError
 from hubsweep.study.trial import Objective, SurplusTrial
 from hubsweep.training.population import blocker, group_key
 
@@ -150,6 +151,8 @@ def _tell(
         value = objective.settle(trial, lambda: _value(objective, trial, outcome))
     except optuna.TrialPruned:
         outcome_kwargs = {"state": TrialState.PRUNED}
+    except StorageWriteError:
+        raise  # nothing can be told: the sweep stops with this one error
     except Exception:
         log.exception("trial %d failed", trial.number)  # a bug: with its traceback
         outcome_kwargs = {"state": TrialState.FAIL}

@@ -10,16 +10,23 @@ since a URL without a password leaves the choice to libpq.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 
-from hubsweep.errors import ConfigError, HubsweepError
+from hubsweep.errors import ConfigError, HubsweepError, SetupError
 from hubsweep.results.layout import STUDY_JOURNAL_FILE
+
+log = logging.getLogger(__name__)
 
 URL_ENV = "HUBSWEEP_STORAGE"
 PASSWORD_ENV = "HUBSWEEP_STORAGE_PASSWORD"
@@ -105,6 +112,95 @@ def _with_password(url: str) -> str:
     return parsed.set(password=password).render_as_string(hide_password=False)
 
 
+class StorageWriteError(SetupError):
+    """The study's storage could not be written: nothing more can be recorded, so the sweep
+    stops (a trial cannot be told its outcome either)."""
+
+
+@contextmanager
+def _locked(lock: optuna.storages.journal.BaseJournalFileLock) -> Iterator[None]:
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class SafeJournalBackend(optuna.storages.journal.JournalFileBackend):
+    """Optuna's journal file that survives a crash or a full disk at any byte.
+
+    Optuna reads a journal line by line and skips a last line without its newline, but its
+    next append lands on that torn line, and from then on the file cannot be read. Here, on
+    opening and before every append (under the journal's lock, so no writer is mid-record),
+    a torn last record is set aside in `<journal>.torn-<time>` and cut from the file; a
+    complete one that only lacks its newline gets it. An append that fails (ENOSPC) takes
+    back what it wrote and is one SetupError naming the file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = Path(path)
+        self._journal_lock = optuna.storages.journal.JournalFileOpenLock(str(path))
+        super().__init__(str(path), lock_obj=self._journal_lock)
+        with _locked(self._journal_lock):
+            self._repair()
+
+    def _repair(self) -> None:
+        with self._path.open("rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            # Read back far enough to find the last whole line.
+            start = max(size - (1 << 20), 0)
+            while True:
+                f.seek(start)
+                chunk = f.read(size - start)
+                cut = chunk.rfind(b"\n")
+                if cut >= 0 or start == 0:
+                    break
+                start = max(start - (1 << 20), 0)
+            keep = start + cut + 1 if cut >= 0 else 0
+            tail = chunk[cut + 1 :] if cut >= 0 else chunk
+            try:
+                json.loads(tail)
+            except ValueError:
+                aside = self._path.with_name(f"{self._path.name}.torn-{time.time():.0f}")
+                aside.write_bytes(tail)
+                f.truncate(keep)
+                log.warning(
+                    "%s: its last record was cut (a crash or a full disk); its %d bytes are "
+                    "kept in %s and the study resumes from the records before it",
+                    self._path,
+                    len(tail),
+                    aside,
+                )
+            else:
+                f.seek(size)
+                f.write(b"\n")
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in logs)
+        with _locked(self._journal_lock):
+            try:
+                self._repair()
+                with self._path.open("ab") as f:
+                    end = f.tell()
+                    try:
+                        f.write(data.encode("utf-8"))
+                        f.flush()
+                        os.fsync(f.fileno())
+                    except OSError:
+                        f.truncate(end)
+                        raise
+            except OSError as e:
+                raise StorageWriteError(
+                    f"{self._path}: cannot write the study journal: {e.strerror or e}; free "
+                    "space there and run the same command to resume the study"
+                ) from None
+
+
 @dataclass(frozen=True)
 class Heartbeat:
     """Optuna's own heartbeat (RDB storages): interval, grace period, stale-trial callback."""
@@ -123,9 +219,11 @@ def open_storage(
         path = journal_path(url)
         if not create and not path.is_file():
             raise HubsweepError(f"no study storage at {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = optuna.storages.journal.JournalFileOpenLock(str(path))
-        backend = optuna.storages.journal.JournalFileBackend(str(path), lock_obj=lock)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = SafeJournalBackend(path)
+        except OSError as e:
+            raise SetupError(f"{path}: cannot open the study journal: {e.strerror or e}") from None
         return optuna.storages.JournalStorage(backend)
     if not create and is_sqlite(url):
         path = Path(url.split(":///", 1)[-1])

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from hubsweep.data.datasets import TextDataset
 from hubsweep.metrics import MACRO_RULE, lower_is_better, softmax
-from hubsweep.results.artifacts import RunWriter
+from hubsweep.results.artifacts import RunWriteError, RunWriter
 from hubsweep.results.events import EventLog
 from hubsweep.results.layout import RunStatus
 from hubsweep.training.loop import LoopResult
@@ -164,17 +164,41 @@ class RunRecorder:
         )
 
     def finish(self, status: str, error: str | None = None) -> RunResult:
-        """Close the events, draw the learning curve, write final.json; the run's result."""
-        if self.events is not None:
-            self.events.close()
-        loop = self.loop or LoopResult(status=RunStatus.FAILED, steps_done=0)
-        history = loop.history
+        """Close the events, draw the learning curve, write final.json; the run's result.
+
+        A failed run's files are written where they still can be: a write error then is
+        logged, and the error that failed the run is the one that propagates."""
+        try:
+            self._close_and_draw()
+        except (OSError, RunWriteError) as e:
+            if status != RunStatus.FAILED:
+                raise
+            log.warning("%s: %s", self.writer.run_dir, e)
+        result = self._result(status, error)
+        try:
+            self.writer.write_final(result.summary())
+        except RunWriteError as e:
+            if status != RunStatus.FAILED:
+                raise
+            log.warning("final.json not written either: %s", e)
+        self.result = result
+        return result
+
+    def _close_and_draw(self) -> None:
+        events, self.events = self.events, None
+        if events is not None:
+            events.close()
+        history = self.loop.history if self.loop else []
         if history and self.cfg.trainer.learning_curve:
             self.writer.write_learning_curve(
                 history, f"{self.cfg.experiment_name}: {Path(self.writer.run_dir).name}"
             )
+
+    def _result(self, status: str, error: str | None) -> RunResult:
+        loop = self.loop or LoopResult(status=RunStatus.FAILED, steps_done=0)
+        history = loop.history
         train_time = loop.train_time_s
-        result = RunResult(
+        return RunResult(
             status=status,
             run_dir=str(self.writer.run_dir),
             steps_done=loop.steps_done,
@@ -194,6 +218,3 @@ class RunRecorder:
             history=history,
             model=self.model,
         )
-        self.writer.write_final(result.summary())
-        self.result = result
-        return result

@@ -9,6 +9,7 @@ same for the runs of one population, trained at once (`population.py`).
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hubsweep.config.schema import validate
 from hubsweep.embeddings.export import export_finetuned
+from hubsweep.results.artifacts import RunWriteError
 from hubsweep.results.layout import EXPORTED_MODULE_DIR, RunStatus
 from hubsweep.training.classifier import Classifier, build_classifier, frozen_features
 from hubsweep.training.loop import evaluate, run_loop
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Reporter", "RunResult", "train_and_evaluate", "train_population"]
 
+FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
 
 def _seed(cfg: DictConfig) -> None:
     keras.backend.clear_session()
@@ -41,6 +45,14 @@ def _seed(cfg: DictConfig) -> None:
 
 def _failed(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
+
+
+def _named(e: BaseException, recorder: RunRecorder) -> BaseException:
+    """A disk that filled up (or went read-only) under any writer of the run is one error
+    naming the file, not a traceback from deep inside it."""
+    if isinstance(e, OSError) and e.errno in FULL_OR_READ_ONLY:
+        return RunWriteError(f"{e.filename or recorder.writer.run_dir}: cannot write: {e.strerror}")
+    return e
 
 
 def train_and_evaluate(
@@ -64,7 +76,9 @@ def train_and_evaluate(
             return _train(cfg, recorder, cache)
     except BaseException as e:
         recorder.finish(RunStatus.FAILED, error=_failed(e))
-        raise
+        if (named := _named(e, recorder)) is e:
+            raise
+        raise named from None
 
 
 def _train(cfg: DictConfig, recorder: RunRecorder, cache: TrialCache) -> RunResult:
@@ -145,4 +159,6 @@ def train_population(
         for recorder in recorders:
             if recorder.result is None:  # a run already concluded keeps its record
                 recorder.finish(RunStatus.FAILED, error=_failed(e))
-        raise
+        if (named := _named(e, recorders[0])) is e:
+            raise
+        raise named from None

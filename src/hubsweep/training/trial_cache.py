@@ -30,7 +30,9 @@ class TrialCache:
         key = OmegaConf.to_yaml(cfg, resolve=True) + repr(sorted(roles))
         if key not in self.datasets:
             directory = self.features.directory
-            data = cached_dataset(directory, cfg, roles, lambda: load_dataset(cfg, roles))
+            data = cached_dataset(
+                directory, cfg, roles, lambda: load_dataset(cfg, roles), self.features.in_memory
+            )
             check_classes(data)
             self.datasets[key] = data
         return self.datasets[key]
