@@ -26,9 +26,13 @@ FAST = [
 ]
 
 
-def _sweep(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def _sweep(*args: str, timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [shutil.which("hubsweep-sweep"), *args], capture_output=True, text=True, timeout=timeout
+        [shutil.which("hubsweep-sweep"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
     )
 
 
@@ -165,3 +169,40 @@ def test_hydra_config_dir_option_works_like_hydras_cli(base, tmp_path):
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     run = Path(study.trials[0].user_attrs["run_dirs"][0])
     assert "eval_batch_size: 7" in (run / "config.yaml").read_text()  # the trials' too
+
+
+def test_the_reproduce_commands_of_a_study_from_a_users_config_dir_run_as_printed(base, tmp_path):
+    import json
+    import re
+    import shlex
+
+    conf = _user_conf(
+        tmp_path,
+        "defaults:\n  - /schema/sweep/sweep@_here_\n  - _self_\nstudy_name: div\n"
+        "n_trials: 2\nretrain_best_seeds: 1\nparams:\n  bs: {key: trainer.batch_size, "
+        "type: categorical, choices: [4, 8]}\n",
+    )
+    args = [a for a in base if a != "sweep=lr"]
+    first = _sweep("-cd", str(conf), *args, "sweep=mine", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    directory = tmp_path / "results" / "default" / "div"
+    info = json.loads((directory / "study.json").read_text())
+    assert info["config_dirs"] == [f"file://{conf}"]
+    report = subprocess.run(
+        [shutil.which("hubsweep-report"), str(tmp_path / "results" / "default")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = (tmp_path / "results" / "default" / "report" / "report.md").read_text()
+    section = text.split("## Reproduce", 1)[1]
+    commands = re.findall(r"^(hubsweep-(?:sweep|train) .*?)(?:   # .*)?$", section, re.M)
+    assert {c.split()[0] for c in commands} == {"hubsweep-sweep", "hubsweep-train"}
+    assert info["command"] in commands
+    for command in commands:
+        argv = shlex.split(command)
+        done = subprocess.run(
+            [shutil.which(argv[0]), *argv[1:]], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"

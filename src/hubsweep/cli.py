@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from hubsweep.errors import HubsweepError
+from hubsweep.errors import HubsweepError, Interrupted
 
 log = logging.getLogger("hubsweep")
 
@@ -94,6 +94,8 @@ def _train_task(cfg) -> float | None:
         from hubsweep.training.run import train_and_evaluate
 
         result = train_and_evaluate(cfg)
+    except KeyboardInterrupt:
+        _interrupted(f"interrupted: the run is recorded as failed in {cfg.output_dir}")
     except HubsweepError as e:
         _fail("hubsweep-train", e)
     log.info(
@@ -174,6 +176,12 @@ def _added_config_dirs(hydra_cfg) -> tuple[str, ...]:
     )
 
 
+def _interrupted(message: str) -> None:
+    """Ctrl-C: one line on stderr, and the exit status of a process stopped by SIGINT."""
+    print(message, file=sys.stderr)
+    raise SystemExit(130)
+
+
 def _sweep_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
@@ -190,6 +198,10 @@ def _sweep_task(cfg) -> None:
         compose = ComposeSpec(str(config_dir()), _added_config_dirs(hydra_cfg), ())
         choice = hydra_cfg.runtime.choices.get("sweep")
         summary = run_sweep(cfg, hydra_cfg.overrides.task, compose, choice)
+    except Interrupted as e:
+        _interrupted(str(e))
+    except KeyboardInterrupt:
+        _interrupted("interrupted; run the same command to resume")
     except HubsweepError as e:
         _fail("hubsweep-sweep", e)
     log.info("sweep finished: %s", json.dumps(summary))

@@ -26,3 +26,8 @@ class DataError(SetupError):
 
 class EmbeddingError(SetupError):
     pass
+
+
+class Interrupted(HubsweepError):
+    """Ctrl-C: work stopped cleanly (a sweep's running trials were queued again); the CLI
+    prints the message and exits 130, as a shell reports a process stopped by SIGINT."""

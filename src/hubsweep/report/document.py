@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -31,6 +32,7 @@ from hubsweep.results.layout import (
     best_preset_path,
     holds_run,
 )
+from hubsweep.study.compose import search_path_args
 from hubsweep.study.storage import mask
 
 log = logging.getLogger(__name__)
@@ -40,14 +42,12 @@ RUN_CURVES_TITLE = "Validation curves of each config: mean ± std over its runs"
 
 
 def _retrain_command(study: Study) -> list[str]:
-    preset = _shown(study.directory)
+    dirs = search_path_args(study.info.get("config_dirs", []), _shown(study.directory))
     lines = []
     for run in study.retrain:
         seed = run.setting("trainer.seed")
-        lines.append(
-            f"hubsweep-train --config-dir {preset} experiment=best trainer.seed={seed} "
-            f"trainer.evaluate_test=true   # {_shown(run.directory)}"
-        )
+        args = [*dirs, "experiment=best", f"trainer.seed={seed}", "trainer.evaluate_test=true"]
+        lines.append(f"{shlex.join(['hubsweep-train', *args])}   # {_shown(run.directory)}")
     return lines
 
 

@@ -23,6 +23,19 @@ class ComposeSpec:
     overrides: tuple[str, ...]
 
 
+def search_path_args(search_path: Sequence[str], config_dir: str | None = None) -> list[str]:
+    """Command-line arguments that compose from the same config dirs again: `config_dir` as
+    Hydra's --config-dir, and the dirs a study added (--config-dir, hydra.searchpath) as
+    one `hydra.searchpath=[...]`, or as --config-dir when it is the only one."""
+    args = ["--config-dir", config_dir] if config_dir else []
+    dirs = list(search_path)
+    if not config_dir and len(dirs) == 1 and dirs[0].startswith("file://"):
+        return ["--config-dir", dirs[0].removeprefix("file://")]
+    if dirs:
+        args.append(f"hydra.searchpath=[{','.join(dirs)}]")
+    return args
+
+
 @contextmanager
 def _hydra(spec: ComposeSpec):
     from hydra import initialize_config_dir

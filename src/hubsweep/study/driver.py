@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from hubsweep.config.paths import ensure_writable
-from hubsweep.errors import ConfigError
+from hubsweep.errors import ConfigError, Interrupted
 from hubsweep.results.artifacts import draw_learning_curve, read_metrics
 from hubsweep.results.layout import (
     CURVE_FILE,
@@ -32,6 +32,7 @@ from hubsweep.study.retrain import retrain_best, write_best_preset
 from hubsweep.study.workers import open_study_storage, run_workers
 
 log = logging.getLogger(__name__)
+
 
 QUESTION_ATTR = "hubsweep:question"
 FINGERPRINT_ATTR = "hubsweep:fingerprint"
@@ -91,7 +92,18 @@ def _run_study(plan: StudyPlan) -> dict:
         storage.mask(plan.storage),
     )
     started = time.perf_counter()
-    run_workers(plan)
+    try:
+        run_workers(plan)
+    except KeyboardInterrupt:
+        finished, _ = tally(
+            optuna.load_study(study_name=plan.name, storage=open_study_storage(plan)).get_trials(
+                deepcopy=False
+            )
+        )
+        raise Interrupted(
+            f"interrupted: {finished} of {plan.settings.n_trials} trials of study {plan.name} "
+            "finished; run the same command to resume"
+        ) from None
     summary = finish_study(plan, time.perf_counter() - started)
     (directory / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -35,6 +35,8 @@ ENV_FAILURE = "environment_failure"  # the environment failed it: it does not co
 SURPLUS = "surplus"
 HOST = "host"  # the machine a trial ran on: its run files live there
 DIED_TWICE = "worker died twice"
+INTERRUPTED = "interrupted"  # stopped by Ctrl-C: failed, not counted, queued again
+RETRY_OF = "retry_of"  # the trial a queued retry repeats
 
 
 def worker_host() -> str:
@@ -66,6 +68,19 @@ def last_beat(t: FrozenTrial) -> float:
 def is_stale(t: FrozenTrial, grace_s: float, now: float) -> bool:
     """A running trial left by a stopped worker (the journal's rule; the report's too)."""
     return t.state == TrialState.RUNNING and now - last_beat(t) > grace_s
+
+
+def waiting_note(trials: list[FrozenTrial], grace_s: float, now: float) -> str:
+    """What a worker with nothing to run waits for, and for how long at most: trials running
+    elsewhere, or left by a stopped worker, retried once their heartbeat is grace_s old."""
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    oldest = max((now - last_beat(t) for t in running), default=0.0)
+    return (
+        f"waiting for {len(running)} running trial(s): they run in another worker, or theirs "
+        f"stopped; a stopped worker's trial is retried once its heartbeat is "
+        f"sweep.grace_s={grace_s:g} s old (the oldest beat {oldest:.0f} s ago: within "
+        f"{max(grace_s - oldest, 0):.0f} s)"
+    )
 
 
 def retry_once(study: optuna.Study, failed: FrozenTrial) -> None:

@@ -29,7 +29,7 @@ from hubsweep.results.layout import study_dir
 from hubsweep.study import storage
 from hubsweep.study.algorithms import PRUNERS, SAMPLERS
 from hubsweep.study.arms import STUDY_SETTINGS, experiment_arms, is_study_setting
-from hubsweep.study.compose import ComposeSpec, compose_config
+from hubsweep.study.compose import ComposeSpec, compose_config, search_path_args
 from hubsweep.study.space import Param, grid_size, parse_space
 from hubsweep.study.tracking import CALLBACKS
 
@@ -113,6 +113,7 @@ class StudyPlan:
             "factors": dict(self.factors),
             "experiment_name": self.experiment_name,
             "overrides": [storage.mask(o) for o in self.compose.overrides],
+            "config_dirs": list(self.compose.search_path),
             "command": storage.mask(self.command),
             "sweep": {
                 **{f.name: getattr(self.settings, f.name) for f in fields(StudySettings)},
@@ -230,7 +231,8 @@ def build_plans(
             log.info("grid of %d configs: n_trials lowered from %d", size, settings.n_trials)
             settings = replace(settings, n_trials=size)
     trial_overrides = tuple(o for o in overrides if not is_study_setting(o))
-    command = shlex.join(["hubsweep-sweep", *overrides])
+    # Runs as is: the config dirs the study was composed from come with it.
+    command = shlex.join(["hubsweep-sweep", *search_path_args(compose.search_path), *overrides])
     hashed: dict[str, str] = {}
     plans = []
     for index, (arm, arm_overrides, factors) in enumerate(experiment_arms(cfg)):

@@ -23,7 +23,7 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from hubsweep.study.liveness import HOST, heartbeat, worker_host
+from hubsweep.study.liveness import HOST, INTERRUPTED, RETRY_OF, heartbeat, worker_host
 from hubsweep.study.storage import StorageWriteError
 from hubsweep.study.trial import Objective, SurplusTrial
 from hubsweep.training.population import blocker, group_key
@@ -182,12 +182,32 @@ def run_round(
     s = objective.plan.settings
     trials = _ask(study, objective, n)
     beats = {trial.number: ExitStack() for trial in trials}
+    told: set[int] = set()
     try:
         for trial in trials:
             beats[trial.number].enter_context(heartbeat(study, trial, s.heartbeat_s))
         outcomes = _train(objective, trials)
         for trial in trials:
             _tell(study, objective, trial, outcomes[trial.number], beats[trial.number], callbacks)
+            told.add(trial.number)
+    except KeyboardInterrupt:
+        for beat in beats.values():
+            beat.close()
+        requeue_interrupted(study, [t for t in trials if t.number not in told])
+        raise
     finally:
         for beat in beats.values():
             beat.close()
+
+
+def requeue_interrupted(study: optuna.Study, trials: Sequence[optuna.Trial]) -> None:
+    """Ctrl-C: fail the round's running trials at once and queue each again with the same
+    values, as `study.optimize` fails an interrupted trial; a resume runs them first rather
+    than waiting for their heartbeats to go stale."""
+    for trial in trials:
+        try:
+            trial.set_user_attr(INTERRUPTED, True)
+            study.tell(trial, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
+        except Exception as e:  # the storage itself is gone: the heartbeat rule retries it
+            log.warning("trial %d: not requeued (%s)", trial.number, e)

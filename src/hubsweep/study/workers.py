@@ -12,6 +12,7 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import threading
 import time
 
@@ -20,7 +21,7 @@ import optuna
 from hubsweep.errors import HubsweepError
 from hubsweep.study import storage
 from hubsweep.study.algorithms import make_pruner, make_sampler
-from hubsweep.study.liveness import recover_stale_trials, retry_once, tally
+from hubsweep.study.liveness import recover_stale_trials, retry_once, tally, waiting_note
 from hubsweep.study.plan import StudyPlan
 from hubsweep.study.rounds import round_size, run_round
 from hubsweep.study.tracking import make_callbacks
@@ -77,14 +78,20 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
     callbacks = make_callbacks(s.callbacks, plan.directory, s.metric)
     deadline = time.time() + s.timeout_s if s.timeout_s else math.inf
     poll_s = min(s.heartbeat_s, 5.0)
+    waited_for = None
     while time.time() < deadline:
         recover_stale_trials(study, s.grace_s)
-        finished, running = tally(study.get_trials(deepcopy=False))
+        trials = study.get_trials(deepcopy=False)
+        finished, running = tally(trials)
         if finished >= s.n_trials:
             break
         if finished + running >= s.n_trials:
+            if waited_for != running:  # said once per change, not at every poll
+                log.info("%s", waiting_note(trials, s.grace_s, time.time()))
+                waited_for = running
             time.sleep(poll_s)  # the remaining trials are running elsewhere
             continue
+        waited_for = None
         # A fair share of what is left, so the other workers get trials too.
         share = math.ceil((s.n_trials - finished - running) / s.workers)
         run_round(study, objective, min(population, share), callbacks)
@@ -96,12 +103,17 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
             )
 
 
+INTERRUPTED_EXIT = 130  # a process stopped by SIGINT, as shells report it
+
+
 def _child(plan: StudyPlan, index: int, parent_pid: int) -> None:
     try:
         run_worker(plan, index, parent_pid)
     except HubsweepError as e:
         log.error("%s", e)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # its running trials are requeued; the parent says so
+        raise SystemExit(INTERRUPTED_EXIT) from None
 
 
 def run_workers(plan: StudyPlan) -> None:
@@ -115,10 +127,21 @@ def run_workers(plan: StudyPlan) -> None:
         child.start()
     try:
         run_worker(plan)
+    except KeyboardInterrupt:
+        # Ctrl-C in a terminal reaches every worker; a SIGINT sent to this process alone
+        # is passed on, so each worker requeues its own running trials before it ends.
+        for child in children:
+            if child.is_alive():
+                os.kill(child.pid, signal.SIGINT)
+        for child in children:
+            child.join(timeout=60)
+            if child.is_alive():
+                child.terminate()
+        raise
     finally:
         for child in children:
             child.join()
-    failed = [i for i, c in enumerate(children, start=1) if c.exitcode != 0]
+    failed = [i for i, c in enumerate(children, start=1) if c.exitcode not in (0, INTERRUPTED_EXIT)]
     if failed:
         raise EnvironmentFailure(
             f"worker(s) {failed} of study {plan.name} stopped with an error (see sweep.log)"

@@ -1,0 +1,113 @@
+"""Fault suite, Ctrl-C: a sweep stops its workers, fails their running trials at once and
+queues them again (as `study.optimize` fails an interrupted trial), prints one line and
+exits 130; the same command resumes without waiting for heartbeats to go stale. A resume
+that must wait for them says so, and for how long."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hubsweep.study.liveness import INTERRUPTED, RETRY_OF, waiting_note
+from hubsweep.study.storage import open_storage
+
+# Slow trials (the string path, fine-tuned): long enough to be interrupted mid-trial. The
+# grace period is long, so a resume that waited for stale heartbeats would show.
+SLOW = [
+    "sweep=lr",
+    "sweep.pruner=none",
+    "sweep.heartbeat_s=1",
+    "sweep.grace_s=120",
+    "embedding.trainable=true",
+    "trainer.fast_path=false",
+    "trainer.steps=8000",
+    "trainer.eval_every=500",
+    "trainer.batch_size=8",
+]
+
+
+def _study(journal) -> optuna.Study:
+    return optuna.load_study(study_name="lr", storage=open_storage(f"journal:{journal}"))
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    # Its own process group, as a terminal's foreground job: Ctrl-C reaches every worker.
+    return subprocess.Popen(
+        [shutil.which("hubsweep-sweep"), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_requeues_running_trials_exits_130_and_resumes_at_once(
+    fixture_overrides, tmp_path, workers
+):
+    args = [
+        *fixture_overrides,
+        *SLOW,
+        f"sweep.workers={workers}",
+        # Spawned workers start seconds after the first: enough trials to overlap.
+        f"sweep.n_trials={3 * workers}",
+        f"results_dir={tmp_path / 'results'}",
+    ]
+    journal = tmp_path / "results" / "default" / "lr" / "study.journal"
+    proc = _start(args)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if journal.exists():
+            running = [t for t in _study(journal).trials if t.state == TrialState.RUNNING]
+            if len(running) == workers and all(t.intermediate_values for t in running):
+                break
+            if proc.poll() is not None:
+                break
+    if proc.poll() is not None or time.time() >= deadline:
+        proc.kill()
+        pytest.fail("the sweep never had its workers' trials running")
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert "interrupted: " in last and "trials of study lr finished" in last, last
+    assert "run the same command to resume" in last
+
+    trials = _study(journal).trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    stopped = [t for t in trials if t.user_attrs.get(INTERRUPTED)]
+    assert len(stopped) == workers and all(t.state == TrialState.FAIL for t in stopped)
+    queued = {t.user_attrs[RETRY_OF]: t for t in trials if t.state == TrialState.WAITING}
+    assert sorted(queued) == sorted(t.number for t in stopped)
+    assert all(queued[t.number].system_attrs["fixed_params"] == t.params for t in stopped)
+
+    started = time.time()
+    again = subprocess.run(
+        [shutil.which("hubsweep-sweep"), *args], capture_output=True, text=True, timeout=400
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert time.time() - started < 120  # it did not wait out the grace period
+    trials = _study(journal).trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3 * workers
+    for t in stopped:  # each interrupted trial ran again, with its values
+        assert queued[t.number].number in [u.number for u in trials if u.state.is_finished()]
+
+
+def test_a_resume_that_waits_for_stale_heartbeats_says_for_how_long():
+    from datetime import datetime, timedelta
+
+    now = time.time()
+    trial = optuna.trial.create_trial(state=TrialState.RUNNING)
+    trial.datetime_start = datetime.fromtimestamp(now) - timedelta(seconds=35)
+    note = waiting_note([trial], grace_s=120, now=now)
+    assert "waiting for 1 running trial(s)" in note
+    assert "sweep.grace_s=120 s" in note and "35 s ago: within 85 s" in note
