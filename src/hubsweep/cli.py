@@ -27,7 +27,12 @@ def _fail(command: str, error: HubsweepError) -> None:
     from hubsweep.study.storage import mask
 
     message = mask(str(error))
-    log.error("%s", message)
+    # The run's log file (Hydra's <job>.log) keeps the error; the console gets it once, as
+    # the exit message, not also through a console log handler.
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
     raise SystemExit(f"{command}: error: {message}")
 
 
@@ -228,10 +233,13 @@ def sweep() -> None:
         args = scrub_argv(sys.argv[1:])
     except HubsweepError as e:
         raise SystemExit(f"hubsweep-sweep: error: {e}") from None
-    # After the user's arguments (Hydra's options may come first), unless the user set them.
     given = {a.split("=", 1)[0] for a in args}
-    args += [f"{key}={value}" for key, value in SWEEP_DEFAULTS.items() if key not in given]
-    sys.argv[1:] = args
+    defaults = [f"{key}={value}" for key, value in SWEEP_DEFAULTS.items() if key not in given]
+    # Right after the user's last override: Hydra takes its overrides as one run of
+    # positional arguments, so `... experiment=x --cfg job` must not get them after --cfg.
+    overrides = [i for i, a in enumerate(args) if "=" in a and not a.startswith("-")]
+    at = overrides[-1] + 1 if overrides else len(args)
+    sys.argv[1:] = [*args[:at], *defaults, *args[at:]]
     _hydra_app("hubsweep-sweep", _sweep_task)
 
 

@@ -55,6 +55,28 @@ class TextDataset:
         return absent
 
 
+def check_splits(dataset: TextDataset) -> None:
+    """What a run must know about its splits before its numbers mean anything: a training
+    split of fewer than two classes is refused; a split without some class, and held-out
+    texts that also appear in the training split, are warned about."""
+    check_classes(dataset)
+    train = set(dataset.splits["train"].texts.tolist()) if "train" in dataset.splits else set()
+    for role in ("validation", "test"):
+        if role not in dataset.splits or not train:
+            continue
+        texts = dataset.splits[role].texts
+        shared = sum(text in train for text in texts.tolist())
+        if shared:
+            log.warning(
+                "dataset %s: %d of %d %s texts also appear in the training split (exact "
+                "duplicates); scores on them overstate how the model generalises",
+                dataset.name,
+                shared,
+                len(texts),
+                role,
+            )
+
+
 def check_classes(dataset: TextDataset) -> None:
     """Refuse a training split with fewer than two classes; warn about each other split's
     classes with no example (its macro scores average over the classes present)."""

@@ -99,7 +99,7 @@ def _arm_rows(study: Study, classes: list[str]) -> tuple[dict, dict]:
     names = study.param_names()
     params = {names[k]: v for k, v in best.params.items()} if best else {}
     if "trainer.steps" not in names:  # not searched: the steps the best config ran
-        params["steps"] = tested[0].setting("trainer.steps") if tested else None
+        params["steps"] = tested[0].setting("trainer.steps") if tested else _base_steps(study)
     row = {
         "arm": study.label,
         "complete": len(study.by_state(TrialState.COMPLETE)),
@@ -141,7 +141,17 @@ def _interval(spread: Spread) -> str:
     return f"[{spread.low:.4f}, {spread.high:.4f}]" if spread.n > 1 else "–"
 
 
+def _base_steps(study: Study) -> int | None:
+    """The steps every trial of the study runs, from the question it recorded (a study with
+    no re-run, say every trial diverged, still ran a known number of steps)."""
+    config = study.info.get("question", {}).get("config", {})
+    steps = config.get("trainer", {}).get("steps")
+    return steps if isinstance(steps, int) else None
+
+
 def _short(value) -> str:
+    if value is None:
+        return "–"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)

@@ -28,6 +28,11 @@ from optuna.trial import FrozenTrial, TrialState
 log = logging.getLogger(__name__)
 # Optuna marks its heartbeat API experimental; it is the documented way to retry trials.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# Study.ask warns on every trial that an RDB heartbeat is meant for Study.optimize; asked
+# trials here start Optuna's heartbeat thread themselves (`heartbeat`), as optimize does.
+warnings.filterwarnings(
+    "ignore", message="Heartbeat of storage is supposed to be used with Study.optimize"
+)
 
 HEARTBEAT = "hubsweep:heartbeat"
 FAIL_REASON = "fail_reason"  # the trial's own values failed it: it counts

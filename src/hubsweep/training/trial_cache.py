@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from hubsweep.data.dataset_cache import cached_dataset
-from hubsweep.data.datasets import TextDataset, check_classes, load_dataset
+from hubsweep.data.datasets import TextDataset, check_splits, load_dataset
 from hubsweep.embeddings.features import FeatureCache
 from hubsweep.embeddings.loading import load_embedding_layer
 
@@ -33,7 +33,7 @@ class TrialCache:
             data = cached_dataset(
                 directory, cfg, roles, lambda: load_dataset(cfg, roles), self.features.in_memory
             )
-            check_classes(data)
+            check_splits(data)
             self.datasets[key] = data
         return self.datasets[key]
 
