@@ -52,8 +52,8 @@ def _cfg(module, out, **kw):
 
 
 def test_analysis_finds_the_topics(topic_module, tmp_path):
-    scores = run_analysis(_cfg(topic_module, tmp_path))
-    assert scores["cluster_score"] > 0.8
+    analysis = run_analysis(_cfg(topic_module, tmp_path))
+    assert analysis.cluster_score > 0.8
     similarity = pd.read_csv(tmp_path / "similarity.csv", index_col=0)
     assert list(similarity.index) == ["Fever", "cough", "throat", "Italy", "Spain", "Europe"]
     assert similarity.to_numpy().max() == pytest.approx(1.0)
@@ -63,7 +63,7 @@ def test_analysis_finds_the_topics(topic_module, tmp_path):
     assert (tmp_path / "similarity.png").read_bytes()[:4] == b"\x89PNG"
     assert "| Fever" in (tmp_path / "neighbours.md").read_text()
     assert json.loads((tmp_path / "scores.json").read_text())["cluster_score"] == pytest.approx(
-        scores["cluster_score"]
+        analysis.cluster_score
     )
 
 

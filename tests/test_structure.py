@@ -97,7 +97,7 @@ LAYERS = {
     "report": 8,
 }
 BASE = {"errors", "metrics"}
-TOP = {"cli"}  # the entry points over everything (and the package's public face)
+TOP = {"cli", "api"}  # the entry points over everything (and the package's public face)
 OPTUNA_FROM = {"study", "report"}  # nothing below the study knows about Optuna
 
 

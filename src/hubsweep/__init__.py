@@ -5,9 +5,10 @@ the ones before it: `config` → `results` (the tree every stage writes or reads
 `embeddings` → `training` → `study` → `report`; `swivel` and `analyze` stand beside them,
 `cli` over them all (docs/layout.md).
 
-The public Python API is imported lazily, so `import hubsweep` costs no TensorFlow import:
-`train_and_evaluate(cfg, reporter=None)` runs one config as `hubsweep-train` does and
-returns its `RunResult`.
+The public Python API (`api.py`) is imported lazily, so `import hubsweep` costs no
+TensorFlow import: `compose`, `run`, `sweep`, `report` and `analyze` do what the CLI does
+and return DataFrames, figures and studies; `train_and_evaluate(cfg, reporter=None)` is the
+one entry point every run goes through, returning its `RunResult`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _PUBLIC = {
+    **{name: "hubsweep.api" for name in ("compose", "run", "sweep", "report", "analyze")},
     "train_and_evaluate": "hubsweep.training.run",
     "RunResult": "hubsweep.training.recorder",
 }

@@ -98,6 +98,11 @@ def analyze(
 
 
 def plot_heatmap(analysis: Analysis, title: str, path: Path) -> None:
+    heatmap_figure(analysis, title).savefig(path, dpi=100)
+
+
+def heatmap_figure(analysis: Analysis, title: str):
+    """The reference notebook's heatmap: normalised inner products of the term groups."""
     import seaborn as sns
     from matplotlib.figure import Figure
 
@@ -118,7 +123,7 @@ def plot_heatmap(analysis: Analysis, title: str, path: Path) -> None:
     )
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=90)
-    fig.savefig(path, dpi=100)
+    return fig
 
 
 def write_outputs(analysis: Analysis, handle: str, out: Path) -> dict:
@@ -137,7 +142,8 @@ def write_outputs(analysis: Analysis, handle: str, out: Path) -> dict:
     return scores
 
 
-def run_analysis(cfg: DictConfig) -> dict:
+def run_analysis(cfg: DictConfig) -> Analysis:
+    """Analyse cfg.embedding, write the outputs into cfg.output_dir, return the analysis."""
     import tensorflow as tf
 
     from hubsweep.embeddings.loading import load_embedding_layer
@@ -154,4 +160,4 @@ def run_analysis(cfg: DictConfig) -> dict:
     scores = write_outputs(result, cfg.embedding.handle, Path(cfg.output_dir))
     log.info("cluster score (within - between group cosine): %s", scores["cluster_score"])
     log.info("nearest neighbours:\n%s", (Path(cfg.output_dir) / "neighbours.md").read_text())
-    return scores
+    return result

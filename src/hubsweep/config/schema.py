@@ -306,13 +306,10 @@ def _validate_encoder(e: DictConfig) -> None:
 
 
 def require_name(value: Any, key: str) -> None:
-    """A name becomes one directory under results_dir (an experiment, a study): it must not
-    be a path, or it would write outside that tree or split a study between two."""
+    """A name becomes one directory under results_dir: a path would write outside it."""
     text = str(value)
     require(
-        bool(text.strip())
-        and text not in (".", "..")
-        and not any(c in text for c in ("/", "\\", "\0")),
+        text.strip() not in ("", ".", "..") and not any(c in text for c in "/\\\0"),
         key,
         f"{text!r} is not a name: give one directory name (no '/', '\\' or '..'); "
         "results_dir says where the results tree is",

@@ -47,7 +47,11 @@ def run_sweep(
     arms.* ones are dropped for trials). Returns the study's summary, or
     {"arms": {arm: summary}} for an experiment with arms.
     """
-    plans = build_plans(cfg, overrides, compose, sweep_choice)
+    return run_plans(build_plans(cfg, overrides, compose, sweep_choice))
+
+
+def run_plans(plans: Sequence[StudyPlan]) -> dict:
+    """Run each plan's study (an arm each); the summary `run_sweep` returns."""
     summaries = {plan.arm: _run_study(plan) for plan in plans}
     return {"arms": summaries} if plans[0].arm else summaries[None]
 
