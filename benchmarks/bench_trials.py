@@ -306,7 +306,19 @@ def main() -> None:
             seconds = time.perf_counter() - started
             way = f"one by one, {label} ({result.training_path})"
             rows.append((way, seconds, result.final["accuracy"], ""))
-        if not trainable:
+        if not trainable:  # a warm single run on the Keras feature path, for comparison
+            cfg = compose(args, trainable, out, ("trainer.compiled_head=false",))
+            started = time.perf_counter()
+            result = train_and_evaluate(cfg, cache=cache)
+            seconds = time.perf_counter() - started
+            rows.append(
+                (
+                    f"one by one, next ({result.training_path})",
+                    seconds,
+                    result.final["accuracy"],
+                    "",
+                )
+            )
             rows += population_rows(args, out, cache)
         title = (
             f"{arm}: {t.steps} steps x batch {t.batch_size}, eval every {t.eval_every}, "

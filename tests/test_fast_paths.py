@@ -20,15 +20,51 @@ TOLERANCE = 1e-4  # same batches and initial weights; only float summation order
 
 
 def _curve(result) -> np.ndarray:
-    lines = read_metrics(result.run_dir)
+    lines = read_metrics(result.run_dir, "validation")
     return np.array([[m["loss"], m["accuracy"], m["macro_f1"], m["train_loss"]] for m in lines])
 
 
 def test_cached_features_train_the_same_head_as_the_string_path(make_cfg):
-    cached = train_and_evaluate(make_cfg("model=mlp", run="cached"))
+    cached = train_and_evaluate(make_cfg("model=mlp", "trainer.compiled_head=false", run="cached"))
     plain = train_and_evaluate(make_cfg("model=mlp", "trainer.feature_cache=false", run="plain"))
     assert (cached.training_path, plain.training_path) == ("features", "strings")
     np.testing.assert_allclose(_curve(cached), _curve(plain), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_a_single_run_in_the_compiled_head_program_equals_the_keras_feature_path(make_cfg, xla):
+    """Curves, test scores and the handed-back model (strings in, logits out)."""
+    both = (
+        "model=mlp",
+        "model.dropout=0",
+        "optimizer.learning_rate=0.01",
+        "optimizer=adam",
+        "trainer.evaluate_test=true",
+        f"trainer.xla={xla}",
+    )
+    compiled = train_and_evaluate(make_cfg(*both, run="compiled"))
+    keras_path = train_and_evaluate(make_cfg(*both, "trainer.compiled_head=false", run="keras"))
+    assert (compiled.training_path, keras_path.training_path) == ("features (compiled)", "features")
+    np.testing.assert_allclose(_curve(compiled), _curve(keras_path), atol=TOLERANCE)
+    for key in ("loss", "accuracy", "macro_f1"):
+        assert compiled.test[key] == pytest.approx(keras_path.test[key], abs=TOLERANCE)
+    texts = tf.constant(["we use the following protocol", "previous studies have shown"])
+    np.testing.assert_allclose(
+        compiled.model(texts).numpy(), keras_path.model(texts).numpy(), atol=TOLERANCE
+    )
+
+
+def test_a_second_compiled_run_reuses_the_program_without_a_new_trace(make_cfg):
+    from hubsweep.training.population import _PROGRAMS
+
+    train_and_evaluate(make_cfg(run="first"))
+    traces = {k: p.train_chunk.experimental_get_tracing_count() for k, p in _PROGRAMS.items()}
+    second = train_and_evaluate(
+        make_cfg("trainer.seed=3", "optimizer.learning_rate=0.1", run="second")
+    )
+    assert second.training_path == "features (compiled)"
+    after = {k: p.train_chunk.experimental_get_tracing_count() for k, p in _PROGRAMS.items()}
+    assert after == traces
 
 
 def test_token_id_path_fine_tunes_the_same_model_as_the_string_path(make_cfg):

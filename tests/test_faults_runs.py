@@ -105,7 +105,7 @@ def test_an_unwritable_cache_dir_falls_back_to_memory(make_cfg, tmp_path, caplog
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     result = train_and_evaluate(make_cfg(f"cache_dir={blocker}/cache"))
-    assert result.status == "completed" and result.training_path == "features"
+    assert result.status == "completed" and result.training_path.startswith("features")
     assert "the feature cache stays in memory" in caplog.text
 
 

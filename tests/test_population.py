@@ -23,6 +23,10 @@ from hubsweep.training.trial_cache import TrialCache
 
 from .test_sweep import COMPOSE, FAST_SWEEP, study_dir
 
+# Runs alone take the Keras feature path, the reference (a frozen run alone would otherwise
+# train in a one-member population program itself).
+KERAS = ("trainer.compiled_head=false",)
+
 # Members that differ in every way a population allows: rate, batch size, step count,
 # schedule, seed.
 MEMBERS = [
@@ -66,7 +70,8 @@ def test_population_trains_each_member_as_its_own_run_would(make_cfg, cache_dir,
     if optimizer == "momentum":
         extra += ("optimizer.nesterov=true",)
     alone = [
-        train_and_evaluate(make_cfg(*m, *extra, run=f"alone{i}")) for i, m in enumerate(MEMBERS)
+        train_and_evaluate(make_cfg(*m, *extra, *KERAS, run=f"alone{i}"))
+        for i, m in enumerate(MEMBERS)
     ]
     cfgs = [make_cfg(*m, *extra, run=f"pop{i}") for i, m in enumerate(MEMBERS)]
     assert all(blocker(c) is None for c in cfgs)
@@ -89,7 +94,7 @@ def test_a_diverged_and_a_pruned_member_leave_the_others_alone(make_cfg, cache_d
     prune_at_40 = lambda step, metrics: step >= 40  # noqa: E731
     reporters = [None, None, prune_at_40]
     alone = [
-        train_and_evaluate(make_cfg(*m, *EXTRA, run=f"alone{i}"), reporter=r)
+        train_and_evaluate(make_cfg(*m, *EXTRA, *KERAS, run=f"alone{i}"), reporter=r)
         for i, (m, r) in enumerate(zip(specs, reporters, strict=True))
     ]
     assert [a.status for a in alone] == ["completed", "diverged", "stopped"]
@@ -144,7 +149,7 @@ def test_a_population_study_finishes_n_trials_with_the_values_of_trials_run_alon
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 6  # no copies
     for t in study.trials[:2]:
         overrides = [f"{k}={v}" for k, v in t.params.items()]
-        alone = train_and_evaluate(make_cfg(*overrides, run=f"alone{t.number}"))
+        alone = train_and_evaluate(make_cfg(*overrides, *KERAS, run=f"alone{t.number}"))
         assert t.value == pytest.approx(alone.final["macro_f1"], abs=1e-6)
         assert t.user_attrs["steps_done"] == alone.steps_done
         assert t.state == TrialState.COMPLETE

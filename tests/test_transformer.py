@@ -206,7 +206,7 @@ def test_frozen_through_the_cache_full_and_top_k_fine_tuning(tiny_bert, make_cfg
     }
     entries = set(Path(cache_dir).glob("*.npz"))
     frozen = train_and_evaluate(_cfg(make_cfg, pair, "embedding.pooling=mean", run="frozen"))
-    assert frozen.training_path == "features" and frozen.status == "completed"
+    assert frozen.training_path.startswith("features") and frozen.status == "completed"
     new_entries = set(Path(cache_dir).glob("*.npz")) - entries
     assert len(new_entries) == 2  # train and validation vectors, embedded once
     again = train_and_evaluate(_cfg(make_cfg, pair, "embedding.pooling=mean", run="frozen2"))

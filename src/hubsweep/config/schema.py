@@ -168,8 +168,12 @@ class TrainerConfig:
     feature_cache: bool = True
     # Fine-tuned hubsweep module: tokenise once, gather table rows per step.
     fast_path: bool = True
+    # Frozen module on cached features: train the head in the compiled program population
+    # trials use (one member, reused by every later run of the process); false: the Keras
+    # feature path (the reference; the same curves, tested).
+    compiled_head: bool = True
     # Compile the fastest paths with XLA (a fine-tuned hubsweep module with plain SGD, and
-    # population trials); false: plain TensorFlow graphs, slower, the same model.
+    # the compiled head); false: plain TensorFlow graphs, slower, the same model.
     xla: bool = True
     # Fine-tuned hubsweep module: write it to <run_dir>/module, loadable with hub.KerasLayer.
     export_module: bool = False

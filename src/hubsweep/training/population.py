@@ -79,8 +79,9 @@ OPTIMIZERS: dict[str, OptimizerKind] = {
 }
 
 
-def blocker(cfg: DictConfig) -> str | None:
-    """Why `cfg` cannot train as a population member (None: it can)."""
+def blocker(cfg: DictConfig, alone: bool = False) -> str | None:
+    """Why `cfg` cannot train as a population member (None: it can); `alone`: as a
+    one-member population, a single run that may evaluate test."""
     e, t = cfg.embedding, cfg.trainer
     if e.trainable or not t.feature_cache:
         return "only a frozen module on cached features trains in a population"
@@ -88,7 +89,7 @@ def blocker(cfg: DictConfig) -> str | None:
         return f"optimizer {cfg.optimizer.name} (a population trains {', '.join(OPTIMIZERS)})"
     if cfg.model.get("dropout", 0) > 0:
         return "dropout (a population draws no dropout masks)"
-    if t.evaluate_test or t.export_module:
+    if not alone and (t.evaluate_test or t.export_module):
         return "trainer.evaluate_test / trainer.export_module (trials need neither)"
     return None
 
@@ -281,7 +282,7 @@ def _chunk_inputs(
     return order, weight, rates, active
 
 
-def _eval_logits(program: Program, features: tf.Tensor, batch: int) -> np.ndarray:
+def eval_logits(program: Program, features: tf.Tensor, batch: int) -> np.ndarray:
     """[K, N, C], in batches of `batch` rows; the last is padded to `batch` rows so that
     one compiled shape serves every evaluation."""
     n = int(features.shape[0])
@@ -350,7 +351,7 @@ def run_population(
         ]
         if not due:
             continue
-        logits = _eval_logits(program, features["validation"], eval_batch_size)
+        logits = eval_logits(program, features["validation"], eval_batch_size)
         for j in due:
             metrics = classification_metrics(labels["validation"], logits[j], label_names)
             train_loss = float(np.concatenate(pending[j]).mean())

@@ -20,12 +20,21 @@ from omegaconf import DictConfig
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hubsweep.config.schema import validate
+from hubsweep.data.datasets import TextDataset
 from hubsweep.embeddings.export import export_finetuned
+from hubsweep.metrics import classification_metrics
 from hubsweep.results.artifacts import RunWriteError
 from hubsweep.results.layout import EXPORTED_MODULE_DIR, RunStatus
 from hubsweep.training.classifier import Classifier, build_classifier, frozen_features
+from hubsweep.training.head import build_head
 from hubsweep.training.loop import evaluate, run_loop
-from hubsweep.training.population import Member, program_for, run_population
+from hubsweep.training.population import (
+    Member,
+    blocker,
+    eval_logits,
+    program_for,
+    run_population,
+)
 from hubsweep.training.recorder import Reporter, RunRecorder, RunResult
 from hubsweep.training.trial_cache import TrialCache
 
@@ -86,6 +95,8 @@ def _train(cfg: DictConfig, recorder: RunRecorder, cache: TrialCache) -> RunResu
     roles = ["train", "validation", *(["test"] if t.evaluate_test else [])]
     data = cache.dataset(cfg.dataset, roles)
     layer = cache.embedding_layer(cfg.embedding)
+    if t.compiled_head and blocker(cfg, alone=True) is None:
+        return _train_compiled(cfg, recorder, cache, data, layer)
     classifier = build_classifier(cfg, data, cache.features, layer)
     recorder.begin(
         data,
@@ -110,6 +121,48 @@ def _train(cfg: DictConfig, recorder: RunRecorder, cache: TrialCache) -> RunResu
         if t.evaluate_test and loop.status == RunStatus.COMPLETED:
             recorder.record_test(evaluate(classifier, data, "test")[0])
     return recorder.finish(loop.status)
+
+
+def _train_compiled(
+    cfg: DictConfig, recorder: RunRecorder, cache: TrialCache, data: TextDataset, layer
+) -> RunResult:
+    """A frozen-feature run as a one-member population: the process's compiled program
+    (reused by every later run and trial), then test, and the Keras model handed back."""
+    t = cfg.trainer
+    features = frozen_features(cfg, data, cache.features, layer)
+    member = Member.of(
+        cfg, len(data.splits["train"]), int(features["train"].shape[1]), data.num_classes
+    )
+    program = program_for(cfg, member, 1)
+    recorder.begin(data, "features (compiled)", lambda step: float(member.rates[step]))
+    (loop,) = run_population(
+        program,
+        [member],
+        features,
+        {role: split.labels for role, split in data.splits.items()},
+        data.label_names,
+        t.eval_every,
+        t.eval_batch_size,
+        [recorder.on_evaluation],
+    )
+    recorder.trained(loop)
+    if loop.status != RunStatus.DIVERGED:
+        recorder.model = _trained_model(cfg, program, layer, data.num_classes)
+        if t.evaluate_test and loop.status == RunStatus.COMPLETED:
+            logits = eval_logits(program, features["test"], t.eval_batch_size)[0]
+            split = data.splits["test"]
+            recorder.record_test(classification_metrics(split.labels, logits, data.label_names))
+    return recorder.finish(loop.status)
+
+
+def _trained_model(cfg: DictConfig, program, layer, num_classes: int) -> keras.Model:
+    """The embedding layer and the head with member 0's trained weights: strings in,
+    logits out, as the Keras paths hand back."""
+    head = keras.Sequential(build_head(cfg.model, num_classes, cfg.trainer.seed), name="head")
+    model = keras.Sequential([layer, head])
+    model(tf.constant(["build"]))
+    head.set_weights([var.numpy()[0] for var in program.vars])
+    return model
 
 
 def _export_module(cfg: DictConfig, classifier: Classifier, run_dir: Path) -> None:
