@@ -45,8 +45,7 @@ done
 
 # The tutorial notebook, executed on the real SciCite files and rendered to HTML (the
 # committed notebook has no outputs; this copy keeps them). About 5 minutes.
+# Its defaults are these paths, relative to examples/: ../../shared/data, ../$module.
 rm -rf results/notebook
-HUBSWEEP_SCICITE="$PWD/$data/scicite" HUBSWEEP_MODULE="$PWD/$module" \
-  HUBSWEEP_RESULTS="$PWD/results/notebook" \
-  jupyter nbconvert --to html --execute --ExecutePreprocessor.timeout=3600 \
+jupyter nbconvert --to html --execute --ExecutePreprocessor.timeout=3600 \
   examples/tutorial.ipynb --output-dir "$out" --output tutorial_notebook

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,9 @@ from omegaconf import DictConfig, open_dict
 from hubsweep.errors import ConfigError
 
 _CACHES: dict[str, Any] = {}  # cache_dir -> TrialCache: what the runs of this process share
+# TensorFlow's C++ start-up notices (CUDA probing, oneDNN, XLA) would bury a notebook's
+# outputs, as the CLI keeps them out of its log; set before TensorFlow is first imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _composed(

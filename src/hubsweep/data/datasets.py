@@ -55,10 +55,20 @@ class TextDataset:
         return absent
 
 
+_WARNED: set[str] = set()  # each warning once per process, not once per run or trial
+
+
+def _warn_once(message: str, *args) -> None:
+    text = message % args
+    if text not in _WARNED:
+        _WARNED.add(text)
+        log.warning("%s", text)
+
+
 def check_splits(dataset: TextDataset) -> None:
     """What a run must know about its splits before its numbers mean anything: a training
     split of fewer than two classes is refused; a split without some class, and held-out
-    texts that also appear in the training split, are warned about."""
+    texts that also appear in the training split, are warned about (once per process)."""
     check_classes(dataset)
     train = set(dataset.splits["train"].texts.tolist()) if "train" in dataset.splits else set()
     for role in ("validation", "test"):
@@ -67,7 +77,7 @@ def check_splits(dataset: TextDataset) -> None:
         texts = dataset.splits[role].texts
         shared = sum(text in train for text in texts.tolist())
         if shared:
-            log.warning(
+            _warn_once(
                 "dataset %s: %d of %d %s texts also appear in the training split (exact "
                 "duplicates); scores on them overstate how the model generalises",
                 dataset.name,
@@ -89,7 +99,7 @@ def check_classes(dataset: TextDataset) -> None:
             f"{', '.join(dataset.label_names)}; a classifier needs at least two"
         )
     for role, missing in absent.items():
-        log.warning(
+        _warn_once(
             "dataset %s: the %s split has no example of %s; its macro scores are the mean "
             "over the classes present in its labels or predictions",
             dataset.name,
