@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from omegaconf import OmegaConf
 
-from hubsweep.analyze import cluster_score, run_analysis
+from hubsweep.analysis import cluster_score, run_analysis
 from hubsweep.embeddings.export import export_text_embedding
 from hubsweep.errors import EmbeddingError
 

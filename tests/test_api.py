@@ -126,7 +126,7 @@ def test_the_tutorial_notebook_runs_end_to_end(
         "HUBSWEEP_MODULE": str(tiny_module),
         "HUBSWEEP_RESULTS": str(tmp_path / "results"),
         "HUBSWEEP_STEPS": "100",
-        "HUBSWEEP_TRIALS": "3",
+        "HUBSWEEP_TRIALS": "2",
         "HUBSWEEP_OVERRIDES": " ".join([*extra, "trainer.eval_every=25"]),
     }
     saved = {k: os.environ.get(k) for k in env}

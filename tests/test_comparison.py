@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hubsweep.report.collect import Study
-from hubsweep.report.comparison import effects, pair_rows
+from hubsweep.reports.collect import Study
+from hubsweep.reports.comparison import effects, pair_rows
 from hubsweep.results.artifacts import RunFiles
 from hubsweep.study.compose import ComposeSpec
 from hubsweep.study.driver import run_sweep
@@ -81,7 +81,7 @@ def test_pairs_are_later_minus_earlier_on_shared_seeds():
 def test_a_factorial_experiment_runs_every_combination_and_reports_its_effects(
     make_cfg, fixture_overrides, tmp_path
 ):
-    from hubsweep.report.document import build_report
+    from hubsweep.reports.document import build_report
 
     args = [
         f"results_dir={tmp_path / 'results'}",

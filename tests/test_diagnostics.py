@@ -7,7 +7,7 @@ import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from hubsweep.report.diagnostics import edge_warnings, lucky_warning, pruning_warning
+from hubsweep.reports.diagnostics import edge_warnings, lucky_warning, pruning_warning
 
 PARAMS = {
     "lr": {

@@ -66,7 +66,7 @@ def test_the_readme_python_example_runs(fixture_overrides, tmp_path, monkeypatch
     code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
     assert "import hubsweep" in code
     common = [*fixture_overrides, f"results_dir={tmp_path / 'results'}"]
-    small = ["sweep.params.steps.high=2000", "sweep.retrain_best_seeds=1"]
+    small = ["sweep.n_trials=2", "sweep.params.steps.high=2000", "sweep.retrain_best_seeds=1"]
     api = types.SimpleNamespace(
         run=lambda *a: hubsweep.run(*a, *common, "trainer.eval_every=100"),
         sweep=lambda *a: hubsweep.sweep(*a, *common, *small),

@@ -264,6 +264,7 @@ def test_a_full_cache_dir_degrades_to_memory_with_one_warning(make_cfg, small_di
     assert len(warned) == 1 and "stay in memory" in warned[0]
 
 
+@pytest.mark.slow  # the run-level test above takes the same code path; this is the CLI's
 def test_a_sweep_with_a_full_cache_dir_completes_its_trials(
     fixture_overrides, small_disk, tmp_path
 ):

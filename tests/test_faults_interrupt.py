@@ -48,7 +48,8 @@ def _start(args: list[str]) -> subprocess.Popen:
     )
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+# One worker is the two-worker case without children: `-m slow` runs it (CI time).
+@pytest.mark.parametrize("workers", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_ctrl_c_requeues_running_trials_exits_130_and_resumes_at_once(
     fixture_overrides, tmp_path, workers
 ):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hubsweep.report.collect import collect
-from hubsweep.report.document import build_report
+from hubsweep.reports.collect import collect
+from hubsweep.reports.document import build_report
 from hubsweep.training.run import train_and_evaluate
 
 

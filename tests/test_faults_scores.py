@@ -102,7 +102,7 @@ def test_a_training_split_of_one_class_is_refused(make_cfg, tmp_path):
 
 
 def test_the_report_says_how_macro_scores_average_and_which_splits_lack_a_class(make_cfg, tmp_path):
-    from hubsweep.report.document import build_report
+    from hubsweep.reports.document import build_report
 
     held_out = [LABELS[i % 2] for i in range(40)]
     overrides = _dataset(tmp_path, [LABELS[i % 3] for i in range(90)], held_out)

@@ -76,7 +76,8 @@ def test_a_study_name_asked_another_question_is_refused(base, tmp_path):
     assert len(_study(directory, "q").trials) == 3
 
 
-@pytest.mark.parametrize("population", [1, 3])
+# One trial at a time follows the same rule as a round of three: `-m slow` runs it (CI time).
+@pytest.mark.parametrize("population", [pytest.param(1, marks=pytest.mark.slow), 3])
 def test_environment_failures_do_not_count_and_stop_the_sweep(base, tmp_path, population):
     """A population round's trials fail together: the sweep stops after the round."""
     directory = tmp_path / "results" / "default" / "env"

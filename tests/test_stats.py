@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from hubsweep.report.stats import expected_max, expected_max_curve, paired, sign_flip_p
+from hubsweep.reports.stats import expected_max, expected_max_curve, paired, sign_flip_p
 
 
 def _exact(values, n):

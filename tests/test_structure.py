@@ -84,21 +84,21 @@ def test_result_file_names_and_statuses_are_spelt_in_the_layout_module_only():
 
 # The stages in import order: a package may import those before it, never one after it.
 # `results` (the tree every stage writes or reads) sits right above `config`; `swivel` and
-# `analyze` stand beside the flow, over the embedding stage. errors and metrics are below all.
+# `analysis` stand beside the flow, over the embedding stage. errors and metrics are below all.
 LAYERS = {
     "config": 1,
     "results": 2,
     "data": 3,
     "embeddings": 4,
     "swivel": 5,
-    "analyze": 5,
+    "analysis": 5,
     "training": 6,
     "study": 7,
-    "report": 8,
+    "reports": 8,
 }
 BASE = {"errors", "metrics"}
 TOP = {"cli", "api"}  # the entry points over everything (and the package's public face)
-OPTUNA_FROM = {"study", "report"}  # nothing below the study knows about Optuna
+OPTUNA_FROM = {"study", "reports"}  # nothing below the study knows about Optuna
 
 
 def _stage(module: str) -> str:
@@ -111,7 +111,7 @@ def test_top_of_the_package_is_a_handful_of_modules():
     assert len(top) <= 6, top
     assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == {
         *LAYERS,
-    } - {"analyze"}
+    } - {"analysis"}
 
 
 def test_every_module_belongs_to_a_stage():

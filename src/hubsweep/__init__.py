@@ -2,7 +2,7 @@
 
 The package is laid out by the stages a run flows through, each a package that imports only
 the ones before it: `config` → `results` (the tree every stage writes or reads) → `data` →
-`embeddings` → `training` → `study` → `report`; `swivel` and `analyze` stand beside them,
+`embeddings` → `training` → `study` → `reports`; `swivel` and `analysis` stand beside them,
 `cli` over them all (docs/layout.md).
 
 The public Python API (`api.py`) is imported lazily, so `import hubsweep` costs no

@@ -271,7 +271,7 @@ def report(
     path: str | Path, output: str | Path | None = None, top_k: int = 10, storages=()
 ) -> Report:
     """`hubsweep-report path`: writes <path>/report/ (or `output`)."""
-    from hubsweep.report.document import build_report
+    from hubsweep.reports.document import build_report
 
     return Report(build_report(Path(path), Path(output) if output else None, top_k, storages))
 
@@ -305,7 +305,7 @@ class TermAnalysis:
 
 def analyze(*overrides: str, config_dir: str | Path | None = None) -> TermAnalysis:
     """`hubsweep-analyze overrides...`: the term-group heatmap and neighbours of a module."""
-    from hubsweep.analyze import heatmap_figure, run_analysis
+    from hubsweep.analysis import heatmap_figure, run_analysis
     from hubsweep.config.tools import validate_analyze
 
     cfg, _, _ = _composed(overrides, config_dir, "analyze")

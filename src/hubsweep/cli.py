@@ -60,7 +60,7 @@ class RunDirGuard(Callback):
     @staticmethod
     def _check_names(config) -> None:
         """Names that become directories of the results tree are names, not paths."""
-        from hubsweep.config.schema import require_name
+        from hubsweep.config.paths import require_name
 
         command = f"hubsweep-{config.hydra.job.name}"
         from omegaconf import OmegaConf
@@ -249,7 +249,7 @@ def _analyze_task(cfg) -> None:
     try:
         validate_analyze(cfg)
         _quiet_tensorflow()
-        from hubsweep.analyze import run_analysis
+        from hubsweep.analysis import run_analysis
 
         run_analysis(cfg)
     except HubsweepError as e:
@@ -355,7 +355,7 @@ def report(argv: list[str] | None = None) -> None:
     logging.getLogger("optuna").setLevel(logging.WARNING)
     if args.top_k < 1:
         parser.error("--top-k must be positive")
-    from hubsweep.report.document import build_report
+    from hubsweep.reports.document import build_report
 
     try:
         from hubsweep.study.storage import configured, resolve

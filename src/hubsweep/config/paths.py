@@ -1,4 +1,5 @@
-"""Where the project's config tree lives, from a checkout or an editable install."""
+"""Where the project's config tree lives, from a checkout or an editable install; that the
+directories a run writes can be written; and that a name given for one is a name, not a path."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
-from hubsweep.errors import ConfigError, SetupError
+from hubsweep.errors import ConfigError, SetupError, require
 
 CONFIG_DIR_ENV = "HUBSWEEP_CONFIG_DIR"
 
@@ -67,3 +69,14 @@ def check_yaml_syntax(directories: Iterable[Path]) -> None:
                     mark = e.problem_mark or e.context_mark
                     line = f":{mark.line + 1}" if mark else ""
                     raise ConfigError(f"{path}{line}: invalid YAML: {e.problem}") from None
+
+
+def require_name(value: Any, key: str) -> None:
+    """A name becomes one directory under results_dir: a path would write outside it."""
+    text = str(value)
+    require(
+        text.strip() not in ("", ".", "..") and not any(c in text for c in "/\\\0"),
+        key,
+        f"{text!r} is not a name: give one directory name (no '/', '\\' or '..'); "
+        "results_dir says where the results tree is",
+    )

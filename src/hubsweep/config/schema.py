@@ -13,6 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from hubsweep.config.paths import require_name
 from hubsweep.config.tools import AnalyzeConfig, SwivelConfig
 from hubsweep.errors import require
 from hubsweep.metrics import METRICS
@@ -168,12 +169,11 @@ class TrainerConfig:
     feature_cache: bool = True
     # Fine-tuned hubsweep module: tokenise once, gather table rows per step.
     fast_path: bool = True
-    # Frozen module on cached features: train the head in the compiled program population
-    # trials use (one member, reused by every later run of the process); false: the Keras
-    # feature path (the reference; the same curves, tested).
+    # Frozen module on cached features: train the head in the population program (one
+    # member, reused by later runs); false: the Keras feature path, the same model (tested).
     compiled_head: bool = True
-    # Compile the fastest paths with XLA (a fine-tuned hubsweep module with plain SGD, and
-    # the compiled head); false: plain TensorFlow graphs, slower, the same model.
+    # XLA for the compiled paths (plain-SGD fine-tuning of a hubsweep module, the compiled
+    # head); false: plain TensorFlow graphs, slower, the same model.
     xla: bool = True
     # Fine-tuned hubsweep module: write it to <run_dir>/module, loadable with hub.KerasLayer.
     export_module: bool = False
@@ -307,17 +307,6 @@ def _validate_encoder(e: DictConfig) -> None:
     if e.trainable_layers is not None:
         require(e.trainable_layers > 0, "embedding.trainable_layers", "must be >= 1 or null")
         require(e.trainable, "embedding.trainable_layers", "needs embedding.trainable=true")
-
-
-def require_name(value: Any, key: str) -> None:
-    """A name becomes one directory under results_dir: a path would write outside it."""
-    text = str(value)
-    require(
-        text.strip() not in ("", ".", "..") and not any(c in text for c in "/\\\0"),
-        key,
-        f"{text!r} is not a name: give one directory name (no '/', '\\' or '..'); "
-        "results_dir says where the results tree is",
-    )
 
 
 def validate(cfg: DictConfig) -> None:

@@ -21,7 +21,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hubsweep.config.schema import SweepConfig, require_name, validate
+from hubsweep.config.paths import require_name
+from hubsweep.config.schema import SweepConfig, validate
 from hubsweep.data.datasets import source_fingerprint
 from hubsweep.errors import ConfigError
 from hubsweep.metrics import METRICS, lower_is_better

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
+from hubsweep.data.checks import check_splits
 from hubsweep.data.dataset_cache import cached_dataset
-from hubsweep.data.datasets import TextDataset, check_splits, load_dataset
+from hubsweep.data.datasets import TextDataset, load_dataset
 from hubsweep.embeddings.features import FeatureCache
 from hubsweep.embeddings.loading import load_embedding_layer
 

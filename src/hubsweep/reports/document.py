@@ -15,13 +15,13 @@ import pandas as pd
 
 from hubsweep.errors import HubsweepError
 from hubsweep.metrics import MACRO_RULE
-from hubsweep.report import plots
-from hubsweep.report.collect import Results, Run, Study, best_model, collect
-from hubsweep.report.comparison_sections import comparison_part, warning_lines
-from hubsweep.report.markdown import figures as _figures
-from hubsweep.report.markdown import shown as _shown
-from hubsweep.report.markdown import write_table
-from hubsweep.report.tables import LABELS, arms_table, runs_table, top_trials, trials_table
+from hubsweep.reports import plots
+from hubsweep.reports.collect import Results, Run, Study, best_model, collect
+from hubsweep.reports.comparison_sections import comparison_part, warning_lines
+from hubsweep.reports.markdown import figures as _figures
+from hubsweep.reports.markdown import shown as _shown
+from hubsweep.reports.markdown import write_table
+from hubsweep.reports.tables import LABELS, arms_table, runs_table, top_trials, trials_table
 from hubsweep.results.layout import (
     CONFIG_FILE,
     METRICS_FILE,

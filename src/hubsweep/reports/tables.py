@@ -11,7 +11,7 @@ import pandas as pd
 from optuna.trial import TrialState
 from scipy import stats
 
-from hubsweep.report.collect import RunGroup, Study, last_reported
+from hubsweep.reports.collect import RunGroup, Study, last_reported
 from hubsweep.results.layout import RunStatus
 from hubsweep.study.liveness import SURPLUS
 

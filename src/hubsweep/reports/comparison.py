@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from optuna.trial import TrialState
 
-from hubsweep.report import diagnostics
-from hubsweep.report.collect import Study
-from hubsweep.report.stats import Curve, Paired, expected_max_curve, paired
-from hubsweep.report.tables import LABELS
+from hubsweep.reports import diagnostics
+from hubsweep.reports.collect import Study
+from hubsweep.reports.stats import Curve, Paired, expected_max_curve, paired
+from hubsweep.reports.tables import LABELS
 from hubsweep.results.layout import RunStatus
 
 BUDGETS = (1, 5, 10, 20, 40, 80)

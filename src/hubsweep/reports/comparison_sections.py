@@ -8,10 +8,10 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from hubsweep.report import comparison, plots
-from hubsweep.report.collect import Study
-from hubsweep.report.markdown import figures, write_table
-from hubsweep.report.tables import LABELS
+from hubsweep.reports import comparison, plots
+from hubsweep.reports.collect import Study
+from hubsweep.reports.markdown import figures, write_table
+from hubsweep.reports.tables import LABELS
 
 
 def warning_lines(study: Study) -> list[str]:

@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from optuna.trial import TrialState
 
-from hubsweep.report.collect import Run, Study, last_reported
-from hubsweep.report.tables import LABELS, SCORES
+from hubsweep.reports.collect import Run, Study, last_reported
+from hubsweep.reports.tables import LABELS, SCORES
 
 log = logging.getLogger(__name__)
 
