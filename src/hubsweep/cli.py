@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 import os
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from hubsweep.errors import HubsweepError, Interrupted
+from hubsweep.errors import FULL_OR_READ_ONLY, HubsweepError, Interrupted
 
 log = logging.getLogger("hubsweep")
 
@@ -130,9 +129,6 @@ def _hydra_app(command: str, task, config_name: str = "config") -> None:
     logging.raiseExceptions = False
     main = hydra.main(config_path=str(conf), config_name=config_name, version_base="1.3")
     _reporting_hydra_errors(command, main(task))
-
-
-FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def _reporting_hydra_errors(command: str, main) -> None:

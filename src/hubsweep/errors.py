@@ -1,5 +1,10 @@
 """User-facing errors: each message names the file, line or config key at fault."""
 
+import errno
+
+# OSError numbers that mean the disk is full or read-only: a write error to name, not a bug.
+FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
 
 class HubsweepError(Exception):
     """A problem the user can fix; the CLI prints the message alone and exits non-zero."""

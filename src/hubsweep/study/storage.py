@@ -141,8 +141,20 @@ class SafeJournalBackend(optuna.storages.journal.JournalFileBackend):
         self._path = Path(path)
         self._journal_lock = optuna.storages.journal.JournalFileOpenLock(str(path))
         super().__init__(str(path), lock_obj=self._journal_lock)
-        with _locked(self._journal_lock):
-            self._repair()
+        # Only a torn journal takes the lock and opens the file for writing: a report
+        # reads a study in a directory it may not write to.
+        if self._torn():
+            with _locked(self._journal_lock):
+                self._repair()
+
+    def _torn(self) -> bool:
+        """The last record lacks its newline (read-only: no lock, no write access needed)."""
+        with self._path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return False
+            f.seek(size - 1)
+            return f.read(1) != b"\n"
 
     def _repair(self) -> None:
         with self._path.open("rb+") as f:

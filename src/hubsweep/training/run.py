@@ -9,7 +9,6 @@ same for the runs of one population, trained at once (`population.py`).
 
 from __future__ import annotations
 
-import errno
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from hubsweep.config.schema import validate
 from hubsweep.data.datasets import TextDataset
 from hubsweep.embeddings.export import export_finetuned
+from hubsweep.errors import FULL_OR_READ_ONLY
 from hubsweep.metrics import classification_metrics
 from hubsweep.results.artifacts import RunWriteError
 from hubsweep.results.layout import EXPORTED_MODULE_DIR, RunStatus
@@ -41,8 +41,6 @@ from hubsweep.training.trial_cache import TrialCache
 log = logging.getLogger(__name__)
 
 __all__ = ["Reporter", "RunResult", "train_and_evaluate", "train_population"]
-
-FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def _seed(cfg: DictConfig) -> None:
