@@ -97,3 +97,67 @@ def test_the_warnings_read_a_real_study():
     study = optuna.create_study(direction="maximize")
     study.add_trials(_study(lambda lr, steps: float(np.log(lr)), n=20))
     assert edge_warnings(PARAMS, study.trials, minimize=False)
+
+
+# --- the trend rule: a score rising toward an edge, the best not at the edge itself -------
+
+LR_ONLY = {"lr": PARAMS["lr"]}
+
+
+def _lr_study(positions, score) -> list:
+    """Trials at the given positions of the log lr range [1e-3, 1], scored by score(pos)."""
+    dist = {"optimizer.learning_rate": DISTS["optimizer.learning_rate"]}
+    return [
+        create_trial(
+            params={"optimizer.learning_rate": float(10 ** (-3 + 3 * p))},
+            distributions=dist,
+            value=float(score(p)),
+        )
+        for p in positions
+    ]
+
+
+def _rising_with_noise(n: int, top: float) -> list:
+    """n trials evenly up to `top`, the score rising with the value but three neighbouring
+    pairs swapped (a real study's noise): Spearman's rho = 1 - 6*6/(8*63) = 0.93 for 8."""
+    positions = np.linspace(0.0, top, n)
+    wobble = [0.08 * (-1) ** (i + 1) for i in range(n)]
+    return _lr_study(positions, lambda p: p + wobble[int(round(p / top * (n - 1)))])
+
+
+def test_a_score_still_rising_toward_the_upper_edge_is_warned_by_its_trend():
+    # The issue's case: 8 trials, the best at 3/4 of the range (outside the outer 5%, the
+    # top five not within 20% of the edge), the score rising with the rate.
+    trials = _rising_with_noise(8, 0.75)
+    [w] = edge_warnings(LR_ONLY, trials, minimize=False)
+    assert "rises toward the upper edge over the 8 completed trials" in w
+    assert "Spearman ρ = +0.93" in w and "(log)" in w
+    assert "sweep.params.lr.high=31.62" in w
+
+
+def test_a_score_falling_toward_the_lower_edge_is_warned_and_a_loss_too():
+    positions = np.linspace(0.25, 1.0, 10)
+    trials = _lr_study(positions, lambda p: -p)
+    [w] = edge_warnings(LR_ONLY, trials, minimize=False)
+    assert "rises toward the lower edge" in w and "sweep.params.lr.low=3.162e-05" in w
+    # A loss that grows with the value: minimised, its best lies toward the lower edge too.
+    [w] = edge_warnings(LR_ONLY, _lr_study(positions, lambda p: p), minimize=True)
+    assert "rises toward the lower edge" in w
+
+
+def test_an_interior_optimum_and_flat_noise_give_no_trend_warning():
+    positions = np.linspace(0.0, 1.0, 12)
+    assert edge_warnings(LR_ONLY, _lr_study(positions, lambda p: -((p - 0.5) ** 2)), False) == []
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0.7, 0.01, size=30)
+    flat = _lr_study(np.linspace(0.2, 0.8, 30), lambda p: noise[int(round((p - 0.2) / 0.6 * 29))])
+    assert edge_warnings(LR_ONLY, flat, False) == []
+
+
+def test_the_trend_rule_needs_six_trials_and_the_best_in_the_outer_third():
+    rising = lambda p: p  # noqa: E731
+    assert edge_warnings(LR_ONLY, _lr_study(np.linspace(0.0, 0.75, 5), rising), False) == []
+    # Rising overall but the best in the middle third: no trend warning.
+    positions = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    peaked = _lr_study(positions, lambda p: p if p < 0.55 else 0.3)
+    assert edge_warnings(LR_ONLY, peaked, False) == []

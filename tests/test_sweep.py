@@ -24,7 +24,14 @@ from .conftest import REPO
 
 CONF = str(REPO / "conf")
 COMPOSE = ComposeSpec(CONF, (), ())
-FAST_SWEEP = ["sweep=lr", "sweep.heartbeat_s=1", "sweep.grace_s=4", "sweep.pruner=none"]
+# One finalist: these tests are about the search (tests/test_finalists.py races finalists).
+FAST_SWEEP = [
+    "sweep=lr",
+    "sweep.heartbeat_s=1",
+    "sweep.grace_s=4",
+    "sweep.pruner=none",
+    "sweep.finalists=1",
+]
 
 
 def study_dir(cfg):
@@ -86,7 +93,7 @@ def test_pruning_stops_bad_trials_early(sweep):
         final = json.loads((Path(run_dir) / "final.json").read_text())
         assert final["final"]["accuracy"] == pytest.approx(t.user_attrs["val_accuracy"])
     assert summary["best"]["trial"] == study.best_trial.number
-    preset = Path(summary["best"]["preset"])
+    preset = Path(summary["winner"]["preset"])
     assert "optimizer.learning_rate" not in preset.read_text()
     assert f"learning_rate: {study.best_params['optimizer.learning_rate']}" in preset.read_text()
 
@@ -103,6 +110,12 @@ def test_a_population_round_is_pruned_against_the_rounds_before_it(sweep):
     assert all(t.number >= 4 for t in pruned)  # the first round has nothing to compare with
     assert all(t.user_attrs["steps_done"] < 200 for t in pruned)
     assert {t.user_attrs["status"] for t in pruned} == {"stopped"}
+    # A member's compute is its share of its population program's wall time.
+    for t in study.trials:
+        final = json.loads((Path(t.user_attrs["run_dirs"][0]) / "final.json").read_text())
+        assert final["trained_with"] == 4
+        assert t.user_attrs["wall_time_s"] == pytest.approx(final["wall_time_s"] / 4, abs=1e-3)
+        assert t.user_attrs["train_time_s"] == pytest.approx(final["train_time_s"], abs=1e-3)
 
 
 def test_the_best_preset_runs_with_hubsweep_train(sweep):
@@ -344,7 +357,7 @@ def test_an_unknown_tracking_callback_is_one_error(sweep):
 def test_trials_leave_learning_curve_pngs_to_the_end_of_the_study(sweep):
     """A fixed cost per trial: only the best trial's PNG is drawn, when the study ends."""
     cfg, summary, study = sweep("sweep.study_name=pngs", "sweep.n_trials=3", "sweep.pruner=none")
-    best = summary["best"]["trial"]
+    best = summary["winner"]["trial"]
     drawn = {
         t.number
         for t in study.trials

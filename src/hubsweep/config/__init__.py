@@ -1,6 +1,6 @@
 """Stage 1, configuration: the structured-config schemas (one typed dataclass per option,
-`schema`), the schemas of the tools beside the runs (`tools`), and where the Hydra config
-tree lives (`paths`).
+`schema`; the study's `sweep.*` in `sweep`), the schemas of the tools beside the runs
+(`tools`), and where the Hydra config tree lives (`paths`).
 
 May import: `hubsweep.errors`, `hubsweep.metrics`. Every other stage may import it.
 """

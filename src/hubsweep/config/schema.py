@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from hubsweep.config.paths import require_name
+from hubsweep.config.sweep import SweepConfig
 from hubsweep.config.tools import AnalyzeConfig, SwivelConfig
 from hubsweep.errors import require
 from hubsweep.metrics import METRICS
@@ -182,52 +183,6 @@ class TrainerConfig:
     # learning_curve.png at the end of the run. Study trials skip it (a fixed cost per
     # trial): the report draws their curves, and the best trial's is drawn when the study ends.
     learning_curve: bool = True
-
-
-@dataclass
-class SweepConfig:
-    """An Optuna study over any config keys (see sweep/*.yaml)."""
-
-    study_name: str = MISSING
-    # name -> {key: <dotted config key>, type: float|int|categorical, low, high, log, step,
-    # choices}
-    params: dict[str, Any] = field(default_factory=dict)
-    # Target total of finished trials (complete, pruned or failed with a reason), across
-    # every invocation and worker.
-    n_trials: int = 20
-    timeout_s: float | None = None
-    metric: str = "macro_f1"
-    # null: minimize for loss, maximize otherwise.
-    direction: str | None = None
-    sampler: str = "tpe"
-    sampler_seed: int = 0
-    pruner: str = "median"
-    pruner_startup_trials: int = 5
-    pruner_warmup_steps: int = 0
-    pruner_percentile: float = 25.0
-    # null: a journal file in the study directory; or any SQLAlchemy URL
-    # (postgresql://host/db for distributed workers).
-    storage: str | None = None
-    workers: int = 1
-    # Trials asked at once by each worker (study/rounds.py); those on a frozen module's
-    # cached features train together as stacked heads. 16 measured fastest for a 100-trial
-    # tutorial study (docs/speed.md); 1: one trial at a time.
-    population: int = 16
-    # k runs of each sampled config with seeds trainer.seed .. trainer.seed+k-1; the
-    # objective is their mean.
-    seeds_per_trial: int = 1
-    # Re-run the best config with this many seeds and trainer.evaluate_test=true.
-    retrain_best_seeds: int = 0
-    heartbeat_s: float = 30.0
-    # A running trial whose heartbeat is older than this is failed and retried once.
-    grace_s: float = 120.0
-    # Stop the sweep (exit != 0) after this many trials in a row failed for a reason outside
-    # their sampled values (missing module, unwritable directory, full disk); such trials do
-    # not count toward n_trials.
-    max_environment_failures: int = 3
-    # Optuna's tracking integrations by name (study/tracking.py), e.g. [mlflow]; each is
-    # imported only when named.
-    callbacks: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -29,8 +29,18 @@ from hubsweep.results.layout import (
     trial_run_dir,
 )
 from hubsweep.study import storage as storages
-from hubsweep.study.liveness import HOST, SURPLUS, counts_toward_target, is_stale, worker_host
+from hubsweep.study.finalists import FINALISTS_ATTR
+from hubsweep.study.flat import FLAT_ATTR
+from hubsweep.study.liveness import (
+    HOST,
+    SURPLUS,
+    WARM_START,
+    counts_toward_target,
+    is_stale,
+    worker_host,
+)
 from hubsweep.study.retrain import RETRAIN_ATTR, RETRAIN_RUN_ATTR
+from hubsweep.study.warm_start import WARM_START_ATTR
 
 # Keys that differ between runs of one config without making it a different config.
 RUN_IDENTITY_IGNORED = ("output_dir", "trainer.seed", "trainer.progress", "cache_dir")
@@ -83,6 +93,7 @@ class Study:
     trials: list[FrozenTrial]
     error: str | None = None  # the storage could not be read
     retrain: list[Run] = field(default_factory=list)
+    finalists: dict = field(default_factory=dict)  # the race's summary (study.finalists)
     retrain_host: str | None = None  # where the re-runs' files are, when not here
     optuna_study: optuna.Study | None = None
 
@@ -118,6 +129,46 @@ class Study:
         pick = min if self.minimize else max
         return pick(complete, key=lambda t: t.value)
 
+    @property
+    def winner(self) -> FrozenTrial | None:
+        """The config the study settled on: the finalists' winner, else the best trial."""
+        number = self.finalists.get("winner") if self.finalists.get("raced") else None
+        for t in self.by_state(TrialState.COMPLETE):
+            if t.number == number:
+                return t
+        return self.best_trial
+
+    def _attr(self, name: str) -> dict:
+        value = self.optuna_study.user_attrs.get(name) if self.optuna_study else None
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def stopped_flat(self) -> dict:
+        """The early stop's record (study/flat.py) where the search stopped when flat at its
+        current budget; {} otherwise."""
+        record = self._attr(FLAT_ATTR)
+        target = self.sweep.get("n_trials")
+        return record if record and (target is None or target <= record["n_trials"]) else {}
+
+    @property
+    def warm_started(self) -> list[FrozenTrial]:
+        """Trials queued from an earlier study (sweep.warm_start): not random draws."""
+        return [t for t in self.trials if t.user_attrs.get(WARM_START)]
+
+    def warm_start_text(self) -> str:
+        record = self._attr(WARM_START_ATTR)
+        skipped = record.get("skipped", [])
+        text = (
+            f"warm start: {len(self.warm_started)} trial(s) queued from study "
+            f"`{record.get('study', '?')}` (`{record.get('source', '?')}`), marked in the trials "
+            "table"
+        )
+        if skipped:
+            text += "; skipped: " + "; ".join(
+                f"its trial {s['trial']} ({s['reason']})" for s in skipped
+            )
+        return text
+
     def param_names(self) -> dict[str, str]:
         """Config key -> the search space's short name (lr, batch, ...)."""
         params = self.sweep.get("params", {})
@@ -146,6 +197,8 @@ class Study:
             )
         if running:
             return f"running: {of} trials finished, {len(running)} running"
+        if target and finished < target and self.stopped_flat:
+            return f"stopped when flat: {of} trials finished"
         if target and finished < target:
             return f"partial: {of} trials finished; run the same command to resume"
         return f"finished: {of} trials"
@@ -231,7 +284,9 @@ def read_study(directory: Path, allowed_storages: Sequence[str] = ()) -> Study:
         error = storages.mask(str(e).splitlines()[0] if str(e) else type(e).__name__)
         return Study(directory, label, info.get("arm"), info, storage_url, [], error)
     found = Study(directory, name, info.get("arm"), info, storage_url, trials, optuna_study=study)
-    best = found.best_trial
+    raced = study.user_attrs.get(FINALISTS_ATTR)
+    found.finalists = raced if isinstance(raced, dict) else {}
+    best = found.winner
     if best is not None:
         found.retrain = [read_run(d) for d in retrain_run_dirs(directory, best.number)]
         if not found.retrain:

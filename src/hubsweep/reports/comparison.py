@@ -39,7 +39,7 @@ def warnings(study: Study) -> list[str]:
     complete = study.by_state(TrialState.COMPLETE)
     found = diagnostics.edge_warnings(study.sweep.get("params", {}), complete, study.minimize)
     pruned = diagnostics.pruning_warning(study.trials, study.sweep.get("pruner", "?"))
-    best = study.best_trial
+    best = study.winner  # the config the re-runs are of
     reruns = list(seed_scores(study, study.metric, "validation").values())
     lucky = None
     if best is not None:
@@ -115,6 +115,13 @@ def budget_caveat(studies: Sequence[Study]) -> str:
     dependent = [s for s in studies if s.sweep.get("sampler") not in INDEPENDENT]
     pruned_any = any(s.by_state(TrialState.PRUNED) for s in studies)
     text = "The curves use each arm's completed trials: " + "; ".join(notes) + "."
+    warm = [f"{s.label}: {len(s.warm_started)}" for s in studies if s.warm_started]
+    if warm:
+        text += (
+            " Warm-started trials (" + "; ".join(warm) + ") are an earlier study's best "
+            "configs, not random draws: they lift the curve's start, so it overstates what "
+            "n trials of this search alone would find."
+        )
     if dependent or pruned_any:
         text += (
             " Caveat (as in Dodge et al.): the estimator treats trials as independent random "
@@ -133,7 +140,8 @@ def _points(x: float) -> str:
     return f"{100 * x:+.2f}"
 
 
-def pair_sentence(a: str, b: str, result: Paired, metric: str, trials: str) -> str:
+def pair_sentence(a: str, b: str, result: Paired, metric: str, trials: str, cost: str = "") -> str:
+    """The paired verdict; `cost`: how a's compute per trial compares to b's."""
     label = LABELS.get(metric, metric)
     verdict = "distinguishable" if result.distinguishable else "not distinguishable"
     n, least = len(result.seeds), result.smallest_p
@@ -151,7 +159,7 @@ def pair_sentence(a: str, b: str, result: Paired, metric: str, trials: str) -> s
         f"[{_points(result.low)}, {_points(result.high)}] (95% t-interval over "
         f"{len(result.seeds)} paired seeds; sign-flip test p = {result.p_value:.3f}; "
         f"P({a} beats {b} on a new seed) ≈ {result.p_a_beats_b:.2f}); {verdict} at "
-        f"{trials}{floor}."
+        f"{trials}{floor}{'; ' + cost if cost else ''}."
     )
 
 

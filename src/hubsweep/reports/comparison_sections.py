@@ -1,5 +1,6 @@
 """The report's comparison sections in Markdown: warnings atop each study, the budget
-curves, the paired comparisons of arms and the effects of a factorial experiment."""
+curves, the paired comparisons of arms (with their cost), quality against compute and the
+effects of a factorial experiment."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from hubsweep.reports import comparison, plots
+from hubsweep.reports import comparison, cost, plots
 from hubsweep.reports.collect import Study
 from hubsweep.reports.markdown import figures, write_table
 from hubsweep.reports.tables import LABELS
@@ -55,7 +56,11 @@ def _paired(studies: Sequence[Study], tables: Path) -> list[str]:
         return []
     metric = studies[0].metric
     phrase = _trials_phrase(studies)
-    sentences = [f"- {comparison.pair_sentence(a, b, r, metric, phrase)}" for a, b, r in rows]
+    costs = cost.arm_costs(studies)
+    sentences = [
+        f"- {comparison.pair_sentence(a, b, r, metric, phrase, _ratio(costs, a, b))}"
+        for a, b, r in rows
+    ]
     table = comparison.pair_table(rows)
     return [
         "## Paired comparison of arms",
@@ -69,6 +74,44 @@ def _paired(studies: Sequence[Study], tables: Path) -> list[str]:
         "",
         write_table(table, table, tables, "paired"),
         "",
+    ]
+
+
+def _ratio(costs: dict[str, cost.ArmCost], a: str, b: str) -> str:
+    return cost.ratio_phrase(costs[a], costs[b]) if a in costs and b in costs else ""
+
+
+def _cost(studies: Sequence[Study], tables: Path, out: Path) -> list[str]:
+    costs = list(cost.arm_costs(studies).values())
+    if len(costs) < 2:
+        return []
+    metric, minimize = studies[0].metric, studies[0].minimize
+    numbers, text = cost.cost_table(costs, metric, minimize)
+    front = cost.pareto(costs, minimize)
+    label = LABELS.get(metric, metric)
+    return [
+        "## Quality against compute",
+        "",
+        "What each arm's answer cost: its finished trials' wall seconds (a population "
+        "member's share of its program's), training seconds (stepping only), and the "
+        "finalists' and test re-runs' on top. An arm is on the Pareto front when no other "
+        f"arm scores at least as well for no more compute per trial. Quality: test {label} "
+        "over the re-run seeds (the winner's validation score where it was not re-run). "
+        f"Pareto front: {', '.join(sorted(front))}.",
+        "",
+        write_table(numbers, text, tables, "cost"),
+        "",
+        *figures(
+            out,
+            [
+                (
+                    plots.quality_vs_compute,
+                    (costs, front, label),
+                    "quality_vs_compute",
+                    "Quality against compute per trial",
+                )
+            ],
+        ),
     ]
 
 
@@ -101,5 +144,6 @@ def comparison_part(studies: Sequence[Study], tables: Path, out: Path) -> list[s
     return [
         *_factors(studies, tables, out),
         *_paired(studies, tables),
+        *_cost(studies, tables, out),
         *_budget(studies, tables, out),
     ]

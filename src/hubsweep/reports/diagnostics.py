@@ -11,10 +11,16 @@ from collections.abc import Sequence
 
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
+from scipy import stats
 
 EDGE = 0.05  # the outer share of a range that counts as its edge
 NEAR = 0.20  # ... and as near it, for "still rising"
 TOP_K = 5
+# The trend rule: the score rising monotonically toward an edge over the completed trials
+# (Spearman's rho between the value, on its scale, and the score), the best in its third.
+TREND_RHO = 0.6
+TREND_MIN_TRIALS = 6
+TREND_OUTER = 1 / 3
 EARLY_REPORTS = 2  # pruned at or before its second evaluation: judged early
 LUCKY_SDS = 2.0
 
@@ -43,11 +49,43 @@ def _numeric(spec: dict) -> bool:
     return spec.get("type") in ("float", "int") and "low" in spec and "high" in spec
 
 
+def _advice(name: str, key: str, spec: dict, upper: bool, why: str) -> str:
+    low, high, log = float(spec["low"]), float(spec["high"]), bool(spec.get("log"))
+    new = _widened(low, high, log, upper, spec.get("type") == "int")
+    return (
+        f"{name} (`{key}`): {why} the range [{low:g}, {high:g}]"
+        f"{' (log scale)' if log else ''}: the score may still be rising toward "
+        f"{high if upper else low:g}; widen it, e.g. `sweep.params.{name}."
+        f"{'high' if upper else 'low'}={new:.4g}`"
+    )
+
+
+def trend(
+    spec: dict, key: str, complete: Sequence[FrozenTrial], minimize: bool
+) -> tuple[float, int] | None:
+    """(Spearman's rho between the parameter, on its scale, and the score oriented so that
+    higher is better; trials) over the completed trials that set it; None below
+    TREND_MIN_TRIALS or when either side does not vary."""
+    low, high, log = float(spec["low"]), float(spec["high"]), bool(spec.get("log"))
+    pairs = [
+        (_position(t.params[key], low, high, log), t.value) for t in complete if key in t.params
+    ]
+    if len(pairs) < TREND_MIN_TRIALS:
+        return None
+    x, y = np.array(pairs).T
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    rho = float(stats.spearmanr(x, -y if minimize else y).statistic)
+    return (rho, len(pairs)) if math.isfinite(rho) else None
+
+
 def edge_warnings(
     params: dict[str, dict], complete: Sequence[FrozenTrial], minimize: bool
 ) -> list[str]:
-    """For each numeric parameter: the best trial in the outer 5% of its range, or most of
-    the top trials crowding toward one edge (the score still rising there)."""
+    """For each numeric parameter: the best trial in the outer 5% of its range, most of the
+    top trials crowding toward one edge, or the score rising monotonically toward one (a
+    Spearman rho of at least 0.6 over 6 or more trials, the best trial in the outer third):
+    each says the score may still be rising beyond the edge."""
     if not complete:
         return []
     ranked = sorted(complete, key=lambda t: t.value, reverse=not minimize)
@@ -60,26 +98,28 @@ def edge_warnings(
         low, high, log = float(spec["low"]), float(spec["high"]), bool(spec.get("log"))
         where = _position(best.params[key], low, high, log)
         near = [_position(t.params[key], low, high, log) for t in top if key in t.params]
+        rising = trend(spec, key, complete, minimize)
         for upper in (True, False):
+            side = "upper" if upper else "lower"
             at_edge = where >= 1 - EDGE if upper else where <= EDGE
             crowd = sum(p >= 1 - NEAR if upper else p <= NEAR for p in near)
-            rising = len(near) >= 3 and crowd >= math.ceil(0.6 * len(near))
-            if not (at_edge or (rising and (where >= 0.5) == upper)):
+            crowding = len(near) >= 3 and crowd >= math.ceil(0.6 * len(near))
+            toward = rising is not None and (rising[0] if upper else -rising[0]) >= TREND_RHO
+            outer = where >= 1 - TREND_OUTER if upper else where <= TREND_OUTER
+            if at_edge:
+                why = f"the best trial's value {best.params[key]:.4g} lies in the {side} 5% of"
+            elif crowding and (where >= 0.5) == upper:
+                why = f"{crowd} of the top {len(near)} trials lie near the {side} edge of"
+            elif toward and outer:
+                why = (
+                    f"the score rises toward the {side} edge over the {rising[1]} completed "
+                    f"trials (Spearman ρ = {rising[0]:+.2f} between the value"
+                    f"{' (log)' if log else ''} and the score; the best trial, "
+                    f"{best.params[key]:.4g}, in the {side} third) of"
+                )
+            else:
                 continue
-            side = "upper" if upper else "lower"
-            edge = high if upper else low
-            new = _widened(low, high, log, upper, spec.get("type") == "int")
-            why = (
-                f"the best trial's value {best.params[key]:.4g} lies in the {side} 5% of"
-                if at_edge
-                else f"{crowd} of the top {len(near)} trials lie near the {side} edge of"
-            )
-            out.append(
-                f"{name} (`{key}`): {why} the range [{low:g}, {high:g}]"
-                f"{' (log scale)' if log else ''}: the score may still be rising toward "
-                f"{edge:g}; widen it, e.g. `sweep.params.{name}.{'high' if upper else 'low'}"
-                f"={new:.4g}`"
-            )
+            out.append(_advice(name, key, spec, upper, why))
     return out
 
 

@@ -22,6 +22,7 @@ from hubsweep.reports.markdown import figures as _figures
 from hubsweep.reports.markdown import shown as _shown
 from hubsweep.reports.markdown import write_table
 from hubsweep.reports.tables import LABELS, arms_table, runs_table, top_trials, trials_table
+from hubsweep.reports.winners import finalists_lines
 from hubsweep.results.layout import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -33,6 +34,7 @@ from hubsweep.results.layout import (
     holds_run,
 )
 from hubsweep.study.compose import search_path_args
+from hubsweep.study.flat import stop_sentence
 from hubsweep.study.storage import mask
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,13 @@ def _retrain_command(study: Study) -> list[str]:
     return lines
 
 
-def _study_section(study: Study) -> list[str]:
+def _params_text(params: dict) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+
+
+def _study_section(study: Study, tables: Path) -> list[str]:
     warned = warning_lines(study)
     out = [
         f"### {study.label}",
@@ -67,15 +75,23 @@ def _study_section(study: Study) -> list[str]:
     if study.arm:
         overrides = " ".join(study.info.get("arm_overrides", []))
         out.append(f"- arm overrides: `{overrides}`")
-    best = study.best_trial
+    best, winner = study.best_trial, study.winner
+    metric = LABELS.get(study.metric, study.metric)
     if best is not None:
-        params = ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()
-        )
-        metric = LABELS.get(study.metric, study.metric)
         out.append(
-            f"- best trial {best.number}: validation {metric} {best.value:.4f} with {params}"
+            f"- best trial {best.number}: validation {metric} {best.value:.4f} with "
+            f"{_params_text(best.params)}"
         )
+    if winner is not None and winner is not best:
+        out.append(
+            f"- winner (finalists' race): trial {winner.number}, validation {metric} "
+            f"{winner.value:.4f} in the search, with {_params_text(winner.params)}"
+        )
+    if study.stopped_flat:
+        out.append(f"- search {stop_sentence(study.stopped_flat)}")
+    if study.warm_started:
+        out.append(f"- {study.warm_start_text()}")
+    out += finalists_lines(study, tables)
     return out
 
 
@@ -218,14 +234,15 @@ def _studies_part(results: Results, tables: Path, out: Path, top_k: int) -> list
     studies = results.studies
     lines = ["## Studies", ""]
     for study in studies:
-        lines += [*_study_section(study), ""]
+        lines += [*_study_section(study, tables), ""]
     numbers, text = arms_table(studies)
     metric = LABELS.get(studies[0].metric, studies[0].metric)
     lines += [
         "## Results per arm",
         "",
-        f"Best val: the study's objective (validation {metric} of its best trial). The best "
-        "config is then re-run with new seeds and evaluated on test once per seed: mean ± "
+        f"Best val: the study's objective (validation {metric}) of its winner: the best "
+        "trial, or where the finalists were raced, the one with the best re-run mean. The "
+        "winner is then re-run with new seeds and evaluated on test once per seed: mean ± "
         "sample std over seeds, with the 95% t-interval of the mean. Test never selects.",
         "",
         write_table(numbers, text, tables, "arms"),

@@ -256,19 +256,72 @@ def budget(curves: dict, path: Path) -> Path | None:
     with the bootstrap band (curves: label -> (Curve, seconds per trial))."""
     if not curves:
         return None
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    by_trials, by_time = fig.subplots(1, 2, sharey=True)
+    # Studies without recorded trial times (older ones) have no compute panel.
+    timed = any(np.isfinite(seconds) and seconds > 0 for _, seconds in curves.values())
+    fig = Figure(figsize=(11 if timed else 6, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2 if timed else 1, sharey=True, squeeze=False)[0]
+    by_trials, by_time = axes[0], (axes[1] if timed else None)
     palette = sns.color_palette(n_colors=len(curves))
     for color, (label, (curve, seconds)) in zip(palette, curves.items(), strict=True):
-        for ax, x in ((by_trials, curve.budgets), (by_time, curve.budgets * seconds / 60)):
+        panels = [(by_trials, curve.budgets)]
+        if by_time is not None and np.isfinite(seconds) and seconds > 0:
+            panels.append((by_time, curve.budgets * seconds / 60))
+        for ax, x in panels:
             ax.plot(x, curve.mean, color=color, label=label)
             ax.fill_between(x, curve.low, curve.high, color=color, alpha=0.2, linewidth=0)
     by_trials.set(xlabel="trials (n)", ylabel="expected best validation score", xscale="log")
-    by_time.set(xlabel="compute (minutes: n × mean time per completed trial)", xscale="log")
-    for ax in (by_trials, by_time):
+    if by_time is not None:
+        by_time.set(xlabel="compute (minutes: n × mean time per completed trial)", xscale="log")
+    for ax in axes:
         ax.grid(alpha=0.3)
     by_trials.legend(title="arm")
     fig.suptitle("Expected best validation score of n trials (95% bootstrap band)")
+    return _save(fig, path)
+
+
+def quality_vs_compute(data: tuple[Sequence, set[str], str], path: Path) -> Path | None:
+    """Each arm's score (± std over seeds) against its compute per trial; the Pareto front
+    joined (data: ArmCosts, the front's arm names, the score's label)."""
+    costs, front, label = data
+    if len(costs) < 2:
+        return None
+    fig = Figure(figsize=(7.5, 4.6), layout="constrained")
+    ax = fig.subplots()
+    palette = sns.color_palette(n_colors=len(costs))
+    mixed = len({c.quality_from for c in costs}) > 1  # then say which score each point is
+    for color, c in zip(palette, costs, strict=True):
+        ax.errorbar(
+            c.per_trial_s,
+            c.quality,
+            yerr=c.quality_std,
+            fmt="o",
+            color=color,
+            capsize=4,
+            markersize=8 if c.arm in front else 6,
+            label=f"{c.arm} ({c.quality_from})" if mixed else c.arm,
+        )
+        ax.annotate(
+            c.arm, (c.per_trial_s, c.quality), textcoords="offset points", xytext=(6, 6), fontsize=9
+        )
+    on = sorted((c for c in costs if c.arm in front), key=lambda c: c.per_trial_s)
+    if len(on) > 1:
+        ax.plot(
+            [c.per_trial_s for c in on],
+            [c.quality for c in on],
+            "--",
+            color="0.4",
+            linewidth=1,
+            label="Pareto front",
+        )
+    sources = {c.quality_from for c in costs}
+    ax.set(
+        xscale="log",
+        xlabel="compute per trial (wall seconds, log scale)",
+        ylabel=f"{'/'.join(sorted(sources))} {label}",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle("Quality against compute per trial (mean ± std over re-run seeds)")
     return _save(fig, path)
 
 

@@ -5,7 +5,8 @@ Expected maximum (Dodge et al. 2019, "Show Your Work"): the expected best valida
 score of n trials drawn from the N a study ran. The estimator is Tang et al.'s (2020)
 unbiased one, n draws without replacement from the N trials: the i-th smallest of N
 values is the maximum of a random n-subset with probability C(i-1, n-1) / C(N, n).
-The band is a bootstrap over the N trials.
+The band is a bootstrap over the N trials. (The estimator itself is in `study.flat`: the
+study's stop-when-flat rule uses it while it runs.)
 
 Paired comparison: the re-runs of two arms' best configs share their seeds, so the
 per-seed differences carry the comparison: their mean with a t-interval, an exact
@@ -22,28 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
+
+from hubsweep.study.flat import expected_max
 
 ALPHA = 0.05
 EXACT_SIGN_FLIPS = 16  # up to 2**16 assignments enumerated; sampled beyond
-
-
-def expected_max(values: Sequence[float]) -> np.ndarray:
-    """E[max of n trials], n = 1..N, drawing n of the N `values` without replacement."""
-    v = np.sort(np.asarray(values, dtype=float))
-    big_n = len(v)
-    i = np.arange(1, big_n + 1)
-    curve = np.empty(big_n)
-    for n in range(1, big_n + 1):
-        log_w = np.full(big_n, -np.inf)
-        ok = i >= n
-        log_w[ok] = _log_comb(i[ok] - 1, n - 1) - _log_comb(big_n, n)
-        curve[n - 1] = float(np.exp(log_w) @ v)
-    return curve
-
-
-def _log_comb(n, k):
-    return special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from scipy import stats
 
 from hubsweep.reports.collect import RunGroup, Study, last_reported
 from hubsweep.results.layout import RunStatus
-from hubsweep.study.liveness import SURPLUS
+from hubsweep.study.liveness import SURPLUS, TRAIN_TIME, WALL_TIME, WARM_START
 
 SCORES = ("accuracy", "macro_f1")
 LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "loss": "loss"}
@@ -86,7 +86,7 @@ def arms_table(studies: Sequence[Study]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _arm_rows(study: Study, classes: list[str]) -> tuple[dict, dict]:
-    best = study.best_trial
+    best = study.winner
     tested = [r for r in study.retrain if r.status == RunStatus.COMPLETED and r.test]
     spreads = {m: Spread.of([r.test[m] for r in tested]) for m in SCORES}
     per_class = {c: Spread.of([r.test["per_class"][c]["f1"] for r in tested]) for c in classes}
@@ -178,7 +178,9 @@ def trials_table(study: Study) -> pd.DataFrame:
                 "steps_done": t.user_attrs.get("steps_done"),
                 "last_reported": last_reported(t),
                 "val_accuracy": t.user_attrs.get("val_accuracy"),
-                "wall_time_s": t.user_attrs.get("wall_time_s"),
+                "wall_time_s": t.user_attrs.get(WALL_TIME),
+                "train_time_s": t.user_attrs.get(TRAIN_TIME),
+                "warm_start": t.user_attrs.get(WARM_START),
                 "fail_reason": t.user_attrs.get("fail_reason"),
             }
         )

@@ -8,8 +8,9 @@ results/<experiment>/
     study.json                 what defines the study, where its storage is, the command
     study.journal              the embedded Optuna storage (unless sweep.storage is set)
     trials/<number>/seed<k>/   each trial's run directories
-    retrain/trial<n>-seed<k>/  the best config re-run with test
-    retrain.json, summary.json, experiment/best.yaml, sweep.log
+    finalists/trial<n>-seed<k>/  the top configs re-run on new seeds, validation only
+    retrain/trial<n>-seed<k>/  the winning config re-run with test
+    finalists.json, retrain.json, summary.json, experiment/best.yaml, sweep.log
     mlflow.db                  sweep.callbacks=[mlflow], without MLFLOW_TRACKING_URI
   report/                      hubsweep-report's output
 a run directory: config.yaml, metrics.jsonl, final.json, predictions.csv,
@@ -50,6 +51,8 @@ STUDY_INFO_FILE = "study.json"
 STUDY_JOURNAL_FILE = "study.journal"
 SUMMARY_FILE = "summary.json"
 RETRAIN_FILE = "retrain.json"
+FINALISTS_FILE = "finalists.json"
+FINALISTS_DIR = "finalists"
 TRIALS_DIR = "trials"
 RETRAIN_DIR = "retrain"
 # sweep.callbacks=[mlflow]'s store when MLFLOW_TRACKING_URI is unset (study/tracking.py).
@@ -74,6 +77,10 @@ def trial_run_dir(study: str | Path, number: int, seed_index: int) -> Path:
 
 def retrain_run_dir(study: str | Path, trial: int, seed_index: int) -> Path:
     return Path(study) / RETRAIN_DIR / _RETRAIN_RUN.format(trial=trial, seed=seed_index)
+
+
+def finalist_run_dir(study: str | Path, trial: int, seed_index: int) -> Path:
+    return Path(study) / FINALISTS_DIR / _RETRAIN_RUN.format(trial=trial, seed=seed_index)
 
 
 def retrain_run_dirs(study: str | Path, trial: int) -> list[Path]:

@@ -1,5 +1,5 @@
 """`hubsweep-sweep`: plan the studies, open each (refusing a changed question), run its
-workers, then write the best preset and re-run the best config over seeds."""
+workers, then race the finalists, write the winner's preset and re-run it over seeds."""
 
 from __future__ import annotations
 
@@ -24,11 +24,13 @@ from hubsweep.results.layout import (
     holds_run,
     trial_run_dir,
 )
-from hubsweep.study import storage
+from hubsweep.study import flat, storage
 from hubsweep.study.compose import ComposeSpec
+from hubsweep.study.finalists import race
 from hubsweep.study.liveness import tally
 from hubsweep.study.plan import StudyPlan, build_plans, describe_mismatch
 from hubsweep.study.retrain import retrain_best, write_best_preset
+from hubsweep.study.warm_start import warm_start
 from hubsweep.study.workers import open_study_storage, run_workers
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ def _run_study(plan: StudyPlan) -> dict:
     study = open_study(plan)
     directory = Path(plan.directory)
     (directory / STUDY_INFO_FILE).write_text(json.dumps(plan.info(), indent=2) + "\n")
+    warm_start(plan, study)
     finished, _ = tally(study.get_trials(deepcopy=False))
     log.info(
         "study %s: %d of %d trials finished; %d worker(s); storage %s",
@@ -137,13 +140,14 @@ def finish_study(plan: StudyPlan, wall_s: float) -> dict:
         "trials": _state_counts(study),
         "wall_time_s": round(wall_s, 1),
     }
+    stopped = study.user_attrs.get(flat.FLAT_ATTR)
+    if plan.settings.stop_when_flat and stopped:
+        summary["stopped_flat"] = stopped
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         log.warning("no trial completed; no best config")
         return summary
     best = study.best_trial
     summary["best"] = {"trial": best.number, "value": best.value, "params": best.params}
-    summary["best"]["preset"] = str(write_best_preset(plan, best))
-    _draw_best_curves(plan, best)
     log.info(
         "best trial %d: %s %.4f with %s",
         best.number,
@@ -151,6 +155,12 @@ def finish_study(plan: StudyPlan, wall_s: float) -> dict:
         best.value,
         best.params,
     )
+    raced = race(plan, study)
+    summary["finalists"] = raced
+    winner = study.trials[raced.get("winner", best.number)]
+    summary["winner"] = {"trial": winner.number, "value": winner.value, "params": winner.params}
+    summary["winner"]["preset"] = str(write_best_preset(plan, winner))
+    _draw_best_curves(plan, winner)
     if plan.settings.retrain_best_seeds:
-        summary["retrain"] = retrain_best(plan, best, study)
+        summary["retrain"] = retrain_best(plan, winner, study)
     return summary

@@ -42,6 +42,12 @@ HOST = "host"  # the machine a trial ran on: its run files live there
 DIED_TWICE = "worker died twice"
 INTERRUPTED = "interrupted"  # stopped by Ctrl-C: failed, not counted, queued again
 RETRY_OF = "retry_of"  # the trial a queued retry repeats
+# A trial's compute, summed over its runs: wall seconds (a population member's share) and
+# training seconds; RUN_COSTS keeps each run's pair so a re-check does not count it twice.
+WALL_TIME = "wall_time_s"
+TRAIN_TIME = "train_time_s"
+RUN_COSTS = "run_costs"
+WARM_START = "warm_start"  # enqueued from an earlier study (study/warm_start.py): its source
 
 
 def worker_host() -> str:

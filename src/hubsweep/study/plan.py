@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hubsweep.config.paths import require_name
-from hubsweep.config.schema import SweepConfig, validate
+from hubsweep.config.schema import validate
+from hubsweep.config.sweep import SweepConfig
 from hubsweep.data.datasets import source_fingerprint
 from hubsweep.errors import ConfigError
 from hubsweep.metrics import METRICS, lower_is_better
@@ -71,7 +72,14 @@ class StudySettings:
     workers: int
     population: int
     seeds_per_trial: int
+    finalists: int
+    finalist_seeds: int
     retrain_best_seeds: int
+    stop_when_flat: bool
+    flat_min_trials: int
+    flat_noise: float
+    warm_start: str | None
+    warm_start_trials: int
     heartbeat_s: float
     grace_s: float
     max_environment_failures: int
@@ -151,7 +159,12 @@ def _settings(s: SweepConfig) -> StudySettings:
         (s.workers > 0, "sweep.workers", "must be positive"),
         (s.population > 0, "sweep.population", "must be positive (1: one trial at a time)"),
         (s.seeds_per_trial > 0, "sweep.seeds_per_trial", "must be positive"),
+        (s.finalists > 0, "sweep.finalists", "must be positive (1: the best trial wins)"),
+        (s.finalist_seeds > 0, "sweep.finalist_seeds", "must be positive"),
         (s.retrain_best_seeds >= 0, "sweep.retrain_best_seeds", "must be >= 0"),
+        (s.flat_min_trials >= 4, "sweep.flat_min_trials", "must be at least 4"),
+        (s.flat_noise >= 0, "sweep.flat_noise", "must be >= 0"),
+        (s.warm_start_trials > 0, "sweep.warm_start_trials", "must be positive"),
         (s.max_environment_failures > 0, "sweep.max_environment_failures", "must be positive"),
         (0 < s.heartbeat_s < s.grace_s, "sweep.grace_s", "must exceed sweep.heartbeat_s > 0"),
         (s.timeout_s is None or s.timeout_s > 0, "sweep.timeout_s", "must be positive or null"),

@@ -38,8 +38,8 @@ def write_best_preset(plan: StudyPlan, best: optuna.trial.FrozenTrial) -> Path:
         values.pop(key, None)
     header = [
         "# @package _global_",
-        f"# Best trial {best.number} of study {plan.name}: "
-        f"validation {plan.settings.metric} {best.value:.4f}.",
+        f"# The winning config, trial {best.number} of study {plan.name}: "
+        f"validation {plan.settings.metric} {best.value:.4f} in the search.",
         f"# Run it: hubsweep-train --config-dir {plan.directory} experiment=best",
     ]
     defaults = {"defaults": [{f"override /{g}": choices[g]} for g in PRESET_GROUPS]}

@@ -48,6 +48,24 @@ class Param:
         values = np.arange(self.low, self.high + self.step / 2, self.step)
         return [int(v) for v in values] if self.type == "int" else [float(v) for v in values]
 
+    def refuses(self, value: Any) -> str | None:
+        """Why `value` is not a point of this parameter's space (None: it is); a value is
+        never clipped into range (an enqueued trial must be what it says)."""
+        if self.type == "categorical":
+            ok = any(repr(value) == repr(c) for c in self.choices)
+            return None if ok else f"{value!r} is not one of {list(self.choices)}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{value!r} is not a number"
+        if self.type == "int" and value != int(value):
+            return f"{value!r} is not an integer"
+        if not self.low <= value <= self.high:
+            return f"{value:.6g} lies outside [{self.low:g}, {self.high:g}]"
+        if self.step is not None and not math.isclose(
+            (value - self.low) / self.step, round((value - self.low) / self.step), abs_tol=1e-9
+        ):
+            return f"{value!r} is not on the step {self.step:g} from {self.low:g}"
+        return None
+
     def as_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 

@@ -2,7 +2,8 @@
 
 `sweep.workers=N` starts N-1 spawned processes beside this one; on other machines the same
 `hubsweep-sweep` command against the same storage adds more. A worker stops when the study
-has `n_trials` finished trials, when `sweep.timeout_s` passes, or, with an error, after
+has `n_trials` finished trials, when `sweep.timeout_s` passes, when the search went flat
+(`sweep.stop_when_flat`, study/flat.py), or, with an error, after
 `sweep.max_environment_failures` trials in a row failed for reasons outside their values.
 """
 
@@ -19,7 +20,7 @@ import time
 import optuna
 
 from hubsweep.errors import HubsweepError
-from hubsweep.study import storage
+from hubsweep.study import flat, storage
 from hubsweep.study.algorithms import make_pruner, make_sampler
 from hubsweep.study.liveness import recover_stale_trials, retry_once, tally, waiting_note
 from hubsweep.study.plan import StudyPlan
@@ -84,6 +85,8 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
         trials = study.get_trials(deepcopy=False)
         finished, running = tally(trials)
         if finished >= s.n_trials:
+            break
+        if s.stop_when_flat and flat.check(study, s) is not None:
             break
         if finished + running >= s.n_trials:
             if waited_for != running:  # said once per change, not at every poll

@@ -42,7 +42,7 @@ class RunResult:
     final: dict | None  # validation metrics at the last evaluation
     test: dict | None  # test metrics of the final model, when trainer.evaluate_test
     wall_time_s: float
-    train_time_s: float
+    train_time_s: float  # stepping only; a population member's share of its program's
     steps_per_s: float
     examples: dict[str, int]
     training_path: str | None = None  # strings, features or token ids (see classifier.py)
@@ -51,6 +51,8 @@ class RunResult:
     # How macro scores average (metrics.MACRO_RULE), and the classes a split lacks.
     macro_rule: str = MACRO_RULE
     absent_classes: dict[str, list[str]] = field(default_factory=dict)
+    # Runs trained together in one program (a population): wall_time_s is theirs together.
+    trained_with: int = 1
     history: list[dict] = field(default_factory=list, repr=False)
     # The trained classifier (embedding layer first), for programmatic use; not serialised.
     model: keras.Model | None = field(default=None, repr=False, compare=False)
@@ -93,6 +95,7 @@ class RunRecorder:
         self.test: dict | None = None
         self.events: EventLog | None = None
         self.result: RunResult | None = None
+        self.trained_with = 1  # set by a population to its size
 
     def begin(
         self,
@@ -215,6 +218,7 @@ class RunRecorder:
             diverged_at_step=loop.diverged_at_step,
             error=error,
             absent_classes=self.data.absent_classes() if self.data else {},
+            trained_with=self.trained_with,
             history=history,
             model=self.model,
         )

@@ -190,6 +190,7 @@ def train_population(
         dim, n_train = int(features["train"].shape[1]), len(data.splits["train"])
         members = [Member.of(cfg, n_train, dim, data.num_classes) for cfg in cfgs]
         for recorder, member in zip(recorders, members, strict=True):
+            recorder.trained_with = len(recorders)
             recorder.begin(data, "features (population)", lambda s, m=member: float(m.rates[s]))
         loops = run_population(
             program_for(first, members[0], len(members)),

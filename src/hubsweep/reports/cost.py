@@ -1,0 +1,158 @@
+"""Cost beside every score: what each arm's answer cost to get.
+
+A trial's compute is what its runs took (the trial's `wall_time_s` user attribute: wall
+seconds, a population member's share of its program's; `train_time_s`: stepping only).
+An arm's cost is its finished trials' (completed, pruned, failed on their own), its
+finalists' re-runs and its re-runs with test. The quality is the arm's test score over the
+re-run seeds (the winner's validation score in the search where it was not re-run). An
+arm is on the Pareto front when no other arm scores at least as well for no more compute
+per trial, better in one of the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from optuna.trial import TrialState
+
+from hubsweep.reports.collect import Study
+from hubsweep.reports.tables import LABELS
+from hubsweep.results.layout import RunStatus
+from hubsweep.study.finalists import run_cost
+from hubsweep.study.liveness import TRAIN_TIME, WALL_TIME
+
+
+@dataclass(frozen=True)
+class ArmCost:
+    arm: str
+    trials: int  # finished trials with a recorded cost
+    per_trial_s: float  # mean wall seconds per trial
+    train_per_trial_s: float | None  # mean training seconds per trial (None: not recorded)
+    search_s: float
+    finalists_s: float
+    retrain_s: float
+    quality: float  # test score mean over the re-run seeds, else the winner's validation
+    quality_std: float
+    quality_from: str  # "test" or "validation"
+
+    @property
+    def total_s(self) -> float:
+        return self.search_s + self.finalists_s + self.retrain_s
+
+
+def _finished(study: Study) -> list:
+    done = study.by_state(TrialState.COMPLETE) + study.by_state(TrialState.PRUNED)
+    return [t for t in done + study.failed if WALL_TIME in t.user_attrs]
+
+
+def arm_cost(study: Study) -> ArmCost | None:
+    trials = _finished(study)
+    winner = study.winner
+    if not trials or winner is None:
+        return None
+    walls = [float(t.user_attrs[WALL_TIME]) for t in trials]
+    trains = [float(t.user_attrs[TRAIN_TIME]) for t in trials if TRAIN_TIME in t.user_attrs]
+    finalists = study.finalists.get("finalists", []) if study.finalists.get("raced") else []
+    tested = [r for r in study.retrain if r.status == RunStatus.COMPLETED and r.test]
+    scores = [r.test[study.metric] for r in tested if study.metric in r.test]
+    if scores:
+        quality, spread, source = float(np.mean(scores)), _std(scores), "test"
+    else:
+        quality, spread, source = float(winner.value), 0.0, "validation"
+    return ArmCost(
+        arm=study.label,
+        trials=len(trials),
+        per_trial_s=float(np.mean(walls)),
+        train_per_trial_s=float(np.mean(trains)) if len(trains) == len(trials) else None,
+        search_s=float(np.sum(walls)),
+        finalists_s=float(sum(f.get("wall_s", 0.0) for f in finalists)),
+        retrain_s=float(sum(run_cost(r)[0] for r in study.retrain)),
+        quality=quality,
+        quality_std=spread,
+        quality_from=source,
+    )
+
+
+def _std(values: Sequence[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def arm_costs(studies: Sequence[Study]) -> dict[str, ArmCost]:
+    costs = {s.label: arm_cost(s) for s in studies}
+    return {label: c for label, c in costs.items() if c is not None}
+
+
+def ratio_phrase(a: ArmCost, b: ArmCost) -> str:
+    """`a` against `b` in compute per trial, as the paired sentence says it."""
+    if b.per_trial_s <= 0:
+        return ""
+    ratio = a.per_trial_s / b.per_trial_s
+    return (
+        f"{a.arm} at {ratio:.2g}× {b.arm}'s compute per trial ({a.per_trial_s:.3g} s against "
+        f"{b.per_trial_s:.3g} s)"
+    )
+
+
+def pareto(costs: Sequence[ArmCost], minimize: bool) -> set[str]:
+    """The arms no other arm dominates in (compute per trial, quality). Test and validation
+    scores are not compared: where some arms have test scores, only they can be on it."""
+
+    def better(x: float, y: float) -> bool:
+        return x < y if minimize else x > y
+
+    source = "test" if any(c.quality_from == "test" for c in costs) else "validation"
+    costs = [c for c in costs if c.quality_from == source]
+    front = set()
+    for c in costs:
+        dominated = any(
+            o is not c
+            and o.per_trial_s <= c.per_trial_s
+            and not better(c.quality, o.quality)
+            and (o.per_trial_s < c.per_trial_s or better(o.quality, c.quality))
+            for o in costs
+        )
+        if not dominated:
+            front.add(c.arm)
+    return front
+
+
+def cost_table(costs: Sequence[ArmCost], metric: str, minimize: bool) -> tuple:
+    """(numbers for CSV, formatted for Markdown/LaTeX), one row per arm."""
+    front = pareto(costs, minimize)
+    label = LABELS.get(metric, metric)
+    numbers, text = [], []
+    for c in costs:
+        numbers.append(
+            {
+                "arm": c.arm,
+                f"{c.quality_from}_{metric}_mean": c.quality,
+                f"{c.quality_from}_{metric}_std": c.quality_std,
+                "trials": c.trials,
+                "wall_s_per_trial": c.per_trial_s,
+                "train_s_per_trial": c.train_per_trial_s,
+                "search_s": c.search_s,
+                "finalists_s": c.finalists_s,
+                "retrain_s": c.retrain_s,
+                "total_s": c.total_s,
+                "pareto": c.arm in front,
+            }
+        )
+        text.append(
+            {
+                "arm": c.arm,
+                label: f"{c.quality:.4f} ± {c.quality_std:.4f} ({c.quality_from})",
+                "trials": c.trials,
+                "s / trial (wall)": f"{c.per_trial_s:.3g}",
+                "s / trial (training)": (
+                    f"{c.train_per_trial_s:.3g}" if c.train_per_trial_s is not None else "–"
+                ),
+                "search (min)": f"{c.search_s / 60:.2f}",
+                "finalists + re-runs (min)": f"{(c.finalists_s + c.retrain_s) / 60:.2f}",
+                "total (min)": f"{c.total_s / 60:.2f}",
+                "Pareto front": "yes" if c.arm in front else "",
+            }
+        )
+    return pd.DataFrame(numbers), pd.DataFrame(text)
