@@ -205,7 +205,8 @@ def test_cost_traces_back_to_the_trials_and_the_verdict_states_the_ratio(report,
         assert cost.loc[arm, "finalists_s"] == pytest.approx(sum(f["wall_s"] for f in raced))
         winner = study.user_attrs["finalists"]["winner"]
         reruns = sorted((experiment / "lr" / arm / "retrain").glob(f"trial{winner:04d}-*"))
-        retrain = sum(read_final(r)["wall_time_s"] for r in reruns)  # alone: trained_with 1
+        retrain = sum(read_final(r)["wall_share_s"] for r in reruns)
+        assert retrain == pytest.approx(sum(read_final(r)["wall_time_s"] for r in reruns))
         assert cost.loc[arm, "retrain_s"] == pytest.approx(retrain)
         assert cost.loc[arm, "test_macro_f1_mean"] == pytest.approx(
             np.mean([read_final(r)["test"]["macro_f1"] for r in reruns])

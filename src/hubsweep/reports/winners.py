@@ -68,8 +68,15 @@ def race_sentences(study: Study) -> list[str]:
             f"The search's ranking did not hold: trial {winner['trial']} (search rank "
             f"{winner['search_rank']}) re-ran at {winner['mean']:.4f}, the search's best "
             f"(trial {first['trial']}) at "
-            + (f"{first['mean']:.4f}" if first.get("mean") is not None else "no score")
         )
+        if first.get("mean") is None:
+            held += "no score (its re-runs did not complete)"
+        else:
+            held += (
+                f"{first['mean']:.4f}, {abs(first['search_value'] - first['mean']):.4f} "
+                f"{'below' if first['mean'] < first['search_value'] else 'above'} its search "
+                f"score {first['search_value']:.4f}"
+            )
     curse = raced.get("winners_curse")
     gap = (
         f" Winner's curse: the winner's search score {winner['search_value']:.4f} is "

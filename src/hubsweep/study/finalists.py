@@ -168,8 +168,8 @@ def _cache(plan: StudyPlan):
 def run_cost(run: RunFiles) -> tuple[float, float]:
     """(wall seconds, a population member's share; training seconds) from final.json."""
     final = run.final or {}
-    wall = float(final.get("wall_time_s") or 0.0) / max(int(final.get("trained_with") or 1), 1)
-    return wall, float(final.get("train_time_s") or 0.0)
+    wall = final.get("wall_share_s", final.get("wall_time_s"))  # older runs: no share
+    return float(wall or 0.0), float(final.get("train_time_s") or 0.0)
 
 
 def _validation(run: RunFiles, metric: str) -> float | None:

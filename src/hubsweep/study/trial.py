@@ -158,12 +158,12 @@ class Objective:
 def check_run(trial: optuna.Trial, result) -> None:
     """Record a run's outcome on its trial; a stopped run prunes it, a diverged one fails it.
 
-    The trial's compute is the sum over its runs (seeds): wall seconds, a population
-    member's share of its program's (wall_time_s / trained_with), and training seconds."""
+    The trial's compute is the sum over its runs (seeds): wall seconds (a population
+    member's share of its program's, `wall_share_s`) and training seconds."""
     trial.set_user_attr("status", str(result.status))
     trial.set_user_attr("steps_done", result.steps_done)
     costs = dict(trial.user_attrs.get(RUN_COSTS, {}))
-    costs[result.run_dir] = [result.wall_time_s / result.trained_with, result.train_time_s]
+    costs[result.run_dir] = [result.wall_share_s, result.train_time_s]
     trial.set_user_attr(RUN_COSTS, costs)
     trial.set_user_attr(WALL_TIME, round(sum(c[0] for c in costs.values()), 3))
     trial.set_user_attr(TRAIN_TIME, round(sum(c[1] for c in costs.values()), 3))

@@ -51,8 +51,10 @@ class RunResult:
     # How macro scores average (metrics.MACRO_RULE), and the classes a split lacks.
     macro_rule: str = MACRO_RULE
     absent_classes: dict[str, list[str]] = field(default_factory=dict)
-    # Runs trained together in one program (a population): wall_time_s is theirs together.
+    # Runs trained together in one program (a population): wall_time_s is theirs together,
+    # wall_share_s this run's share (its own training time plus an equal part of the rest).
     trained_with: int = 1
+    wall_share_s: float = 0.0
     history: list[dict] = field(default_factory=list, repr=False)
     # The trained classifier (embedding layer first), for programmatic use; not serialised.
     model: keras.Model | None = field(default=None, repr=False, compare=False)
@@ -95,7 +97,8 @@ class RunRecorder:
         self.test: dict | None = None
         self.events: EventLog | None = None
         self.result: RunResult | None = None
-        self.trained_with = 1  # set by a population to its size
+        self.trained_with = 1  # set by a population to its size, with the run's share
+        self.wall_share_s: float | None = None
 
     def begin(
         self,
@@ -201,6 +204,7 @@ class RunRecorder:
         loop = self.loop or LoopResult(status=RunStatus.FAILED, steps_done=0)
         history = loop.history
         train_time = loop.train_time_s
+        wall = round(time.perf_counter() - self.started, 3)
         return RunResult(
             status=status,
             run_dir=str(self.writer.run_dir),
@@ -210,7 +214,7 @@ class RunRecorder:
             best=self.best,
             final=history[-1] if history else None,
             test=self.test,
-            wall_time_s=round(time.perf_counter() - self.started, 3),
+            wall_time_s=wall,
             train_time_s=round(train_time, 3),
             steps_per_s=round(loop.steps_done / train_time, 2) if train_time else 0.0,
             examples={role: len(s) for role, s in self.data.splits.items()} if self.data else {},
@@ -219,6 +223,7 @@ class RunRecorder:
             error=error,
             absent_classes=self.data.absent_classes() if self.data else {},
             trained_with=self.trained_with,
+            wall_share_s=wall if self.wall_share_s is None else self.wall_share_s,
             history=history,
             model=self.model,
         )

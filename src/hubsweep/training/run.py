@@ -10,6 +10,7 @@ same for the runs of one population, trained at once (`population.py`).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -190,7 +191,6 @@ def train_population(
         dim, n_train = int(features["train"].shape[1]), len(data.splits["train"])
         members = [Member.of(cfg, n_train, dim, data.num_classes) for cfg in cfgs]
         for recorder, member in zip(recorders, members, strict=True):
-            recorder.trained_with = len(recorders)
             recorder.begin(data, "features (population)", lambda s, m=member: float(m.rates[s]))
         loops = run_population(
             program_for(first, members[0], len(members)),
@@ -202,6 +202,7 @@ def train_population(
             first.trainer.eval_batch_size,
             [recorder.on_evaluation for recorder in recorders],
         )
+        _share_time(recorders, loops)
         results = []
         for recorder, loop in zip(recorders, loops, strict=True):
             recorder.trained(loop)
@@ -214,3 +215,14 @@ def train_population(
         if (named := _named(e, recorders[0])) is e:
             raise
         raise named from None
+
+
+def _share_time(recorders: Sequence[RunRecorder], loops: Sequence) -> None:
+    """Each member's share of the population's wall time: its own training time (the
+    program's chunks, split among the members they stepped) plus an equal part of the
+    rest (loading, embedding, evaluations)."""
+    wall = time.perf_counter() - min(r.started for r in recorders)
+    rest = max(wall - sum(loop.train_time_s for loop in loops), 0.0) / len(recorders)
+    for recorder, loop in zip(recorders, loops, strict=True):
+        recorder.trained_with = len(recorders)
+        recorder.wall_share_s = round(loop.train_time_s + rest, 3)
