@@ -12,7 +12,7 @@ import optuna
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from optuna.trial import TrialState
 
 from hubsweep.reports.collect import Run, Study, last_reported
@@ -285,7 +285,7 @@ def quality_vs_compute(data: tuple[Sequence, set[str], str], path: Path) -> Path
     costs, front, label = data
     if len(costs) < 2:
         return None
-    fig = Figure(figsize=(7.5, 4.6), layout="constrained")
+    fig = Figure(figsize=(10, 4.6), layout="constrained")
     ax = fig.subplots()
     palette = sns.color_palette(n_colors=len(costs))
     mixed = len({c.quality_from for c in costs}) > 1  # then say which score each point is
@@ -299,9 +299,6 @@ def quality_vs_compute(data: tuple[Sequence, set[str], str], path: Path) -> Path
             capsize=4,
             markersize=8 if c.arm in front else 6,
             label=f"{c.arm} ({c.quality_from})" if mixed else c.arm,
-        )
-        ax.annotate(
-            c.arm, (c.per_trial_s, c.quality), textcoords="offset points", xytext=(6, 6), fontsize=9
         )
     on = sorted((c for c in costs if c.arm in front), key=lambda c: c.per_trial_s)
     if len(on) > 1:
@@ -319,8 +316,11 @@ def quality_vs_compute(data: tuple[Sequence, set[str], str], path: Path) -> Path
         xlabel="compute per trial (wall seconds, log scale)",
         ylabel=f"{'/'.join(sorted(sources))} {label}",
     )
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle("Quality against compute per trial (mean ± std over re-run seeds)")
     return _save(fig, path)
 
