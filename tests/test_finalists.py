@@ -79,6 +79,8 @@ def test_the_finalists_pick_the_truly_better_config_over_a_lucky_draw(lucky_stud
     # Only the winner is re-run with test, and its preset is the one written.
     retrain = json.loads((Path(plan.directory) / RETRAIN_FILE).read_text())
     assert retrain["best_trial"] == 1 and retrain["statuses"] == ["completed"] * 2
+    # ... on seeds after the search's (0) and the finalists' (1, 2): fresh draws.
+    assert [Path(d).name for d in retrain["run_dirs"]] == ["trial0001-seed3", "trial0001-seed4"]
     assert "learning_rate: 0.5" in Path(summary["winner"]["preset"]).read_text()
     assert json.loads((Path(plan.directory) / FINALISTS_FILE).read_text()) == raced
 
@@ -120,3 +122,41 @@ def test_one_finalist_is_todays_behaviour(lucky_study):
         )
         is None
     )
+
+
+def test_a_finalist_whose_re_runs_diverged_cannot_win_on_its_one_good_seed(lucky_study):
+    import pandas as pd
+
+    from hubsweep.results.artifacts import RunFiles
+    from hubsweep.study.finalists import summarize
+
+    plan, study = lucky_study
+    finalists = top_distinct(study.trials, 2, minimize=False)
+
+    def run(status: str, score: float) -> RunFiles:
+        final = {"status": status, "final": {"macro_f1": score}}
+        return RunFiles(Path("/x"), {}, final, pd.DataFrame())
+
+    runs = {
+        finalists[0].number: [run("completed", 0.95), run("diverged", 0.0), run("diverged", 0.0)],
+        finalists[1].number: [
+            run("completed", 0.70),
+            run("completed", 0.72),
+            run("completed", 0.7),
+        ],
+    }
+    summary = summarize(plan, finalists, runs, minimize=False)
+    assert summary["winner"] == finalists[1].number
+    assert summary["finalists"][0]["values"] == [0.95]  # its one completed re-run, shown
+
+
+def test_the_report_ignores_a_race_of_other_top_configs(lucky_study):
+    from hubsweep.reports.collect import read_study
+
+    plan, study = lucky_study
+    finish_study(replace(plan, settings=replace(plan.settings, retrain_best_seeds=0)), 0.0)
+    assert read_study(Path(plan.directory)).winner.number == 1
+    # A resume adds a trial that enters the top two: the stored race is of other configs.
+    study.add_trial(create_trial(params={LR: 0.05}, distributions=DIST, value=0.9))
+    again = read_study(Path(plan.directory))
+    assert again.raced == {} and again.winner.number == 0  # the search's best, until re-raced

@@ -122,9 +122,9 @@ def test_a_population_round_is_pruned_against_the_rounds_before_it(sweep):
         json.loads((Path(t.user_attrs["run_dirs"][0]) / "final.json").read_text())
         for t in study.trials[:4]
     ]
-    assert sum(f["wall_share_s"] for f in shares) == pytest.approx(
-        max(f["wall_time_s"] for f in shares), abs=0.2
-    )
+    # Together the shares are the program's time up to its last final.json.
+    total, wall = sum(f["wall_share_s"] for f in shares), max(f["wall_time_s"] for f in shares)
+    assert 0.8 * wall < total <= wall
 
 
 def test_the_best_preset_runs_with_hubsweep_train(sweep):

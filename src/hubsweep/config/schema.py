@@ -67,6 +67,9 @@ class EmbeddingConfig:
     pooling: str = "pooled_output"
     # With trainable=true: fine-tune only the top k transformer layers (null: all of them).
     trainable_layers: int | None = None
+    # Layer-wise learning-rate decay (optimizer=adamw): layer l of L trains at
+    # lr x decay^(L-l), the embeddings at lr x decay^L, the head at lr (null: one rate).
+    layer_lr_decay: float | None = None
 
 
 @dataclass
@@ -103,6 +106,26 @@ class AdamConfig:
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-7
+    # Clip the gradients' global norm to this (null: no clipping).
+    clipnorm: float | None = None
+
+
+@dataclass
+class AdamWConfig:
+    """Adam with decoupled weight decay (Loshchilov & Hutter), the fine-tuning recipe of
+    Devlin et al. and the sentence-transformers scripts: lr 2e-5, weight decay 0.01 on all
+    but biases and LayerNorm, epsilon 1e-6, the global gradient norm clipped to 1."""
+
+    name: str = "adamw"
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.01
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-6
+    clipnorm: float | None = 1.0
+    # Variables with one of these in their name get no weight decay (biases, LayerNorm's
+    # gamma and beta, the embeddings' norm).
+    no_decay: list[str] = field(default_factory=lambda: ["bias", "gamma", "beta", "norm"])
 
 
 @dataclass
@@ -214,6 +237,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "sgd": SGDConfig,
         "momentum": MomentumConfig,
         "adam": AdamConfig,
+        "adamw": AdamWConfig,
         "adagrad": AdagradConfig,
         "rmsprop": RMSpropConfig,
     },
@@ -264,12 +288,31 @@ def _validate_encoder(e: DictConfig) -> None:
         require(e.trainable, "embedding.trainable_layers", "needs embedding.trainable=true")
 
 
+def _validate_recipe(cfg: DictConfig) -> None:
+    """The fine-tuning recipe's settings: decay only where it applies."""
+    e, o = cfg.embedding, cfg.optimizer
+    decay = e.get("layer_lr_decay")
+    if decay is not None:
+        require(0 < decay <= 1, "embedding.layer_lr_decay", f"must be in (0, 1], got {decay}")
+        require(
+            e.get("preprocess_handle") is not None and e.trainable,
+            "embedding.layer_lr_decay",
+            "needs a fine-tuned BERT-family pair (embedding.preprocess_handle, trainable=true)",
+        )
+        require(o.name == "adamw", "embedding.layer_lr_decay", "needs optimizer=adamw")
+    if o.get("clipnorm") is not None:
+        require(o.clipnorm > 0, "optimizer.clipnorm", f"must be > 0 or null, got {o.clipnorm}")
+    if o.name == "adamw":
+        require(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the value constraints of a composed config; raise ConfigError naming the key."""
     require_name(cfg.experiment_name, "experiment_name")
     for group in ("model", "optimizer", "schedule"):
         _check_name(cfg, group)
     _validate_encoder(cfg.embedding)
+    _validate_recipe(cfg)
     t = cfg.trainer
     for key in ("steps", "batch_size", "eval_every", "eval_batch_size"):
         require(t[key] > 0, f"trainer.{key}", f"must be a positive integer, got {t[key]}")

@@ -29,7 +29,7 @@ from hubsweep.results.layout import (
     trial_run_dir,
 )
 from hubsweep.study import storage as storages
-from hubsweep.study.finalists import FINALISTS_ATTR
+from hubsweep.study.finalists import FINALISTS_ATTR, top_distinct
 from hubsweep.study.flat import FLAT_ATTR
 from hubsweep.study.liveness import (
     HOST,
@@ -130,9 +130,20 @@ class Study:
         return pick(complete, key=lambda t: t.value)
 
     @property
+    def raced(self) -> dict:
+        """The finalists' race, if it raced the study's current top configs ({} otherwise:
+        not raced, raced before more trials were added, or `sweep.finalists=1` now)."""
+        race = self.finalists
+        rows = race.get("finalists", [])
+        if not race.get("raced") or self.sweep.get("finalists", 3) <= 1 or not rows:
+            return {}
+        current = top_distinct(self.trials, len(rows), self.minimize)
+        return race if [t.number for t in current] == [f["trial"] for f in rows] else {}
+
+    @property
     def winner(self) -> FrozenTrial | None:
         """The config the study settled on: the finalists' winner, else the best trial."""
-        number = self.finalists.get("winner") if self.finalists.get("raced") else None
+        number = self.raced.get("winner")
         for t in self.by_state(TrialState.COMPLETE):
             if t.number == number:
                 return t
@@ -148,7 +159,8 @@ class Study:
         current budget; {} otherwise."""
         record = self._attr(FLAT_ATTR)
         target = self.sweep.get("n_trials")
-        return record if record and (target is None or target <= record["n_trials"]) else {}
+        current = target is None or target <= record.get("n_trials", 0)
+        return record if record and self.sweep.get("stop_when_flat") and current else {}
 
     @property
     def warm_started(self) -> list[FrozenTrial]:

@@ -96,7 +96,8 @@ def _cost(studies: Sequence[Study], tables: Path, out: Path) -> list[str]:
         "member's share of its program's), training seconds (stepping only), and the "
         "finalists' and test re-runs' on top. An arm is on the Pareto front when no other "
         f"arm scores at least as well for no more compute per trial. Quality: test {label} "
-        "over the re-run seeds (the winner's validation score where it was not re-run). "
+        "over the re-run seeds (where an arm was not re-run with test: its winner's "
+        "validation score over the finalists' re-runs, else in the search). "
         f"Pareto front: {', '.join(sorted(front))}.",
         "",
         write_table(numbers, text, tables, "cost"),

@@ -4,7 +4,8 @@ A trial's compute is what its runs took (the trial's `wall_time_s` user attribut
 seconds, a population member's share of its program's; `train_time_s`: stepping only).
 An arm's cost is its finished trials' (completed, pruned, failed on their own), its
 finalists' re-runs and its re-runs with test. The quality is the arm's test score over the
-re-run seeds (the winner's validation score in the search where it was not re-run). An
+re-run seeds (else the winner's validation re-runs in the finalists' race, else its search
+score). An
 arm is on the Pareto front when no other arm scores at least as well for no more compute
 per trial, better in one of the two.
 """
@@ -55,11 +56,14 @@ def arm_cost(study: Study) -> ArmCost | None:
         return None
     walls = [float(t.user_attrs[WALL_TIME]) for t in trials]
     trains = [float(t.user_attrs[TRAIN_TIME]) for t in trials if TRAIN_TIME in t.user_attrs]
-    finalists = study.finalists.get("finalists", []) if study.finalists.get("raced") else []
+    finalists = study.raced.get("finalists", [])
     tested = [r for r in study.retrain if r.status == RunStatus.COMPLETED and r.test]
     scores = [r.test[study.metric] for r in tested if study.metric in r.test]
+    reran = next((f for f in finalists if f.get("winner") and f.get("values")), None)
     if scores:
         quality, spread, source = float(np.mean(scores)), _std(scores), "test"
+    elif reran:  # the winner's re-runs: fresh draws, unlike its search score
+        quality, spread, source = float(reran["mean"]), _std(reran["values"]), "validation"
     else:
         quality, spread, source = float(winner.value), 0.0, "validation"
     return ArmCost(

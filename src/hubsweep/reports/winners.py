@@ -15,7 +15,7 @@ from hubsweep.reports.tables import LABELS, Spread
 
 def finalists_frames(study: Study) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """(numbers, text) of the race, one row per finalist in search order; None unraced."""
-    raced = study.finalists
+    raced = study.raced
     if not raced.get("raced"):
         return None
     names = study.param_names()
@@ -50,7 +50,7 @@ def finalists_frames(study: Study) -> tuple[pd.DataFrame, pd.DataFrame] | None:
 
 
 def race_sentences(study: Study) -> list[str]:
-    raced = study.finalists
+    raced = study.raced
     rows = raced.get("finalists", [])
     winner = next((f for f in rows if f.get("winner")), None)
     if winner is None or winner.get("mean") is None:

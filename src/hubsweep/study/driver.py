@@ -141,7 +141,7 @@ def finish_study(plan: StudyPlan, wall_s: float) -> dict:
         "wall_time_s": round(wall_s, 1),
     }
     stopped = study.user_attrs.get(flat.FLAT_ATTR)
-    if plan.settings.stop_when_flat and stopped:
+    if plan.settings.stop_when_flat and stopped and plan.settings.n_trials <= stopped["n_trials"]:
         summary["stopped_flat"] = stopped
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         log.warning("no trial completed; no best config")
@@ -157,6 +157,8 @@ def finish_study(plan: StudyPlan, wall_s: float) -> dict:
     )
     raced = race(plan, study)
     summary["finalists"] = raced
+    if "running_on" in raced:  # that worker names the winner and re-runs it
+        return summary
     winner = study.trials[raced.get("winner", best.number)]
     summary["winner"] = {"trial": winner.number, "value": winner.value, "params": winner.params}
     summary["winner"]["preset"] = str(write_best_preset(plan, winner))

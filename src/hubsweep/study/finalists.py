@@ -8,8 +8,9 @@ winner is the best mean of those re-runs (the search's own scores are left out: 
 the biased draws). Only the winner is re-run with test (`study.retrain`).
 
 Like the re-runs with test, the race is run once across workers and hosts (a claim in the
-storage), resumable (completed runs are kept, an unfinished one is set aside), and stored
-in the study's user attributes so a host without the files can report it. Runs that can
+storage), resumable (completed runs are kept, an unfinished one is set aside), and its
+summary (every re-run's score) is stored in the study so a host without the files can
+report it. The re-runs with test then take seeds after these (`retrain_offset`). Runs that can
 train as a population (frozen features) do, grouped as trials are.
 """
 
@@ -26,7 +27,7 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from hubsweep.results.artifacts import RunFiles, read_run, run_record, set_aside
+from hubsweep.results.artifacts import RunFiles, read_run, set_aside
 from hubsweep.results.layout import FINALISTS_FILE, RunStatus, finalist_run_dir
 from hubsweep.study.claim import Outcome, take
 from hubsweep.study.compose import TrialComposer, seeded
@@ -36,7 +37,6 @@ from hubsweep.study.plan import StudyPlan
 log = logging.getLogger(__name__)
 
 FINALISTS_ATTR = "finalists"  # the study's user attr with the race's summary
-FINALIST_RUN_ATTR = "finalist:trial{}:seed{}"  # ... and one per run with its record
 
 
 def top_distinct(trials: Sequence[FrozenTrial], k: int, minimize: bool) -> list[FrozenTrial]:
@@ -63,9 +63,17 @@ def finalist_seed_indices(plan: StudyPlan) -> list[int]:
     return [s.seeds_per_trial + j for j in range(s.finalist_seeds)]
 
 
-def race(plan: StudyPlan, study: optuna.Study, cache=None) -> dict:
+def retrain_offset(plan: StudyPlan) -> int:
+    """The re-runs with test take seeds after the search's and the finalists' (the same for
+    every arm, so arms stay paired): their validation scores are fresh draws too."""
+    s = plan.settings
+    return s.seeds_per_trial + s.finalist_seeds if s.finalists > 1 else 0
+
+
+def race(plan: StudyPlan, study: optuna.Study) -> dict:
     """Race the top configs; the summary names the winner. With `sweep.finalists=1` (or one
-    distinct completed config) the search's best trial wins unraced."""
+    distinct completed config) the search's best trial wins unraced. While another worker
+    races, the summary says where (`running_on`) and names no winner."""
     s = plan.settings
     minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
     trials = study.get_trials(deepcopy=False)
@@ -82,17 +90,14 @@ def race(plan: StudyPlan, study: optuna.Study, cache=None) -> dict:
     taken = take(study._storage, name, s.heartbeat_s, s.grace_s)
     if isinstance(taken, Outcome):
         log.info("the finalists are being raced on %s", taken.holder or "another worker")
-        return {"winner": finalists[0].number, "raced": False, "running_on": str(taken.holder)}
+        return {"raced": False, "running_on": str(taken.holder)}
     with taken:
         done = _done(plan, study, numbers)
         if done is not None:
             return done
-        runs = _race_runs(plan, finalists, cache)
+        runs = _race_runs(plan, finalists)
         summary = summarize(plan, finalists, runs, minimize)
         (Path(plan.directory) / FINALISTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-        for t in finalists:
-            for k, run in zip(finalist_seed_indices(plan), runs[t.number], strict=True):
-                study.set_user_attr(FINALIST_RUN_ATTR.format(t.number, k), run_record(run))
         study.set_user_attr(FINALISTS_ATTR, summary)
     return summary
 
@@ -111,14 +116,12 @@ def _done(plan: StudyPlan, study: optuna.Study, numbers: list[int]) -> dict | No
     return None
 
 
-def _race_runs(
-    plan: StudyPlan, finalists: Sequence[FrozenTrial], cache
-) -> dict[int, list[RunFiles]]:
+def _race_runs(plan: StudyPlan, finalists: Sequence[FrozenTrial]) -> dict[int, list[RunFiles]]:
     """Each finalist's runs on the new seeds; only those not completed before are trained."""
     from hubsweep.training.population import blocker, group_key
     from hubsweep.training.run import train_and_evaluate, train_population
 
-    cache = cache or _cache(plan)
+    cache = _cache(plan)
     compose = TrialComposer(
         plan.compose, ["trainer.evaluate_test=false", "trainer.learning_curve=false"]
     )
@@ -184,7 +187,8 @@ def summarize(
     minimize: bool,
 ) -> dict:
     """The race as plain JSON: each finalist's search score and rank, its re-runs' validation
-    scores, and the winner (the best mean over its completed re-runs)."""
+    scores, and the winner: the best mean among the finalists with the most completed
+    re-runs (one good seed of three never beats three)."""
     metric = plan.settings.metric
     rows = []
     for rank, t in enumerate(finalists, start=1):
@@ -205,7 +209,8 @@ def summarize(
                 "run_dirs": [str(run.directory) for run in runs[t.number]],
             }
         )
-    scored = [r for r in rows if r["mean"] is not None]
+    most = max(len(r["values"]) for r in rows)
+    scored = [r for r in rows if r["mean"] is not None and len(r["values"]) == most]
     pick = min if minimize else max
     winner = pick(scored, key=lambda r: r["mean"]) if scored else rows[0]
     for r in rows:

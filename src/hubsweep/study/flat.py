@@ -3,8 +3,9 @@
 The expected best validation score of n trials (Dodge et al. 2019, with Tang et al.'s
 unbiased estimator, `expected_max`) is the study's own budget curve. With
 `sweep.stop_when_flat=true`, before each round a worker checks it over the completed
-trials: once there are `sweep.flat_min_trials` of them and the curve gained less than the
-arm's seed noise from half of them to all, the search stops. The noise is the spread of one
+trials (warm-started ones left out): once there are `sweep.flat_min_trials` of them and
+the curve gained less than the arm's seed noise from half of them to all, the search
+stops (after the trials still running elsewhere finish). The noise is the spread of one
 config over seeds: the finalists' or re-runs' validation standard deviation where a
 previous run of the study left them, else the trials' own spread over `seeds_per_trial`
 seeds, else `sweep.flat_noise`. The stop is stored in the study (what, when, why) so
@@ -26,7 +27,7 @@ from optuna.trial import TrialState
 from scipy import special
 
 from hubsweep.study.finalists import FINALISTS_ATTR
-from hubsweep.study.liveness import SURPLUS
+from hubsweep.study.liveness import SURPLUS, WARM_START
 from hubsweep.study.retrain import RETRAIN_ATTR
 
 log = logging.getLogger(__name__)
@@ -89,10 +90,12 @@ def seed_noise(
 
 def check(study: optuna.Study, settings) -> dict | None:
     """The stop record if the search is flat (stored in the study), else None."""
+    # Warm-started trials are an earlier study's best, not draws of this search: with them
+    # the curve would start flat.
     complete = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not t.user_attrs.get(SURPLUS)
+        if not t.user_attrs.get(SURPLUS) and not t.user_attrs.get(WARM_START)
     ]
     stored = study.user_attrs.get(FLAT_ATTR)
     needed = settings.flat_min_trials

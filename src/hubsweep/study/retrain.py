@@ -1,4 +1,5 @@
-"""A finished study's best trial: a ready-to-run preset, and re-runs over seeds with test."""
+"""A finished study's winner (study/finalists.py): a ready-to-run preset, and re-runs over
+seeds with test (seeds after the search's and the finalists', `retrain_offset`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from hubsweep.results.layout import (
 )
 from hubsweep.study.claim import Outcome, take
 from hubsweep.study.compose import compose_config, param_overrides, seeded_run
+from hubsweep.study.finalists import retrain_offset
 from hubsweep.study.liveness import worker_host
 from hubsweep.study.plan import StudyPlan
 
@@ -111,8 +113,9 @@ def _retrain_runs(plan: StudyPlan, best: optuna.trial.FrozenTrial) -> list[RunFi
     from hubsweep.training.run import train_and_evaluate
 
     extra = [*param_overrides(best.params), "trainer.evaluate_test=true"]
+    offset = retrain_offset(plan)
     runs = []
-    for k in range(plan.settings.retrain_best_seeds):
+    for k in range(offset, offset + plan.settings.retrain_best_seeds):
         run_dir = retrain_run_dir(plan.directory, best.number, k)
         run = read_run(run_dir)
         if run.status != RunStatus.COMPLETED:

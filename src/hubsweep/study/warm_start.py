@@ -11,7 +11,8 @@ parameter of this space the earlier study lacks is left to the sampler.
 
 Queued trials carry the `warm_start` user attribute (their source), so the report marks
 them and says the budget curves do not treat them as random draws. They are queued once
-per source: a resume does not queue them again.
+per source (a config already in the study is never queued twice, `skip_if_exists`): a
+resume does not queue them again, a larger `warm_start_trials` queues the next ones.
 """
 
 from __future__ import annotations
@@ -97,11 +98,16 @@ def warm_start(plan: StudyPlan, study: optuna.Study) -> dict | None:
     if not source_text:
         return None
     stored = study.user_attrs.get(WARM_START_ATTR)
-    if isinstance(stored, dict) and stored.get("source") == storage.mask(source_text):
+    k = plan.settings.warm_start_trials
+    if (
+        isinstance(stored, dict)
+        and stored.get("source") == storage.mask(source_text)
+        and stored.get("trials", 0) >= k
+    ):
         return stored
     source = load_source(plan)
     minimize = source.direction == optuna.study.StudyDirection.MINIMIZE
-    top = top_distinct(source.get_trials(deepcopy=False), plan.settings.warm_start_trials, minimize)
+    top = top_distinct(source.get_trials(deepcopy=False), k, minimize)
     if not top:
         raise ConfigError(
             f"sweep.warm_start: study {source.study_name!r} has no completed trial to start from"
@@ -119,6 +125,7 @@ def warm_start(plan: StudyPlan, study: optuna.Study) -> dict | None:
     record = {
         "source": storage.mask(source_text),
         "study": source.study_name,
+        "trials": k,
         "queued": queued,
         "skipped": skipped,
     }

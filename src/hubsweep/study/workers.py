@@ -87,7 +87,14 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
         if finished >= s.n_trials:
             break
         if s.stop_when_flat and flat.check(study, s) is not None:
-            break
+            if not running:
+                break
+            # Trials running elsewhere finish first: every host then races the same finalists.
+            if waited_for != running:
+                log.info("%s", waiting_note(trials, s.grace_s, time.time()))
+                waited_for = running
+            time.sleep(poll_s)
+            continue
         if finished + running >= s.n_trials:
             if waited_for != running:  # said once per change, not at every poll
                 log.info("%s", waiting_note(trials, s.grace_s, time.time()))

@@ -236,13 +236,10 @@ def build_classifier(
     head = keras.Sequential(build_head(cfg.model, data.num_classes, t.seed), name="head")
     model = keras.Sequential([layer, head])
     model(tf.constant(["build"]))
-    args = (
-        model,
-        head,
-        build_optimizer(cfg.optimizer, cfg.schedule, t.steps),
-        data,
-        t.eval_batch_size,
-    )
+    optimizer = build_optimizer(cfg.optimizer, cfg.schedule, t.steps)
+    if e.get("layer_lr_decay") is not None:
+        optimizer.multipliers = layer.lr_multipliers(e.layer_lr_decay)
+    args = (model, head, optimizer, data, t.eval_batch_size)
     if not e.trainable and t.feature_cache:
         return FeatureClassifier(*args, features=frozen_features(cfg, data, cache, layer))
     table = _token_table(layer) if e.trainable and t.fast_path else None

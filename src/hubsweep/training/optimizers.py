@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedules from config."""
+"""Optimizers and learning-rate schedules from config, and AdamW (the fine-tuning recipe's
+optimizer, with per-variable rates for layer-wise decay)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,77 @@ class WarmupThenDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+class AdamW(keras.optimizers.legacy.Optimizer):
+    """Adam with decoupled weight decay, as PyTorch's `torch.optim.AdamW` (and Hugging
+    Face's fine-tuning scripts) step: w -= lr·wd·w (not for variables named in `no_decay`),
+    then the bias-corrected Adam step lr·m̂ / (√v̂ + ε). `multipliers` (variable ref →
+    factor) scale one variable's rate, decay included: layer-wise learning-rate decay.
+
+    A legacy (v2) Keras optimizer like the others here, so `global_clipnorm` clips the
+    gradients' global norm as they arrive. A sparse gradient (an embedding table's) is
+    applied as the dense one it stands for: decay and moments touch every row, as in
+    PyTorch.
+    """
+
+    def __init__(
+        self,
+        learning_rate: Schedule,
+        weight_decay: float,
+        beta_1: float,
+        beta_2: float,
+        epsilon: float,
+        no_decay: tuple[str, ...] = (),
+        global_clipnorm: float | None = None,
+        name: str = "AdamW",
+    ) -> None:
+        super().__init__(name, global_clipnorm=global_clipnorm)
+        self._set_hyper("learning_rate", learning_rate)
+        self.weight_decay, self.beta_1, self.beta_2, self.epsilon = (
+            weight_decay,
+            beta_1,
+            beta_2,
+            epsilon,
+        )
+        self.no_decay = tuple(no_decay)
+        self.multipliers: dict = {}
+
+    def decays(self, var: tf.Variable) -> bool:
+        return self.weight_decay > 0 and not any(p in var.name for p in self.no_decay)
+
+    def _create_slots(self, var_list):
+        for var in var_list:
+            self.add_slot(var, "m")
+            self.add_slot(var, "v")
+
+    def _resource_apply_dense(self, grad, var, apply_state=None):
+        dtype = var.dtype.base_dtype
+        lr = self._decayed_lr(dtype) * self.multipliers.get(var.ref(), 1.0)
+        t = tf.cast(self.iterations + 1, dtype)
+        if self.decays(var):
+            var.assign_sub(lr * self.weight_decay * var)
+        m, v = self.get_slot(var, "m"), self.get_slot(var, "v")
+        m.assign(self.beta_1 * m + (1.0 - self.beta_1) * grad)
+        v.assign(self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad))
+        m_hat = m / (1.0 - tf.pow(self.beta_1, t))
+        v_hat = v / (1.0 - tf.pow(self.beta_2, t))
+        return var.assign_sub(lr * m_hat / (tf.sqrt(v_hat) + self.epsilon))
+
+    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+        dense = tf.math.unsorted_segment_sum(grad, indices, tf.shape(var)[0])
+        return self._resource_apply_dense(dense, var, apply_state)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "learning_rate": self._serialize_hyperparameter("learning_rate"),
+            "weight_decay": self.weight_decay,
+            "beta_1": self.beta_1,
+            "beta_2": self.beta_2,
+            "epsilon": self.epsilon,
+            "no_decay": list(self.no_decay),
+        }
+
+
 def build_schedule(cfg: DictConfig, learning_rate: float, total_steps: int) -> Schedule:
     schedules = keras.optimizers.schedules
     if cfg.name == "exponential":
@@ -71,7 +143,23 @@ def build_optimizer(
     if cfg.name == "momentum":
         return opt.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.name == "adam":
-        return opt.Adam(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon)
+        return opt.Adam(
+            lr,
+            beta_1=cfg.beta_1,
+            beta_2=cfg.beta_2,
+            epsilon=cfg.epsilon,
+            global_clipnorm=cfg.get("clipnorm"),
+        )
+    if cfg.name == "adamw":
+        return AdamW(
+            lr,
+            cfg.weight_decay,
+            cfg.beta_1,
+            cfg.beta_2,
+            cfg.epsilon,
+            tuple(cfg.no_decay),
+            global_clipnorm=cfg.clipnorm,
+        )
     if cfg.name == "adagrad":
         return opt.Adagrad(
             lr, initial_accumulator_value=cfg.initial_accumulator_value, epsilon=cfg.epsilon

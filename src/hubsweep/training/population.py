@@ -87,6 +87,8 @@ def blocker(cfg: DictConfig, alone: bool = False) -> str | None:
         return "only a frozen module on cached features trains in a population"
     if cfg.optimizer.name not in OPTIMIZERS:
         return f"optimizer {cfg.optimizer.name} (a population trains {', '.join(OPTIMIZERS)})"
+    if cfg.optimizer.get("clipnorm") is not None:
+        return "optimizer.clipnorm (a population does not clip gradients)"
     if cfg.model.get("dropout", 0) > 0:
         return "dropout (a population draws no dropout masks)"
     if not alone and (t.evaluate_test or t.export_module):

@@ -202,12 +202,12 @@ def train_population(
             first.trainer.eval_batch_size,
             [recorder.on_evaluation for recorder in recorders],
         )
-        _share_time(recorders, loops)
-        results = []
         for recorder, loop in zip(recorders, loops, strict=True):
             recorder.trained(loop)
-            results.append(recorder.finish(loop.status))
-        return results
+        _share_time(recorders, loops)
+        return [
+            recorder.finish(loop.status) for recorder, loop in zip(recorders, loops, strict=True)
+        ]
     except BaseException as e:
         for recorder in recorders:
             if recorder.result is None:  # a run already concluded keeps its record
@@ -220,7 +220,7 @@ def train_population(
 def _share_time(recorders: Sequence[RunRecorder], loops: Sequence) -> None:
     """Each member's share of the population's wall time: its own training time (the
     program's chunks, split among the members they stepped) plus an equal part of the
-    rest (loading, embedding, evaluations)."""
+    rest (loading, embedding, evaluations, predictions; final.json follows)."""
     wall = time.perf_counter() - min(r.started for r in recorders)
     rest = max(wall - sum(loop.train_time_s for loop in loops), 0.0) / len(recorders)
     for recorder, loop in zip(recorders, loops, strict=True):

@@ -11,6 +11,8 @@ frozen-feature cache and every training path take it unchanged.
   preprocessors require.
 - `embedding.trainable_layers=k` fine-tunes only the top k transformer layers (and the
   pooler, when its output is used): the others and the embeddings stay frozen.
+- `embedding.layer_lr_decay=d` (with optimizer=adamw) gives each trained variable its
+  layer's rate factor (`lr_multipliers`).
 """
 
 from __future__ import annotations
@@ -105,6 +107,25 @@ class BertSentenceEmbedding(keras.layers.Layer):
             if (_layer_of(v) is not None and _layer_of(v) >= first)
             or (pooler and "pooler" in v.name)
         ]
+
+    def lr_multipliers(self, decay: float) -> dict:
+        """Layer-wise learning-rate decay: variable ref → decay^(L-l) for layer l of L
+        (1-based), decay^L for the embeddings below them, 1 for the pooler."""
+        layers = {_layer_of(v) for v in self.encoder.weights} - {None}
+        if not layers:
+            raise EmbeddingError(
+                "embedding.layer_lr_decay: the encoder's variables are not named by layer "
+                "(layer_<i>/...), so their layer is unknown"
+            )
+        count = max(layers) + 1
+        out = {}
+        for v in self.trainable_weights:
+            index = _layer_of(v)
+            if index is not None:
+                out[v.ref()] = decay ** (count - 1 - index)
+            else:
+                out[v.ref()] = 1.0 if "pooler" in v.name else decay**count
+        return out
 
     @property
     def trainable_weights(self) -> list[tf.Variable]:
