@@ -28,7 +28,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hubsweep.results.layout import RETRAIN_DIR, TRIALS_DIR
+from hubsweep.results.layout import FINALISTS_DIR, RETRAIN_DIR, TRIALS_DIR
 from hubsweep.study.liveness import FAIL_REASON, HOST, SURPLUS, tally
 from hubsweep.study.storage import open_storage
 
@@ -237,7 +237,16 @@ def test_three_hosts_one_study_one_killed_mid_trial(
     assert all(dirs.values()), dirs
     every = [d for found in dirs.values() for d in found]
     assert len(every) == len(set(every))
-    assert {t.user_attrs[HOST] for t in trials} == {f"host-{h}" for h in HOSTS}
+    ran = [t for t in trials if not t.user_attrs.get(SURPLUS)]  # surplus: told, never run
+    assert {t.user_attrs[HOST] for t in ran} == {f"host-{h}" for h in HOSTS}
+
+    # The finalists were raced once, on one host; its winner is the config re-run.
+    raced = {
+        h: sorted((tmp_path / f"host-{h}").glob(f"results/*/*/{FINALISTS_DIR}/*")) for h in HOSTS
+    }
+    raced = {h: runs for h, runs in raced.items() if runs}
+    assert len(raced) == 1 and len(next(iter(raced.values()))) == 9, raced  # 3 configs x 3
+    winner = study.user_attrs["finalists"]["winner"]
 
     # Exactly one retrain of the best config, on one host.
     retrained = {
@@ -247,12 +256,14 @@ def test_three_hosts_one_study_one_killed_mid_trial(
     assert len(retrained) == 1, retrained
     ((retrain_host, runs),) = retrained.items()
     assert [r.name for r in runs] == [
-        f"trial{study.best_trial.number:04d}-seed{k}" for k in range(2)
+        f"trial{winner:04d}-seed{k}"
+        for k in (4, 5)  # after the search's and finalists' seeds
     ]
     summary = study.user_attrs["retrain"]
     assert summary["host"] == f"host-{retrain_host}" and summary["statuses"] == ["completed"] * 2
     other = "c" if retrain_host == "a" else "a"
-    assert "is being re-run on host-" in outputs[other] or "was re-run on host-" in outputs[other]
+    said = ("is being re-run on host-", "was re-run on host-", "finalists are being raced on host-")
+    assert any(s in outputs[other] for s in said), outputs[other][-3000:]
 
     # The report on the host that did not retrain: from the storage plus its own files, it
     # names the trials (and the re-runs) whose files are elsewhere, and still has the numbers.

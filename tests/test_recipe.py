@@ -148,3 +148,53 @@ def test_layer_wise_decay_needs_adamw(tiny_bert, make_cfg):  # noqa: F811
     cfg = _cfg(make_cfg, pair, "embedding.trainable=true", "embedding.layer_lr_decay=0.8", run="x")
     with pytest.raises(ConfigError, match="embedding.layer_lr_decay: needs optimizer=adamw"):
         validate(cfg)
+
+
+@pytest.mark.slow
+def test_the_fine_tuning_study_runs_the_recipe_with_hyperband(
+    tiny_bert,  # noqa: F811
+    make_cfg,
+    fixture_overrides,
+    tmp_path,
+):
+    """experiments/encoders_finetuned.yaml on the tiny checkpoint: both arms search the
+    fine-tuning space with AdamW, warm-up, layer-wise decay and Hyperband."""
+    from hubsweep.study.compose import ComposeSpec
+    from hubsweep.study.driver import run_sweep
+    from hubsweep.study.plan import build_plans
+
+    from .conftest import REPO
+
+    _, pair = tiny_bert
+    args = [
+        "experiment=encoders_finetuned",
+        f"embedding.preprocess_handle={pair / 'preprocess'}",
+        f"embedding.handle={pair / 'encoder'}",
+        "embedding.dim=16",
+        "embedding.seq_length=32",
+        f"results_dir={tmp_path / 'results'}",
+        "trainer.eval_every=10",
+        "sweep.n_trials=2",
+        "sweep.params.steps.low=20",
+        "sweep.params.steps.high=40",
+        "sweep.params.steps.step=20",
+        "sweep.pruner_warmup_steps=10",
+        "sweep.finalists=1",
+        "sweep.retrain_best_seeds=0",
+    ]
+    cfg = make_cfg(*args, small=False)
+    compose = ComposeSpec(str(REPO / "conf"), (), ())
+    plans = build_plans(cfg, [*fixture_overrides, *args], compose)
+    assert [p.arm for p in plans] == ["top2", "full"]
+    assert plans[0].settings.pruner == "hyperband"
+    summary = run_sweep(cfg, [*fixture_overrides, *args], compose)
+    for arm in ("top2", "full"):
+        best = summary["arms"][arm]["best"]
+        assert set(best["params"]) == {
+            "optimizer.learning_rate",
+            "schedule.warmup_fraction",
+            "optimizer.weight_decay",
+            "trainer.steps",
+            "trainer.batch_size",
+        }
+        assert 1e-5 <= best["params"]["optimizer.learning_rate"] <= 3e-4

@@ -171,6 +171,8 @@ class CosineScheduleConfig:
 class WarmupScheduleConfig:
     name: str = "warmup"
     warmup_steps: int = 500
+    # The warm-up as a share of trainer.steps instead (the recipe's 10%; searchable).
+    warmup_fraction: float | None = None
     # What follows the linear warm-up: "linear" or "cosine" decay to end_factor × lr.
     decay: str = "linear"
     end_factor: float = 0.0
@@ -381,10 +383,15 @@ def validate(cfg: DictConfig) -> None:
             "schedule.decay",
             f"{s.decay!r} is not one of {', '.join(WARMUP_DECAYS)}",
         )
+        fraction = s.get("warmup_fraction")
+        if fraction is None:
+            require(
+                0 <= s.warmup_steps < t.steps,
+                "schedule.warmup_steps",
+                f"must be in [0, trainer.steps={t.steps})",
+            )
         require(
-            0 <= s.warmup_steps < t.steps,
-            "schedule.warmup_steps",
-            f"must be in [0, trainer.steps={t.steps})",
+            fraction is None or 0 <= fraction < 1, "schedule.warmup_fraction", "must be in [0, 1)"
         )
     if s.name == "exponential":
         require(s.decay_steps > 0, "schedule.decay_steps", "must be positive")

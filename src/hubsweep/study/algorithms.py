@@ -24,14 +24,20 @@ SAMPLERS: dict[str, SamplerFactory] = {
     "cmaes": lambda params, seed, pending: optuna.samplers.CmaEsSampler(seed=seed),
 }
 
-# Each takes (startup trials, warm-up steps, percentile) and uses what applies to it.
+# Each takes (startup trials, warm-up steps, percentile) and uses what applies to it. For
+# successive halving and Hyperband (multi-fidelity: the resource is the training step a
+# trial reports at) the warm-up steps are the first rung, the least a trial trains.
 PRUNERS: dict[str, PrunerFactory] = {
     "median": lambda startup, warmup, pct: optuna.pruners.MedianPruner(startup, warmup),
     "percentile": lambda startup, warmup, pct: optuna.pruners.PercentilePruner(
         pct, startup, warmup
     ),
-    "successive_halving": lambda *_: optuna.pruners.SuccessiveHalvingPruner(),
-    "hyperband": lambda *_: optuna.pruners.HyperbandPruner(),
+    "successive_halving": lambda startup, warmup, pct: optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=max(warmup, 1)
+    ),
+    "hyperband": lambda startup, warmup, pct: optuna.pruners.HyperbandPruner(
+        min_resource=max(warmup, 1)
+    ),
     "none": lambda *_: optuna.pruners.NopPruner(),
 }
 

