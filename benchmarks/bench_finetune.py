@@ -55,13 +55,12 @@ def encoder_shape(encoder: Path) -> dict:
 
     variables = hub.load(str(encoder)).variables
     layers = {int(m.group(1)) for v in variables if (m := LAYER_INDEX.search(v.name))}
-    ffn = next(
-        v for v in variables if "intermediate" in v.name and "kernel" in v.name and v.ndim == 2
-    )
+    first = [v for v in variables if len(v.shape) == 2 and "layer_0/" in v.name]
+    hidden = min(int(v.shape[0]) for v in first)
     return {
         "num_hidden_layers": len(layers),
-        "hidden_size": int(ffn.shape[0]),
-        "intermediate_size": int(ffn.shape[1]),
+        "hidden_size": hidden,
+        "intermediate_size": max(int(v.shape[1]) for v in first),  # the feed-forward width
     }
 
 

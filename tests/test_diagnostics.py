@@ -161,3 +161,17 @@ def test_the_trend_rule_needs_six_trials_and_the_best_in_the_outer_third():
     positions = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
     peaked = _lr_study(positions, lambda p: p if p < 0.55 else 0.3)
     assert edge_warnings(LR_ONLY, peaked, False) == []
+
+
+def test_a_winner_whose_test_re_runs_fall_below_its_race_is_flagged():
+    from hubsweep.reports.diagnostics import race_warning
+
+    # The reference's fine-tuned Word2Vec winner: three lucky race seeds, five fresh ones.
+    race, reruns = [0.7453, 0.7353, 0.7551], [0.7438, 0.6726, 0.6647, 0.7031, 0.6955]
+    w = race_warning(race, reruns, minimize=False)
+    assert w and "below its 0.7452" in w and "one-sided p = 0.0" in w
+    assert race_warning(race, [0.74, 0.75, 0.745, 0.752, 0.741], minimize=False) is None
+    assert race_warning(race, reruns[:1], minimize=False) is None  # one re-run: no test
+    # A loss: re-runs with a higher loss than the race are the worse ones.
+    assert race_warning([0.5, 0.51, 0.49], [0.6, 0.62, 0.61], minimize=True)
+    assert race_warning([0.6, 0.62, 0.61], [0.5, 0.51, 0.49], minimize=True) is None

@@ -39,6 +39,9 @@ for layers in 2 null; do
     trainer.seed=0,1,2
 done
 
+# Not run here: the searched fine-tuned MiniLM arms (sweep=finetune, 16 trials each; hours
+# on these 2 cores): hubsweep-sweep experiment=encoders_finetuned dataset.source_dir=$data/scicite
+
 for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encoders; do
   hubsweep-report "results/$experiment" --output "$out/$experiment"
 done

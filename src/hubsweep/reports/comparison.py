@@ -41,11 +41,14 @@ def warnings(study: Study) -> list[str]:
     pruned = diagnostics.pruning_warning(study.trials, study.sweep.get("pruner", "?"))
     best = study.winner  # the config the re-runs are of
     reruns = list(seed_scores(study, study.metric, "validation").values())
-    lucky = None
+    lucky = raced = None
     if best is not None:
         per_trial = study.sweep.get("seeds_per_trial", 1)
         lucky = diagnostics.lucky_warning(best.value, reruns, per_trial, study.minimize)
-    return [*found, *(w for w in (pruned, lucky) if w)]
+        won = [f for f in study.raced.get("finalists", []) if f.get("winner")]
+        if won:
+            raced = diagnostics.race_warning(won[0]["values"], reruns, study.minimize)
+    return [*found, *(w for w in (pruned, lucky, raced) if w)]
 
 
 # --- budget -------------------------------------------------------------------------------

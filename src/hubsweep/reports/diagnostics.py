@@ -157,3 +157,29 @@ def lucky_warning(
         f"{len(rerun_values)} seeds): a lucky seed picked it; `sweep.seeds_per_trial=3` "
         "scores each config over seeds"
     )
+
+
+RACE_P = 0.05
+
+
+def race_warning(
+    race_values: Sequence[float], rerun_values: Sequence[float], minimize: bool
+) -> str | None:
+    """The winner's re-runs with test score worse on validation than its own finalist
+    re-runs did (Welch's t-test, one-sided, p < 0.05): the race's seeds flattered it."""
+    if len(race_values) < 2 or len(rerun_values) < 2:
+        return None
+    race, rerun = np.asarray(race_values, float), np.asarray(rerun_values, float)
+    worse = rerun.mean() - race.mean() if minimize else race.mean() - rerun.mean()
+    if worse <= 0 or (race.std() == 0 and rerun.std() == 0):
+        return None
+    p = float(stats.ttest_ind(race, rerun, equal_var=False).pvalue) / 2
+    if p >= RACE_P:
+        return None
+    return (
+        f"the winner's re-runs with test score {rerun.mean():.4f} ± {rerun.std(ddof=1):.4f} on "
+        f"validation ({len(rerun)} seeds), below its {race.mean():.4f} ± "
+        f"{race.std(ddof=1):.4f} in the finalists' race ({len(race)} seeds; Welch's t-test, "
+        f"one-sided p = {p:.3f}): the race's seeds flattered it, so its test scores may "
+        "understate the arm; `sweep.finalist_seeds=5` races on more seeds"
+    )
