@@ -219,9 +219,11 @@ def main() -> None:
         print(
             f"{name:34} {sps:8.2f} {tps:9.0f} {pad:8.1%} {gf:11.1f} {rate:8.1f} {rate / limit:9.1%}"
         )
+    packed = {p: dynamic.count(p) / len(dynamic) for p in sorted(set(dynamic))}
     print(
         f"\nfull fine-tuning / plain script: {rows[1][1] / rows[0][1]:.2f}×; "
-        f"top {args.top} / full: {rows[2][1] / rows[1][1]:.2f}× the steps/s"
+        f"top {args.top} / full: {rows[2][1] / rows[1][1]:.2f}× the steps/s; "
+        "batches packed to: " + ", ".join(f"{p}: {share:.0%}" for p, share in packed.items())
     )
 
 
