@@ -7,7 +7,8 @@ step count, Adam 1e-4 (a training step's cost does not depend on the rate):
 - a plain Keras script: `hub.KerasLayer(preprocess)` (padding every sentence to the
   preprocessor's default length), `hub.KerasLayer(encoder, trainable=True)`, masked mean,
   `Dense(3)`, `model.fit` on raw strings;
-- `hubsweep-train`'s fine-tuning (dynamic padding), all layers and the top k;
+- `hubsweep-train`'s fine-tuning (batches bucketed by length, each packed to the shortest
+  length that holds it), all layers and the top k;
 
 each as steps/s, tokens/s (real tokens, [CLS]/[SEP] included), the padding fraction, and
 the achieved GFLOP/s (the encoder's matmul FLOPs per step: Q, K, V, attention output and
@@ -167,45 +168,51 @@ def main() -> None:
 
     from hubsweep.data.datasets import load_dataset
     from hubsweep.embeddings.transformer.preprocess import PACK_LENGTHS
+    from hubsweep.training.classifier import batch_order
 
     cfg = encoder_shape(args.pair / "encoder")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        data = load_dataset(compose_run(args, out, args.steps, None).dataset, ["train"])
-        train = data.splits["train"]
-        n = args.batch * (args.steps + 2)
-        texts, labels = list(train.texts[:n]), list(train.labels[:n])
+        run_cfg = compose_run(args, out, args.steps, None)
+        train = load_dataset(run_cfg.dataset, ["train"]).splits["train"]
         # Real lengths, as the preprocessor tokenises them ([CLS] and [SEP] included).
         preprocess = hub.load(str(args.pair / "preprocess"))
-        tokens = preprocess.tokenize(tf.constant(texts)).merge_dims(-2, -1)
-        lengths = np.minimum(tokens.row_lengths().numpy() + 2, 128).tolist()
-        batches = [lengths[i : i + args.batch] for i in range(0, len(lengths), args.batch)]
-        dynamic = [min(p for p in (*PACK_LENGTHS, 128) if p >= max(b)) for b in batches]
+        tokens = preprocess.tokenize(tf.constant(list(train.texts))).merge_dims(-2, -1)
+        lengths = np.minimum(tokens.row_lengths().numpy() + 2, 128)
+        n = args.batch * (args.steps + 2)
+        texts, labels = list(train.texts[:n]), list(train.labels[:n])
+        # The plain script's batches: the split in order. hubsweep's: its own stream
+        # (bucketed by length, trainer.length_buckets), packed to the shortest length that
+        # holds each batch.
+        plain_batches = [lengths[i : i + args.batch] for i in range(0, n, args.batch)]
+        stream = batch_order(len(lengths), args.batch, 0, lengths, run_cfg.trainer.length_buckets)
+        ours = [lengths[next(stream)] for _ in range(args.steps + 2)]
+        packed = [min(p for p in (*PACK_LENGTHS, 128) if p >= b.max()) for b in ours]
 
         limit = matmul_gflops()
         plain = plain_keras(args.pair, texts, labels, args.batch, args.steps)
         full = hubsweep_run(args, out, args.steps, None)
         top = hubsweep_run(args, out, args.steps, args.top)
 
-    real = float(np.mean([sum(b) for b in batches]))
     layers = cfg["num_hidden_layers"]
 
-    def row(name, sps, padded_lengths, trained):
-        flops = float(
-            np.mean(
-                [
-                    training_flops(cfg, b, p, trained)
-                    for b, p in zip(batches, padded_lengths, strict=True)
-                ]
-            )
-        )
-        padded = float(np.mean([len(b) * p for b, p in zip(batches, padded_lengths, strict=True)]))
+    def row(name, sps, batches, padded_lengths, trained):
+        pairs = list(zip(batches, padded_lengths, strict=True))
+        flops = float(np.mean([training_flops(cfg, list(b), p, trained) for b, p in pairs]))
+        real = float(np.mean([b.sum() for b in batches]))
+        padded = float(np.mean([len(b) * p for b, p in pairs]))
         return (name, sps, sps * real, 1 - real / padded, flops / 1e9, sps * flops / 1e9)
 
     rows = [
-        row("plain Keras script (pad to 128)", plain, [128] * len(batches), layers),
-        row("hubsweep, all layers", full, dynamic, layers),
-        row(f"hubsweep, top {args.top} layers", top, dynamic, args.top),
+        row(
+            "plain Keras script (pad to 128)",
+            plain,
+            plain_batches,
+            [128] * len(plain_batches),
+            layers,
+        ),
+        row("hubsweep, all layers", full, ours, packed, layers),
+        row(f"hubsweep, top {args.top} layers", top, ours, packed, args.top),
     ]
     print(
         f"\nMiniLM fine-tuning on SciCite, batch {args.batch}, {args.steps} steps; this machine's"
@@ -219,11 +226,12 @@ def main() -> None:
         print(
             f"{name:34} {sps:8.2f} {tps:9.0f} {pad:8.1%} {gf:11.1f} {rate:8.1f} {rate / limit:9.1%}"
         )
-    packed = {p: dynamic.count(p) / len(dynamic) for p in sorted(set(dynamic))}
+    shares = {p: packed.count(p) / len(packed) for p in sorted(set(packed))}
     print(
         f"\nfull fine-tuning / plain script: {rows[1][1] / rows[0][1]:.2f}×; "
         f"top {args.top} / full: {rows[2][1] / rows[1][1]:.2f}× the steps/s; "
-        "batches packed to: " + ", ".join(f"{p}: {share:.0%}" for p, share in packed.items())
+        "hubsweep's batches packed to: "
+        + ", ".join(f"{p}: {share:.0%}" for p, share in shares.items())
     )
 
 

@@ -13,6 +13,20 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from hubsweep.config.groups import (
+    AdagradConfig,
+    AdamConfig,
+    AdamWConfig,
+    ConstantScheduleConfig,
+    CosineScheduleConfig,
+    ExponentialScheduleConfig,
+    LinearHeadConfig,
+    MLPHeadConfig,
+    MomentumConfig,
+    RMSpropConfig,
+    SGDConfig,
+    WarmupScheduleConfig,
+)
 from hubsweep.config.paths import require_name
 from hubsweep.config.sweep import SweepConfig
 from hubsweep.config.tools import AnalyzeConfig, SwivelConfig
@@ -73,112 +87,6 @@ class EmbeddingConfig:
 
 
 @dataclass
-class LinearHeadConfig:
-    name: str = "linear"
-
-
-@dataclass
-class MLPHeadConfig:
-    name: str = "mlp"
-    hidden_sizes: list[int] = field(default_factory=lambda: [256])
-    activation: str = "relu"
-    dropout: float = 0.0
-
-
-@dataclass
-class SGDConfig:
-    name: str = "sgd"
-    learning_rate: float = 0.01
-
-
-@dataclass
-class MomentumConfig:
-    name: str = "momentum"
-    learning_rate: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = False
-
-
-@dataclass
-class AdamConfig:
-    name: str = "adam"
-    learning_rate: float = 0.001
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
-    # Clip the gradients' global norm to this (null: no clipping).
-    clipnorm: float | None = None
-
-
-@dataclass
-class AdamWConfig:
-    """Adam with decoupled weight decay (Loshchilov & Hutter), the fine-tuning recipe of
-    Devlin et al. and the sentence-transformers scripts: lr 2e-5, weight decay 0.01 on all
-    but biases and LayerNorm, epsilon 1e-6, the global gradient norm clipped to 1."""
-
-    name: str = "adamw"
-    learning_rate: float = 2e-5
-    weight_decay: float = 0.01
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-6
-    clipnorm: float | None = 1.0
-    # Variables with one of these in their name get no weight decay (biases, LayerNorm's
-    # gamma and beta, the embeddings' norm).
-    no_decay: list[str] = field(default_factory=lambda: ["bias", "gamma", "beta", "norm"])
-
-
-@dataclass
-class AdagradConfig:
-    name: str = "adagrad"
-    learning_rate: float = 0.01
-    initial_accumulator_value: float = 0.1
-    epsilon: float = 1e-7
-
-
-@dataclass
-class RMSpropConfig:
-    name: str = "rmsprop"
-    learning_rate: float = 0.001
-    rho: float = 0.9
-    momentum: float = 0.0
-    epsilon: float = 1e-7
-
-
-@dataclass
-class ConstantScheduleConfig:
-    name: str = "constant"
-
-
-@dataclass
-class ExponentialScheduleConfig:
-    name: str = "exponential"
-    decay_steps: int = 1000
-    decay_rate: float = 0.9
-    staircase: bool = False
-
-
-@dataclass
-class CosineScheduleConfig:
-    name: str = "cosine"
-    # null: decay over the whole run (trainer.steps).
-    decay_steps: int | None = None
-    # Final learning rate as a fraction of the initial one.
-    alpha: float = 0.0
-
-
-@dataclass
-class WarmupScheduleConfig:
-    name: str = "warmup"
-    warmup_steps: int = 500
-    # The warm-up as a share of trainer.steps instead (the recipe's 10%; searchable).
-    warmup_fraction: float | None = None
-    # What follows the linear warm-up: "linear" or "cosine" decay to end_factor × lr.
-    decay: str = "linear"
-    end_factor: float = 0.0
-
-
-@dataclass
 class TrainerConfig:
     steps: int = 8000
     batch_size: int = 10
@@ -208,6 +116,10 @@ class TrainerConfig:
     # learning_curve.png at the end of the run. Study trials skip it (a fixed cost per
     # trial): the report draws their curves, and the best trial's is drawn when the study ends.
     learning_curve: bool = True
+    # Fine-tuned BERT-family pair: each epoch's shuffled examples are cut into spans of this
+    # many batches, each span sorted by length before it is cut into batches (the batches
+    # then shuffled), so a batch's padding is small; 0: random batches.
+    length_buckets: int = 50
 
 
 @dataclass
@@ -318,6 +230,7 @@ def validate(cfg: DictConfig) -> None:
     t = cfg.trainer
     for key in ("steps", "batch_size", "eval_every", "eval_batch_size"):
         require(t[key] > 0, f"trainer.{key}", f"must be a positive integer, got {t[key]}")
+    require(t.length_buckets >= 0, "trainer.length_buckets", "must be >= 0 (0: off)")
     require(
         t.selection_metric in METRICS,
         "trainer.selection_metric",

@@ -27,21 +27,48 @@ from hubsweep.training.head import build_head
 from hubsweep.training.optimizers import build_optimizer
 
 
-def batch_order(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
-    """Example indices, one seeded permutation per epoch, cut into batches across epochs."""
+def batch_order(
+    n: int,
+    batch_size: int,
+    seed: int,
+    lengths: np.ndarray | None = None,
+    buckets: int = 0,
+) -> Iterator[np.ndarray]:
+    """Example indices, one seeded permutation per epoch, cut into batches across epochs.
+
+    With `lengths` and `buckets` > 0 (bucketing by length): each epoch's permutation is cut
+    into spans of `buckets` batches, each span sorted by length (stably) and cut into
+    batches, and the epoch's batches shuffled; the examples of an epoch's last partial
+    batch go first into the next. Every example still comes once per epoch, and the stream
+    is a function of the seed."""
     rng = np.random.default_rng(seed)
-    pending = np.empty(0, dtype=np.int32)
+    if lengths is None or buckets <= 0:
+        pending = np.empty(0, dtype=np.int32)
+        while True:
+            while len(pending) < batch_size:
+                pending = np.concatenate([pending, rng.permutation(n).astype(np.int32)])
+            yield pending[:batch_size]
+            pending = pending[batch_size:]
+    carry = np.empty(0, dtype=np.int32)
+    span = batch_size * buckets
     while True:
-        while len(pending) < batch_size:
-            pending = np.concatenate([pending, rng.permutation(n).astype(np.int32)])
-        yield pending[:batch_size]
-        pending = pending[batch_size:]
+        epoch = np.concatenate([carry, rng.permutation(n).astype(np.int32)])
+        whole = len(epoch) // batch_size * batch_size
+        epoch, carry = epoch[:whole], epoch[whole:]
+        batches = []
+        for start in range(0, whole, span):
+            part = epoch[start : start + span]
+            part = part[np.argsort(lengths[part], kind="stable")]
+            batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+        for i in rng.permutation(len(batches)):
+            yield batches[i]
 
 
 class Classifier:
     """Trains `head` on top of an embedding; subclasses say how inputs reach the head."""
 
     path = "strings"
+    lengths: np.ndarray | None = None  # per training example, where padding depends on it
 
     def __init__(
         self,
@@ -104,6 +131,9 @@ class StringClassifier(Classifier):
     def __init__(self, *args, texts: dict[str, tf.Tensor]) -> None:
         self.texts = texts
         super().__init__(*args)
+        # A BERT-family pair's token counts, for batches bucketed by length.
+        tokenize = getattr(self.model.layers[0], "token_lengths", None)
+        self.lengths = tokenize(texts["train"]) if tokenize else None
 
     def gather(self, role: str, idx: tf.Tensor) -> tf.Tensor:
         return tf.gather(self.texts[role], idx)

@@ -112,6 +112,7 @@ def _train(cfg: DictConfig, recorder: RunRecorder, cache: TrialCache) -> RunResu
         t.seed,
         recorder.on_evaluation,
         progress=t.progress,
+        buckets=t.length_buckets,
     )
     recorder.trained(loop)
     if loop.status != RunStatus.DIVERGED:

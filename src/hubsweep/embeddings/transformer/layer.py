@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_hub as hub
 import tf_keras as keras
@@ -135,6 +136,11 @@ class BertSentenceEmbedding(keras.layers.Layer):
     def non_trainable_weights(self) -> list[tf.Variable]:
         chosen = {id(v) for v in self.trainable_weights}
         return [v for v in self.encoder.weights if id(v) not in chosen]
+
+    def token_lengths(self, sentences: tf.Tensor) -> np.ndarray:
+        """Each sentence's packed length ([CLS] and [SEP] included, capped at seq_length)."""
+        tokens = self.preprocess.tokenize(tf.reshape(sentences, [-1])).merge_dims(-2, -1)
+        return np.minimum(tokens.row_lengths().numpy() + 2, max(self.lengths))
 
     def _pack(self, tokens: tf.RaggedTensor, length: int) -> dict[str, tf.Tensor]:
         return self.preprocess.bert_pack_inputs([tokens], seq_length=length)
