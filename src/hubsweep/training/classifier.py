@@ -68,7 +68,8 @@ class Classifier:
     """Trains `head` on top of an embedding; subclasses say how inputs reach the head."""
 
     path = "strings"
-    lengths: np.ndarray | None = None  # per training example, where padding depends on it
+    # Per training example, where a batch's padding depends on it (a BERT-family pair).
+    padding_lengths: np.ndarray | None = None
 
     def __init__(
         self,
@@ -133,7 +134,7 @@ class StringClassifier(Classifier):
         super().__init__(*args)
         # A BERT-family pair's token counts, for batches bucketed by length.
         tokenize = getattr(self.model.layers[0], "token_lengths", None)
-        self.lengths = tokenize(texts["train"]) if tokenize else None
+        self.padding_lengths = tokenize(texts["train"]) if tokenize else None
 
     def gather(self, role: str, idx: tf.Tensor) -> tf.Tensor:
         return tf.gather(self.texts[role], idx)

@@ -65,7 +65,9 @@ def run_loop(
     """Train for `steps` steps in chunks, evaluating on validation every `eval_every` steps
     and at the last; stop at the first non-finite loss (diverged). `buckets`: batches
     bucketed by length (`batch_order`) where the classifier knows its examples' lengths."""
-    order = batch_order(len(data.splits["train"]), batch_size, seed, classifier.lengths, buckets)
+    order = batch_order(
+        len(data.splits["train"]), batch_size, seed, classifier.padding_lengths, buckets
+    )
     result = LoopResult(status=RunStatus.COMPLETED, steps_done=0)
     losses: list[np.ndarray] = []
     started, eval_time = time.perf_counter(), 0.0
