@@ -33,6 +33,7 @@ from hubsweep.study.claim import Outcome, take
 from hubsweep.study.compose import TrialComposer, seeded
 from hubsweep.study.liveness import SURPLUS, worker_host
 from hubsweep.study.plan import StudyPlan
+from hubsweep.study.trial import plan_cache
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def _race_runs(plan: StudyPlan, finalists: Sequence[FrozenTrial]) -> dict[int, l
     from hubsweep.training.population import blocker, group_key
     from hubsweep.training.run import train_and_evaluate, train_population
 
-    cache = _cache(plan)
+    cache = plan_cache(plan)
     compose = TrialComposer(
         plan.compose, ["trainer.evaluate_test=false", "trainer.learning_curve=false"]
     )
@@ -158,14 +159,6 @@ def _race_runs(plan: StudyPlan, finalists: Sequence[FrozenTrial]) -> dict[int, l
         ]
         for t in finalists
     }
-
-
-def _cache(plan: StudyPlan):
-    """One cache for all the race's runs: datasets loaded and features embedded once."""
-    from hubsweep.embeddings.features import FeatureCache
-    from hubsweep.training.trial_cache import TrialCache
-
-    return TrialCache(FeatureCache.usable(plan.cache_dir))
 
 
 def run_cost(run: RunFiles) -> tuple[float, float]:

@@ -52,6 +52,15 @@ class TrialFailed(HubsweepError):
     """The trial's own values failed it (diverged): recorded, never a traceback."""
 
 
+def plan_cache(plan: StudyPlan):
+    """One trial cache for a process's runs of a plan: datasets loaded and frozen features
+    embedded once (the feature cache on disk where `cache_dir` is usable)."""
+    from hubsweep.embeddings.features import FeatureCache
+    from hubsweep.training.trial_cache import TrialCache
+
+    return TrialCache(FeatureCache.usable(plan.cache_dir))
+
+
 class Objective:
     """Optuna's objective for one plan; tells the worker about environment failures."""
 

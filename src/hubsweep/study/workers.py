@@ -26,7 +26,7 @@ from hubsweep.study.liveness import recover_stale_trials, retry_once, tally, wai
 from hubsweep.study.plan import StudyPlan
 from hubsweep.study.rounds import round_size, run_round
 from hubsweep.study.tracking import make_callbacks
-from hubsweep.study.trial import Objective
+from hubsweep.study.trial import Objective, plan_cache
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,8 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
         _watch_parent(parent_pid)
         logging.basicConfig(level=logging.INFO, format=f"[worker {index}] %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from hubsweep.embeddings.features import FeatureCache
-    from hubsweep.training.trial_cache import TrialCache
-
     s = plan.settings
-    objective = Objective(plan, TrialCache(FeatureCache.usable(plan.cache_dir)))
+    objective = Objective(plan, plan_cache(plan))
     population = round_size(objective)
     backend = open_study_storage(plan)
     existing = len(optuna.load_study(study_name=plan.name, storage=backend).trials)
