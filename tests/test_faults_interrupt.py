@@ -57,8 +57,9 @@ def test_ctrl_c_requeues_running_trials_exits_130_and_resumes_at_once(
         *fixture_overrides,
         *SLOW,
         f"sweep.workers={workers}",
-        # Spawned workers start seconds after the first: enough trials to overlap.
-        f"sweep.n_trials={3 * workers}",
+        # Spawned workers start seconds after the first (tens of seconds on a loaded
+        # machine): enough trials that they overlap.
+        f"sweep.n_trials={4 * workers}",
         f"results_dir={tmp_path / 'results'}",
     ]
     journal = tmp_path / "results" / "default" / "lr" / "study.journal"
@@ -73,8 +74,10 @@ def test_ctrl_c_requeues_running_trials_exits_130_and_resumes_at_once(
             if proc.poll() is not None:
                 break
     if proc.poll() is not None or time.time() >= deadline:
+        how = f"it exited with {proc.returncode}" if proc.poll() is not None else "240 s passed"
         proc.kill()
-        pytest.fail("the sweep never had its workers' trials running")
+        err = proc.communicate()[1]
+        pytest.fail(f"the sweep never had its workers' trials running ({how}): {err[-2000:]}")
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
@@ -91,14 +94,13 @@ def test_ctrl_c_requeues_running_trials_exits_130_and_resumes_at_once(
     assert sorted(queued) == sorted(t.number for t in stopped)
     assert all(queued[t.number].system_attrs["fixed_params"] == t.params for t in stopped)
 
-    started = time.time()
     again = subprocess.run(
-        [shutil.which("hubsweep-sweep"), *args], capture_output=True, text=True, timeout=400
+        [shutil.which("hubsweep-sweep"), *args], capture_output=True, text=True, timeout=600
     )
     assert again.returncode == 0, again.stderr[-3000:]
-    assert time.time() - started < 120  # it did not wait out the grace period
+    assert "waiting for" not in again.stderr  # it did not wait out the grace period
     trials = _study(journal).trials
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3 * workers
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4 * workers
     for t in stopped:  # each interrupted trial ran again, with its values
         assert queued[t.number].number in [u.number for u in trials if u.state.is_finished()]
 
