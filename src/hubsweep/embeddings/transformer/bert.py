@@ -4,15 +4,24 @@ TF-Hub's BERT encoder format.
 The math is the reference implementation's (Hugging Face `BertModel`): embeddings (word +
 absolute position + token type, layer-normalised), then per layer multi-head
 self-attention with the padding masked out, residual + LayerNorm, a GELU (erf) feed-forward
-block, residual + LayerNorm; the pooled output is tanh(dense(first token)). Dropout is
-left out (inference, and fine-tuning here runs without it).
+block, residual + LayerNorm; the pooled output is tanh(dense(first token)).
+
+Dropout while training, where the reference puts it: after the embeddings' LayerNorm, on
+the attention probabilities, and on each sublayer's output before its residual. The rates
+are non-trainable variables (`hidden_dropout`, `attention_dropout`; the checkpoint's
+`hidden_dropout_prob` and `attention_probs_dropout_prob`), so a caller can set others after
+loading. The masks are stateless draws from a seed per step: the same seeds draw the same
+masks, whichever way the encoder is called.
 
 The SavedModel's call takes TF-Hub's inputs, a dict of int32 [batch, seq] tensors
 `input_word_ids`, `input_mask`, `input_type_ids` (any seq length up to the position
-table), and returns TF-Hub's outputs: `pooled_output` [batch, hidden], `sequence_output`
-[batch, seq, hidden], `encoder_outputs` (one [batch, seq, hidden] per layer) and
-`default` (= pooled_output). Its variables are named by layer (`layer_3/...`), so a
-caller can fine-tune only the top k layers.
+table), and `training`, and returns TF-Hub's outputs: `pooled_output` [batch, hidden],
+`sequence_output` [batch, seq, hidden], `encoder_outputs` (one [batch, seq, hidden] per
+layer) and `default` (= pooled_output). Its variables are named by layer (`layer_3/...`),
+so a caller can fine-tune only the top k layers. The call is `embed`, then `layer(index=i)`
+for each layer, then `pool`, all saved too, with the step's dropout seed an argument: a
+caller holding layer k-1's outputs (cached, say) runs only the layers from k, and seeds
+the masks itself (the call draws its seeds from a counter, `dropout_step`).
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ class BertConfig:
     type_vocab_size: int
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
 
     @classmethod
     def from_json(cls, values: dict) -> BertConfig:
@@ -49,23 +60,39 @@ def _layer_norm(x: tf.Tensor, gamma: tf.Variable, beta: tf.Variable, eps: float)
     return (x - mean) * tf.math.rsqrt(variance + eps) * gamma + beta
 
 
+def dropout(x: tf.Tensor, rate: tf.Variable, seed: tf.Tensor) -> tf.Tensor:
+    """Inverted dropout with a stateless mask (`seed`: int64 [2])."""
+    keep = tf.random.stateless_uniform(tf.shape(x), seed=seed) >= rate
+    return tf.where(keep, x / (1.0 - rate), tf.zeros_like(x))
+
+
+def matmul(a: tf.Tensor, b: tf.Tensor, mixed: bool, **kwargs) -> tf.Tensor:
+    """a @ b, in bfloat16 when `mixed` (float32 in and out: mixed precision's matmuls)."""
+    if not mixed:
+        return tf.matmul(a, b, **kwargs)
+    product = tf.matmul(tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16), **kwargs)
+    return tf.cast(product, tf.float32)
+
+
 class _Dense(tf.Module):
     def __init__(self, kernel: np.ndarray, bias: np.ndarray, name: str) -> None:
         super().__init__(name=name)
-        self.kernel = tf.Variable(kernel, name="kernel")  # [in, out]
-        self.bias = tf.Variable(bias, name="bias")
+        with self.name_scope:  # <layer>/<name>/kernel: the pooler's is named "pooler"
+            self.kernel = tf.Variable(kernel, name="kernel")  # [in, out]
+            self.bias = tf.Variable(bias, name="bias")
 
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    def __call__(self, x: tf.Tensor, mixed: bool = False) -> tf.Tensor:
         # matmul broadcasts the kernel over [batch, seq]; its gradient sums over them (an
         # einsum with "..." materialised a per-example outer product: out of memory).
-        return tf.matmul(x, self.kernel) + self.bias
+        return matmul(x, self.kernel, mixed) + self.bias
 
 
 class _Norm(tf.Module):
     def __init__(self, gamma: np.ndarray, beta: np.ndarray, eps: float, name: str) -> None:
         super().__init__(name=name)
-        self.gamma = tf.Variable(gamma, name="gamma")
-        self.beta = tf.Variable(beta, name="beta")
+        with self.name_scope:
+            self.gamma = tf.Variable(gamma, name="gamma")
+            self.beta = tf.Variable(beta, name="beta")
         self.eps = eps
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
@@ -107,16 +134,20 @@ class _Layer(tf.Module):
         x = tf.reshape(x, [shape[0], shape[1], self.heads, self.head_size])
         return tf.transpose(x, [0, 2, 1, 3])  # [batch, heads, seq, head_size]
 
-    def __call__(self, x: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
-        q, k, v = (self._split(f(x)) for f in (self.query, self.key, self.value))
-        scores = tf.matmul(q, k, transpose_b=True) / math.sqrt(self.head_size) + bias
-        context = tf.matmul(tf.nn.softmax(scores, axis=-1), v)
+    def __call__(self, x: tf.Tensor, bias: tf.Tensor, drops=None, mixed: bool = False):
+        """`drops`: while training, the dropout of the attention probabilities and of the
+        two sublayers' outputs; None at inference. `mixed`: the matmuls in bfloat16 (the
+        norms, softmax and residuals stay float32)."""
+        attention, middle, out = drops or [lambda t: t] * 3
+        q, k, v = (self._split(f(x, mixed)) for f in (self.query, self.key, self.value))
+        scores = matmul(q, k, mixed, transpose_b=True) / math.sqrt(self.head_size) + bias
+        context = matmul(attention(tf.nn.softmax(scores, axis=-1)), v, mixed)
         context = tf.transpose(context, [0, 2, 1, 3])
         shape = tf.shape(x)
         context = tf.reshape(context, [shape[0], shape[1], self.heads * self.head_size])
-        x = self.attention_norm(self.attention_output(context) + x)
-        hidden = tf.nn.gelu(self.intermediate(x), approximate=False)
-        return self.output_norm(self.output(hidden) + x)
+        x = self.attention_norm(middle(self.attention_output(context, mixed)) + x)
+        hidden = tf.nn.gelu(self.intermediate(x, mixed), approximate=False)
+        return self.output_norm(out(self.output(hidden, mixed)) + x)
 
 
 class BertEncoder(tf.Module):
@@ -145,9 +176,26 @@ class BertEncoder(tf.Module):
             self.pooler = None
             if "pooler.dense.weight" in w:
                 self.pooler = _Dense(w["pooler.dense.weight"].T, w["pooler.dense.bias"], "pooler")
+            self.hidden_dropout = tf.Variable(
+                cfg.hidden_dropout_prob, trainable=False, name="hidden_dropout"
+            )
+            self.attention_dropout = tf.Variable(
+                cfg.attention_probs_dropout_prob, trainable=False, name="attention_dropout"
+            )
+            self.dropout_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="dropout_step")
 
-    def __call__(self, inputs: dict[str, tf.Tensor]) -> dict:
-        ids, mask, types = (inputs[k] for k in INPUT_KEYS)
+    def _drop(self, seed: tf.Tensor, site: int, attention: bool = False):
+        def drop(t: tf.Tensor) -> tf.Tensor:
+            at = seed + tf.constant([0, site], tf.int64)
+            return dropout(t, self.attention_dropout if attention else self.hidden_dropout, at)
+
+        return drop
+
+    def embed(
+        self, ids: tf.Tensor, types: tf.Tensor, seed: tf.Tensor, training: bool = False
+    ) -> tf.Tensor:
+        """The embeddings' output [batch, seq, hidden] (layer 0's input). `seed`: int64 [2],
+        this step's dropout seed (each site adds its id to the second word)."""
         seq = tf.shape(ids)[1]
         x = (
             tf.gather(self.word_embeddings, ids)
@@ -155,14 +203,42 @@ class BertEncoder(tf.Module):
             + tf.gather(self.type_embeddings, types)
         )
         x = self.embedding_norm(x)
+        return self._drop(seed, 0)(x) if training else x
+
+    def layer(
+        self,
+        x: tf.Tensor,
+        mask: tf.Tensor,
+        seed: tf.Tensor,
+        index: int,
+        training: bool = False,
+        mixed: bool = False,
+    ) -> tf.Tensor:
+        """Layer `index` on the previous one's outputs x (`mixed`: bfloat16 matmuls)."""
         # Padding gets a large negative score before the softmax, as the reference does.
         bias = (1.0 - tf.cast(mask, tf.float32))[:, tf.newaxis, tf.newaxis, :] * -1e9
+        drops = None
+        if training:
+            drops = [self._drop(seed, 1 + 3 * index + j, attention=j == 0) for j in range(3)]
+        return self.layers[index](x, bias, drops, mixed)
+
+    def pool(self, sequence: tf.Tensor) -> tf.Tensor:
+        """`pooled_output`: tanh(dense(first token)), or the first token without a pooler."""
+        first = sequence[:, 0]
+        return tf.tanh(self.pooler(first)) if self.pooler is not None else first
+
+    def __call__(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict:
+        """TF-Hub's call; training, each call is one dropout step (`dropout_step` + 1)."""
+        ids, mask, types = (inputs[k] for k in INPUT_KEYS)
+        seed = tf.stack([self.dropout_step, tf.constant(0, tf.int64)])
+        x = self.embed(ids, types, seed, training)
         outputs = []
-        for layer in self.layers:
-            x = layer(x, bias)
+        for i in range(len(self.layers)):
+            x = self.layer(x, mask, seed, i, training)
             outputs.append(x)
-        first = x[:, 0]
-        pooled = tf.tanh(self.pooler(first)) if self.pooler is not None else first
+        if training:  # after the reads above (a tf.function keeps the program's order)
+            self.dropout_step.assign_add(1)
+        pooled = self.pool(x)
         return {
             "pooled_output": pooled,
             "sequence_output": x,

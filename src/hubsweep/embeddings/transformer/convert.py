@@ -7,6 +7,7 @@ are read with safetensors' NumPy API: no PyTorch.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -80,20 +81,34 @@ def _checked(checkpoint: Path) -> tuple[BertConfig, bool]:
 
 
 class _ReusableEncoder(tf.train.Checkpoint):
-    """TF-Hub's reusable SavedModel around the encoder: `__call__`, `variables` and
-    `trainable_variables` as saved attributes (hub.KerasLayer(trainable=True) reads them)."""
+    """TF-Hub's reusable SavedModel around the encoder: `__call__(inputs, training)`,
+    `variables` and `trainable_variables` as saved attributes (hub.KerasLayer(trainable=True)
+    reads them), and the encoder's `embed`, `layer(index=i)` and `pool` for callers that
+    start from a layer's outputs. Each is traced for both values of `training` (and every
+    i, with and without bfloat16 matmuls): a saved function serves only the Python
+    arguments it was traced with."""
 
     def __init__(self, encoder: BertEncoder) -> None:
         super().__init__()
         self.encoder = encoder
         self.variables = list(encoder.variables)
         self.trainable_variables = list(encoder.trainable_variables)
-
-    @tf.function(
-        input_signature=[{k: tf.TensorSpec([None, None], tf.int32, name=k) for k in INPUT_KEYS}]
-    )
-    def __call__(self, inputs: dict[str, tf.Tensor]) -> dict:
-        return self.encoder(inputs)
+        self.__call__ = tf.function(encoder.__call__)
+        self.embed = tf.function(encoder.embed)
+        self.layer = tf.function(encoder.layer)
+        self.pool = tf.function(encoder.pool)
+        ids = {k: tf.TensorSpec([None, None], tf.int32, name=k) for k in INPUT_KEYS}
+        hidden = tf.TensorSpec([None, None, encoder.config.hidden_size], tf.float32)
+        seed = tf.TensorSpec([2], tf.int64)
+        for training in (False, True):
+            self.__call__.get_concrete_function(ids, training=training)
+            words, mask, types = (ids[k] for k in INPUT_KEYS)
+            self.embed.get_concrete_function(words, types, seed, training=training)
+            for index, mixed in itertools.product(range(encoder.config.num_hidden_layers), (0, 1)):
+                self.layer.get_concrete_function(
+                    hidden, mask, seed, index=index, training=training, mixed=bool(mixed)
+                )
+        self.pool.get_concrete_function(hidden)
 
 
 def convert_checkpoint(checkpoint: Path, output: Path, seq_length: int = 128) -> Path:
@@ -108,7 +123,6 @@ def convert_checkpoint(checkpoint: Path, output: Path, seq_length: int = 128) ->
         )
     weights = load_file(str(checkpoint / "model.safetensors"))
     encoder = _ReusableEncoder(BertEncoder(weights, cfg))
-    encoder({k: tf.ones([1, 4], tf.int32) for k in INPUT_KEYS})
     tf.saved_model.save(encoder, str(output / ENCODER_DIR))
     preprocess = BertPreprocess(checkpoint / "vocab.txt", lower, seq_length)
     preprocess.traced_for_saving()
@@ -120,6 +134,8 @@ def convert_checkpoint(checkpoint: Path, output: Path, seq_length: int = 128) ->
         "layers": cfg.num_hidden_layers,
         "lower_case": lower,
         "seq_length": seq_length,
+        "hidden_dropout": cfg.hidden_dropout_prob,
+        "attention_dropout": cfg.attention_probs_dropout_prob,
         "parameters": int(sum(np.prod(v.shape) for v in encoder.trainable_variables)),
     }
     (output / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
