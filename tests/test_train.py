@@ -152,7 +152,7 @@ def test_a_module_hubsweep_did_not_make_works(make_cfg, foreign_module, trainabl
 
 def test_the_loop_alone_returns_the_recorded_history_and_writes_nothing(make_cfg, tmp_path):
     """The training loop is a function of a classifier; train_and_evaluate records it."""
-    from hubsweep.training.classifier import build_classifier
+    from hubsweep.training.build import build_classifier
     from hubsweep.training.loop import run_loop
     from hubsweep.training.run import _seed
     from hubsweep.training.trial_cache import TrialCache

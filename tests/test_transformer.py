@@ -181,8 +181,8 @@ def test_dynamic_padding_gives_the_full_length_vectors(tiny_bert, make_cfg):
     for pooling in ("pooled_output", "mean"):
         cfg = _cfg(make_cfg, pair, f"embedding.pooling={pooling}", run=f"pad-{pooling}")
         layer = load_embedding_layer(cfg.embedding)
-        assert layer.lengths == (16, 32)
-        short = layer(tf.constant(SENTENCES)).numpy()  # packed to 16
+        assert layer.seq_length == 32 and layer._width(tf.constant([3, 9])).numpy() == 16
+        short = layer(tf.constant(SENTENCES)).numpy()  # cut to 8
         inputs = hub.load(str(pair / "preprocess"))(tf.constant(SENTENCES))  # packed to 32
         out = hub.KerasLayer(str(pair / "encoder"))(inputs)
         full = (
@@ -195,7 +195,7 @@ def test_dynamic_padding_gives_the_full_length_vectors(tiny_bert, make_cfg):
 
 def _weights(result) -> dict[str, np.ndarray]:
     layer = result.model.layers[0]
-    return {v.name: v.numpy() for v in layer.encoder.weights}
+    return {v.name: v.numpy() for v in layer.encoder.trainable_weights}
 
 
 def test_frozen_through_the_cache_full_and_top_k_fine_tuning(tiny_bert, make_cfg, cache_dir):
@@ -216,7 +216,7 @@ def test_frozen_through_the_cache_full_and_top_k_fine_tuning(tiny_bert, make_cfg
     assert len(set(Path(cache_dir).glob("*.npz")) - entries) == 4  # other pooling: other key
 
     full = train_and_evaluate(_cfg(make_cfg, pair, "embedding.trainable=true", run="full"))
-    assert full.training_path == "strings" and full.status == "completed"
+    assert full.training_path == "encoder token ids" and full.status == "completed"
     changed = {k for k, v in _weights(full).items() if not np.allclose(v, before[k])}
     assert any("layer_0" in k for k in changed) and any("word" in k for k in changed)
 
@@ -225,6 +225,7 @@ def test_frozen_through_the_cache_full_and_top_k_fine_tuning(tiny_bert, make_cfg
     )
     changed = {k for k, v in _weights(top).items() if not np.allclose(v, before[k])}
     assert changed and all("layer_1" in k or "pooler" in k for k in changed), changed
+    assert any("pooler" in k for k in changed)  # pooled_output: the pooler trains too
     assert pooled.final != frozen.final
 
 

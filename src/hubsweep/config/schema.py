@@ -84,6 +84,10 @@ class EmbeddingConfig:
     # Layer-wise learning-rate decay (optimizer=adamw): layer l of L trains at
     # lr x decay^(L-l), the embeddings at lr x decay^L, the head at lr (null: one rate).
     layer_lr_decay: float | None = None
+    # A hubsweep-exported pair's dropout rates while it trains (null: the checkpoint's
+    # hidden_dropout_prob / attention_probs_dropout_prob); off at evaluation and when frozen.
+    hidden_dropout: float | None = None
+    attention_dropout: float | None = None
 
 
 @dataclass
@@ -101,8 +105,16 @@ class TrainerConfig:
     progress: bool = True
     # Frozen module: embed each split once and train the head on the cached vectors.
     feature_cache: bool = True
-    # Fine-tuned hubsweep module: tokenise once, gather table rows per step.
+    # Fine-tuned hubsweep module: tokenise once, gather table rows per step; a
+    # hubsweep-exported BERT pair: pack once, and with its embeddings frozen train the top
+    # layers on the frozen bottom's hidden states, computed once (training/encoder_path.py).
     fast_path: bool = True
+    # Those cached hidden states' dtype: float32, or float16 (half the memory and disk).
+    hidden_cache_dtype: str = "float32"
+    # A hubsweep-exported BERT pair's trained layers multiply in bfloat16 (variables, norms,
+    # softmax and residuals stay float32): twice the matmul rate on CPUs with AVX512-BF16
+    # and on GPUs; false: float32 throughout.
+    mixed_precision: bool = False
     # Frozen module on cached features: train the head in the population program (one
     # member, reused by later runs); false: the Keras feature path, the same model (tested).
     compiled_head: bool = True
@@ -214,6 +226,28 @@ def _validate_recipe(cfg: DictConfig) -> None:
             "needs a fine-tuned BERT-family pair (embedding.preprocess_handle, trainable=true)",
         )
         require(o.name == "adamw", "embedding.layer_lr_decay", "needs optimizer=adamw")
+    for key in ("hidden_dropout", "attention_dropout"):
+        rate = e.get(key)
+        if rate is not None:
+            require(0 <= rate < 1, f"embedding.{key}", f"must be in [0, 1) or null, got {rate}")
+            require(
+                e.get("preprocess_handle") is not None,
+                f"embedding.{key}",
+                "applies to a BERT-family pair (embedding.preprocess_handle)",
+            )
+    if cfg.trainer.mixed_precision:
+        require(
+            e.get("preprocess_handle") is not None and e.trainable,
+            "trainer.mixed_precision",
+            "applies to a fine-tuned BERT-family pair (embedding.preprocess_handle, "
+            "trainable=true)",
+        )
+    dtypes = ("float32", "float16")
+    require(
+        cfg.trainer.hidden_cache_dtype in dtypes,
+        "trainer.hidden_cache_dtype",
+        f"{cfg.trainer.hidden_cache_dtype!r} is not one of {', '.join(dtypes)}",
+    )
     if o.get("clipnorm") is not None:
         require(o.clipnorm > 0, "optimizer.clipnorm", f"must be > 0 or null, got {o.clipnorm}")
     if o.name == "adamw":

@@ -1,4 +1,5 @@
-"""Frozen-feature cache: each split embedded once per (module, split content).
+"""Frozen-feature cache: each split embedded once per (module, split content); also a
+contextual encoder's frozen hidden states, one row per token (`get_or_build_rows`).
 
 A frozen module maps the same sentence to the same vector on every step of every trial,
 so the vectors are computed once and kept in memory and on disk. Entries are keyed by a
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "features-v1"
 Embed = Callable[[np.ndarray], np.ndarray]
+# Per-token rows: texts -> (values [tokens, ...], lengths [texts]).
+EmbedRows = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def _hash_files(root: Path) -> str:
@@ -56,8 +59,11 @@ def texts_fingerprint(texts: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _checksum(features: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(features).tobytes()).hexdigest()
+def _checksum(features: np.ndarray, lengths: np.ndarray | None = None) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(features).tobytes())
+    if lengths is not None:
+        digest.update(np.ascontiguousarray(lengths).tobytes())
+    return digest.hexdigest()
 
 
 class FeatureCache:
@@ -119,22 +125,38 @@ class FeatureCache:
         self._memory[key] = features
         return features
 
-    def _load(self, key: str) -> np.ndarray | None:
+    def get_or_build_rows(
+        self, handle: str, texts: np.ndarray, embed: EmbedRows, also: tuple[str, str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like `get_or_build`, for a variable number of rows per text (a contextual
+        encoder's hidden states, one per token): (values, lengths), values in embed's dtype."""
+        key = self.key(handle, texts, (also[0], f"rows:{also[1]}"))
+        if key in self._memory:
+            return self._memory[key]
+        stored = self._load(key, lengths=True)
+        if stored is None or len(stored[1]) != len(texts) or stored[1].sum() != len(stored[0]):
+            stored = embed(texts)
+            self._store(key, *stored)
+        self._memory[key] = stored
+        return stored
+
+    def _load(self, key: str, lengths: bool = False):
         path = self.path(key)
         if path is None or not path.exists():
             return None
         try:
             with np.load(path) as stored:
                 features, checksum = stored["features"], str(stored["sha256"])
+                rows = stored["lengths"] if lengths else None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             log.warning("feature cache file %s is unreadable (%s); rebuilding it", path, e)
             return None
-        if _checksum(features) != checksum:
+        if _checksum(features, rows) != checksum:
             log.warning("feature cache file %s fails its checksum; rebuilding it", path)
             return None
-        return features
+        return (features, rows) if lengths else features
 
-    def _store(self, key: str, features: np.ndarray) -> None:
+    def _store(self, key: str, features: np.ndarray, lengths: np.ndarray | None = None) -> None:
         """Write an entry; a cache that cannot be written (a full disk, say) makes a slower
         run, never a failed one: it stays in memory from then on, with one warning."""
         path = self.path(key)
@@ -143,7 +165,8 @@ class FeatureCache:
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp.npz")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(tmp, features=features, sha256=np.array(_checksum(features)))
+            extra = {} if lengths is None else {"lengths": lengths}
+            np.savez(tmp, features=features, sha256=np.array(_checksum(features, lengths)), **extra)
             os.replace(tmp, path)
         except OSError as e:
             log.warning(

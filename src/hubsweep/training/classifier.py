@@ -1,10 +1,12 @@
-"""One model, three ways to compute it; `build_classifier` picks the fastest that applies.
+"""One model, several ways to compute it; `build_classifier` (training/build.py) picks the
+fastest that applies.
 
 - strings: the module runs on raw text every step (any module; the reference way);
 - features: the module is frozen, so the head trains on cached vectors (FeatureCache);
 - token ids: a hubsweep-exported module being fine-tuned; sentences are tokenised and
   looked up once, and each step gathers the rows it needs from the module's own table
-  with the module's own sqrtn combiner (sparse gradients).
+  with the module's own sqrtn combiner (sparse gradients);
+- encoder: a hubsweep-exported BERT-family pair being fine-tuned (training/encoder_path.py).
 
 All three train on the same batches (a seeded index order) with the same head
 initialisation, and run many steps per TensorFlow call, so the Python loop costs little.
@@ -17,14 +19,9 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
-from omegaconf import DictConfig
 
 from hubsweep.data.datasets import TextDataset
 from hubsweep.embeddings.export import sqrtn_combine
-from hubsweep.embeddings.features import FeatureCache
-from hubsweep.embeddings.loading import load_embedding_layer
-from hubsweep.training.head import build_head
-from hubsweep.training.optimizers import build_optimizer
 
 
 def batch_order(
@@ -232,73 +229,3 @@ class CompiledTokenIdClassifier(TokenIdClassifier):
             self.optimizer.iterations.assign_add(1)
             losses = losses.write(i, loss)
         return losses.stack()
-
-
-def _embed_in_batches(layer, texts: np.ndarray, batch_size: int) -> np.ndarray:
-    return np.concatenate(
-        [
-            layer(tf.constant(list(texts[i : i + batch_size]))).numpy()
-            for i in range(0, len(texts), batch_size)
-        ]
-    )
-
-
-def _token_table(layer) -> tf.Variable | None:
-    """The embedding table of a hubsweep-exported module (None for any other module)."""
-    obj = getattr(layer, "resolved_object", None)
-    if hasattr(obj, "token_ids") and hasattr(obj, "embeddings"):
-        return obj.embeddings
-    return None
-
-
-def _encoder_identity(e: DictConfig) -> tuple[str, str] | None:
-    """What else decides a BERT-family pair's vectors: its preprocessor, length, pooling."""
-    if not e.get("preprocess_handle"):
-        return None
-    return str(e.preprocess_handle), f"seq_length={e.seq_length},pooling={e.pooling}"
-
-
-def build_classifier(
-    cfg: DictConfig, data: TextDataset, cache: FeatureCache | None = None, layer=None
-) -> Classifier:
-    """`layer`: the embedding layer when the caller holds it loaded (a frozen one)."""
-    t, e = cfg.trainer, cfg.embedding
-    layer = layer if layer is not None else load_embedding_layer(e)
-    head = keras.Sequential(build_head(cfg.model, data.num_classes, t.seed), name="head")
-    model = keras.Sequential([layer, head])
-    model(tf.constant(["build"]))
-    optimizer = build_optimizer(cfg.optimizer, cfg.schedule, t.steps)
-    if e.get("layer_lr_decay") is not None:
-        optimizer.multipliers = layer.lr_multipliers(e.layer_lr_decay)
-    args = (model, head, optimizer, data, t.eval_batch_size)
-    if not e.trainable and t.feature_cache:
-        return FeatureClassifier(*args, features=frozen_features(cfg, data, cache, layer))
-    table = _token_table(layer) if e.trainable and t.fast_path else None
-    if table is not None:
-        token_ids = layer.resolved_object.token_ids
-        ids = {
-            role: token_ids(tf.constant(list(split.texts))) for role, split in data.splits.items()
-        }
-        plain_sgd = cfg.optimizer.name == "sgd" and not cfg.model.get("dropout", 0)
-        kind = CompiledTokenIdClassifier if plain_sgd and t.xla else TokenIdClassifier
-        return kind(*args, table=table, ids=ids)
-    texts = {role: tf.constant(list(split.texts)) for role, split in data.splits.items()}
-    return StringClassifier(*args, texts=texts)
-
-
-def frozen_features(
-    cfg: DictConfig, data: TextDataset, cache: FeatureCache | None, layer
-) -> dict[str, tf.Tensor]:
-    """Each split's vectors from the frozen module, built once and kept in the cache."""
-    e, cache = cfg.embedding, cache or FeatureCache(None)
-    return {
-        role: tf.constant(
-            cache.get_or_build(
-                e.handle,
-                split.texts,
-                lambda x: _embed_in_batches(layer, x, cfg.trainer.eval_batch_size),
-                also=_encoder_identity(e),
-            )
-        )
-        for role, split in data.splits.items()
-    }

@@ -26,7 +26,8 @@ from hubsweep.errors import FULL_OR_READ_ONLY
 from hubsweep.metrics import classification_metrics
 from hubsweep.results.artifacts import RunWriteError
 from hubsweep.results.layout import EXPORTED_MODULE_DIR, RunStatus
-from hubsweep.training.classifier import Classifier, build_classifier, frozen_features
+from hubsweep.training.build import build_classifier, frozen_features
+from hubsweep.training.classifier import Classifier
 from hubsweep.training.head import build_head
 from hubsweep.training.loop import evaluate, run_loop
 from hubsweep.training.population import (

@@ -4,15 +4,19 @@ frozen-feature cache and every training path take it unchanged.
 
 - The sentence vector is the encoder's `pooled_output`, or the masked mean of its
   `sequence_output` (`embedding.pooling=mean`, what sentence-transformers models use).
-- Dynamic padding: each batch is packed only to the shortest of `PACK_LENGTHS` that holds
-  its longest sentence (capped at `embedding.seq_length`), so short sentences do not pay
-  for the full length. Each length is one branch of a `tf.switch_case`, calling the
-  preprocessor's `bert_pack_inputs(..., seq_length=N)` with a Python int, as TF-Hub's own
-  preprocessors require.
+- Dynamic padding: each batch is packed to `embedding.seq_length` (the preprocessor's
+  `bert_pack_inputs(..., seq_length=N)` takes a Python int, as TF-Hub's own preprocessors
+  require) and cut to its longest sentence rounded up to a multiple of `PAD_MULTIPLE`, so
+  short sentences do not pay for the full length (the encoders take any length).
 - `embedding.trainable_layers=k` fine-tunes only the top k transformer layers (and the
   pooler, when its output is used): the others and the embeddings stay frozen.
 - `embedding.layer_lr_decay=d` (with optimizer=adamw) gives each trained variable its
   layer's rate factor (`lr_multipliers`).
+- A hubsweep-exported encoder is run layer by layer (`layerwise`): what is frozen (the
+  embeddings, the layers below the top k) in inference mode (`hidden_below`), what trains
+  with dropout (`hidden_above`), one seeded dropout step per training call. Its outputs
+  below the top k are the same on every step, so a caller may compute them once and train
+  on them (training/encoder_path.py). Other pairs run whole, through `hub.KerasLayer`.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import tensorflow_hub as hub
 import tf_keras as keras
 
 from hubsweep.embeddings.transformer.bert import masked_mean
-from hubsweep.embeddings.transformer.preprocess import PACK_LENGTHS
 from hubsweep.errors import EmbeddingError
 
+# Batches are padded to a multiple of this: a few shapes, little padding.
+PAD_MULTIPLE = 8
 LAYER_INDEX = re.compile(r"(?:^|/)(?:layer|transformer/layer)_(\d+)/")
 
 
@@ -70,38 +75,56 @@ class BertSentenceEmbedding(keras.layers.Layer):
                 f"embedding.seq_length to at most {limit}"
             )
         self.pooling = pooling
-        self.lengths = self._packable({n for n in PACK_LENGTHS if n < seq_length} | {seq_length})
+        self.seq_length = seq_length
+        self._check_packs()
         self.trainable_layers = trainable_layers
+        self._check_layers()
+        saved = self.encoder.resolved_object
+        self.layerwise = all(hasattr(saved, f) for f in ("embed", "layer", "pool"))
+        self.saved = saved
+        count = self.layer_count()
+        # The layers below the first trained one, and whether the embeddings train.
+        self.frozen = count - (trainable_layers or count) if trainable else count
+        self.embeddings_trained = trainable and trainable_layers is None
+        self.dropout_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="dropout_step")
+        # trainer.mixed_precision: the trained layers' matmuls in bfloat16 (what is frozen,
+        # and so cached, stays float32).
+        self.mixed = False
 
-    def _packable(self, lengths: set[int]) -> tuple[int, ...]:
-        """The lengths this preprocessor packs to (a SavedModel holds the tracings it was
-        saved with); the full length must be one of them."""
+    def _check_packs(self) -> None:
+        """The preprocessor packs to seq_length (a SavedModel holds only the tracings it was
+        saved with)."""
         probe = self.preprocess.tokenize(tf.constant(["probe"]))
-        usable = []
-        for n in sorted(lengths):
-            try:
-                self._pack(probe, n)
-                usable.append(n)
-            except (TypeError, ValueError, tf.errors.InvalidArgumentError):
-                continue
-        if max(lengths) not in usable:
+        try:
+            self._pack(probe, self.seq_length)
+        except (TypeError, ValueError, tf.errors.InvalidArgumentError):
             raise EmbeddingError(
-                f"embedding.seq_length={max(lengths)}: the preprocessing model cannot pack to "
-                f"this length (it can: {usable or 'none'})"
+                f"embedding.seq_length={self.seq_length}: the preprocessing model cannot pack "
+                "to this length"
+            ) from None
+
+    def layer_count(self) -> int:
+        layers = {_layer_of(v) for v in self.encoder.weights} - {None}
+        return max(layers) + 1 if layers else 0
+
+    def _check_layers(self) -> None:
+        count = self.layer_count()
+        if self.trainable_layers is not None and count and self.trainable_layers > count:
+            raise EmbeddingError(
+                f"embedding.trainable_layers={self.trainable_layers} but the encoder has "
+                f"{count} layers"
             )
-        return tuple(usable)
 
     def _top_k(self, variables: list[tf.Variable]) -> list[tf.Variable]:
+        """The variables that train: the top k layers' (all, with the embeddings, when k is
+        null), and the pooler's where its output is used."""
+        pooler = self.pooling == "pooled_output"
+        if not pooler:
+            variables = [v for v in variables if "pooler" not in v.name]
         layers = {_layer_of(v) for v in variables} - {None}
         if self.trainable_layers is None or not layers:
             return variables
-        if self.trainable_layers > len(layers):
-            raise EmbeddingError(
-                f"embedding.trainable_layers={self.trainable_layers} but the encoder has "
-                f"{len(layers)} layers"
-            )
         first = max(layers) + 1 - self.trainable_layers
-        pooler = self.pooling == "pooled_output"
         return [
             v
             for v in variables
@@ -137,27 +160,107 @@ class BertSentenceEmbedding(keras.layers.Layer):
         chosen = {id(v) for v in self.trainable_weights}
         return [v for v in self.encoder.weights if id(v) not in chosen]
 
+    def _variable(self, leaf: str) -> tf.Variable | None:
+        return next((v for v in self.encoder.weights if v.name.endswith(f"/{leaf}:0")), None)
+
+    def set_dropout(self, hidden: float | None, attention: float | None) -> None:
+        """Override the checkpoint's dropout rates (None keeps one)."""
+        for key, leaf, rate in (
+            ("hidden", "hidden_dropout", hidden),
+            ("attention", "attention_dropout", attention),
+        ):
+            if rate is None:
+                continue
+            variable = self._variable(leaf)
+            if variable is None:
+                raise EmbeddingError(
+                    f"embedding.{key}_dropout: this encoder has no {leaf} rate to set (a "
+                    "TF-Hub BERT fixes its dropout inside; a hubsweep-exported one can)"
+                )
+            variable.assign(rate)
+
+    def seed_dropout(self, seed: int) -> None:
+        """Start this run's dropout steps at seed × 2^32: each seed its own masks."""
+        self.dropout_step.assign(int(seed) << 32)
+
+    def packed(self, sentences: list[str]) -> tf.RaggedTensor:
+        """Each sentence's token ids as the encoder sees them ([CLS] ... [SEP], trimmed to
+        seq_length), unpadded: int32 [n, (length)]."""
+        tokens = self.preprocess.tokenize(tf.constant(sentences))
+        inputs = self._pack(tokens, self.seq_length)
+        lengths = tf.reduce_sum(inputs["input_mask"], axis=1)
+        return tf.RaggedTensor.from_tensor(inputs["input_word_ids"], lengths=lengths)
+
+    def _width(self, lengths: tf.Tensor) -> tf.Tensor:
+        """A batch's padded length: its longest row rounded up to PAD_MULTIPLE."""
+        longest = tf.reduce_max(tf.concat([tf.cast(lengths, tf.int32), [1]], axis=0))
+        return tf.minimum(
+            (longest + PAD_MULTIPLE - 1) // PAD_MULTIPLE * PAD_MULTIPLE, self.seq_length
+        )
+
+    def padded(self, rows: tf.RaggedTensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """A batch of unpadded rows ([n, (length), ...]) padded as `call` pads its batches
+        (`_width`): (values, int32 mask)."""
+        lengths = tf.cast(rows.row_lengths(), tf.int32)
+        width = self._width(lengths)
+        values = rows.to_tensor(
+            shape=tf.concat(
+                [[rows.nrows(out_type=tf.int32), width], tf.shape(rows.flat_values)[1:]], axis=0
+            )
+        )
+        return values, tf.sequence_mask(lengths, width, dtype=tf.int32)
+
+    def _seed(self) -> tf.Tensor:
+        return tf.stack([self.dropout_step, tf.constant(0, tf.int64)])
+
+    def hidden_below(self, ids: tf.Tensor, mask: tf.Tensor, training: bool) -> tf.Tensor:
+        """The first trained layer's input: the embeddings' output (with dropout when they
+        train) through the frozen layers (inference)."""
+        types = tf.zeros_like(ids)
+        x = self.saved.embed(
+            ids, types, self._seed(), training=training and self.embeddings_trained
+        )
+        for i in range(self.frozen):
+            x = self.saved.layer(x, mask, self._seed(), index=i, training=False)
+        return x
+
+    def hidden_above(self, x: tf.Tensor, mask: tf.Tensor, training: bool) -> tf.Tensor:
+        """The sequence output from the first trained layer's input; training, one dropout
+        step."""
+        for i in range(self.frozen, self.layer_count()):
+            x = self.saved.layer(
+                x, mask, self._seed(), index=i, training=training, mixed=self.mixed
+            )
+        if training:  # after the reads above (a tf.function keeps the program's order)
+            self.dropout_step.assign_add(1)
+        return x
+
+    def sentence_vectors(self, sequence: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        if self.pooling == "mean":
+            return masked_mean(sequence, mask)
+        return self.saved.pool(sequence)
+
     def token_lengths(self, sentences: tf.Tensor) -> np.ndarray:
         """Each sentence's packed length ([CLS] and [SEP] included, capped at seq_length)."""
         tokens = self.preprocess.tokenize(tf.reshape(sentences, [-1])).merge_dims(-2, -1)
-        return np.minimum(tokens.row_lengths().numpy() + 2, max(self.lengths))
+        return np.minimum(tokens.row_lengths().numpy() + 2, self.seq_length)
 
     def _pack(self, tokens: tf.RaggedTensor, length: int) -> dict[str, tf.Tensor]:
         return self.preprocess.bert_pack_inputs([tokens], seq_length=length)
 
-    def call(self, sentences: tf.Tensor) -> tf.Tensor:
+    def call(self, sentences: tf.Tensor, training=None) -> tf.Tensor:
+        training = bool(training)  # a Python bool: it picks which saved tracing runs
         tokens = self.preprocess.tokenize(tf.reshape(sentences, [-1]))
-        lengths = tokens.merge_dims(-2, -1).row_lengths()
-        longest = tf.reduce_max(tf.concat([lengths, [0]], axis=0)) + 2  # [CLS] ... [SEP]
-        bucket = tf.minimum(
-            tf.searchsorted(tf.constant(self.lengths, tf.int64), longest[tf.newaxis])[0],
-            len(self.lengths) - 1,
-        )
-        branches = [lambda n=n: self._embed(self._pack(tokens, n)) for n in self.lengths]
-        return tf.switch_case(tf.cast(bucket, tf.int32), branches)
+        inputs = self._pack(tokens, self.seq_length)
+        width = self._width(tf.reduce_sum(inputs["input_mask"], axis=1))
+        return self._embed({k: v[:, :width] for k, v in inputs.items()}, training)
 
-    def _embed(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
-        out = self.encoder(inputs)
+    def _embed(self, inputs: dict[str, tf.Tensor], training: bool) -> tf.Tensor:
+        if self.layerwise:
+            ids, mask = inputs["input_word_ids"], inputs["input_mask"]
+            below = self.hidden_below(ids, mask, training)
+            return self.sentence_vectors(self.hidden_above(below, mask, training), mask)
+        out = self.encoder(inputs, training=training)
         if self.pooling == "mean":
             return masked_mean(out["sequence_output"], inputs["input_mask"])
         return out["pooled_output"]

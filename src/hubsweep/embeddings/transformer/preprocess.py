@@ -5,8 +5,8 @@ reference tokenizer does, punctuation and CJK splitting, greedy longest-match wo
 Like TF-Hub's preprocessors it has three entry points: calling it maps a string batch to
 the encoder's inputs at its default `seq_length`; `tokenize` gives the ragged
 [batch, words, wordpieces] ids; `bert_pack_inputs(segments, seq_length=N)` trims,
-adds [CLS]/[SEP] and pads them (saved for the lengths in `PACK_LENGTHS`, so a caller can
-pad each batch only as far as it needs).
+adds [CLS]/[SEP] and pads them (saved for the lengths in `PACK_LENGTHS`, so
+`embedding.seq_length` may be any of them; a caller cuts each batch to what it needs).
 """
 
 from __future__ import annotations

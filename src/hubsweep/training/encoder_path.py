@@ -1,0 +1,92 @@
+"""Fine-tuning a hubsweep-exported BERT-family pair without re-tokenising, and without
+recomputing what is frozen.
+
+The string path tokenises every batch and runs the whole encoder at every step. This path
+packs each split's sentences once ([CLS] ... [SEP], unpadded) and each step pads only its
+batch, as the string path pads it (so the same dropout masks are drawn). When the
+embeddings are frozen (`embedding.trainable_layers=k`), it goes further: the frozen
+bottom maps each sentence to the same hidden states on every step, so they are computed
+once per (module, split content, length, layer), kept in the feature cache (unpadded, one
+row per token), and each step runs only the top k layers, the pooling and the head.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from omegaconf import DictConfig
+
+from hubsweep.embeddings.features import FeatureCache
+from hubsweep.training.classifier import Classifier
+
+CACHE_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def _hidden_states(layer, ids: tf.RaggedTensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first trained layer's input for each row of `ids`, unpadded: (float32
+    [tokens, hidden], int64 [rows] lengths). Rows go in batches of similar length."""
+    lengths = ids.row_lengths().numpy()
+    order = np.argsort(lengths, kind="stable")
+    pieces: list[np.ndarray] = [None] * len(order)  # type: ignore[list-item]
+    below = tf.function(lambda x, m: layer.hidden_below(x, m, training=False))
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        x, mask = layer.padded(tf.gather(ids, chosen))
+        out = below(x, mask).numpy()
+        for row, j in enumerate(chosen):
+            pieces[j] = out[row, : lengths[j]]
+    return np.concatenate(pieces), lengths
+
+
+class EncoderClassifier(Classifier):
+    """Trains the top of the encoder + the head on `inputs[role]`: unpadded token ids
+    ([n, (length)]) when the embeddings train, else the cached first trained layer's input
+    ([n, (length), hidden])."""
+
+    def __init__(self, *args, inputs: dict[str, tf.RaggedTensor], from_ids: bool) -> None:
+        self.inputs, self.from_ids = inputs, from_ids
+        self.path = "encoder token ids" if from_ids else "encoder cached below the top layers"
+        super().__init__(*args)
+        self.embedding = self.model.layers[0]
+        self.padding_lengths = inputs["train"].row_lengths().numpy()
+
+    def gather(self, role: str, idx: tf.Tensor):
+        return self.embedding.padded(tf.gather(self.inputs[role], idx))
+
+    def forward(self, inputs, training: bool) -> tf.Tensor:
+        x, mask = inputs
+        e = self.embedding
+        if self.from_ids:
+            x = e.hidden_below(x, mask, training)
+        x = tf.cast(x, tf.float32)
+        sequence = e.hidden_above(x, mask, training)
+        return self.head(e.sentence_vectors(sequence, mask), training=training)
+
+
+def encoder_classifier(
+    cfg: DictConfig, data, layer, args: tuple, cache: FeatureCache | None
+) -> EncoderClassifier:
+    """The path for a layer-wise pair (`layer.layerwise`) being fine-tuned."""
+    ids = {role: layer.packed(list(split.texts)) for role, split in data.splits.items()}
+    if layer.embeddings_trained:
+        return EncoderClassifier(*args, inputs=ids, from_ids=True)
+    e, cache = cfg.embedding, cache or FeatureCache(None)
+    dtype = CACHE_DTYPES[cfg.trainer.hidden_cache_dtype]
+    inputs = {}
+    for role, split in data.splits.items():
+
+        def build(texts, role=role):
+            values, lengths = _hidden_states(layer, ids[role], cfg.trainer.eval_batch_size)
+            return values.astype(dtype), lengths
+
+        values, lengths = cache.get_or_build_rows(
+            e.handle,
+            split.texts,
+            build,
+            also=(
+                str(e.preprocess_handle),
+                f"seq_length={e.seq_length},below_layer={layer.frozen},{dtype.__name__}",
+            ),
+        )
+        inputs[role] = tf.RaggedTensor.from_row_lengths(tf.constant(values), lengths)
+    return EncoderClassifier(*args, inputs=inputs, from_ids=False)

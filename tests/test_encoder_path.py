@@ -1,0 +1,209 @@
+"""The fine-tuning recipe's dropout, and the encoder path for hubsweep-exported BERT pairs:
+packed once, and with the embeddings frozen, the top layers trained on the frozen bottom's
+hidden states computed once: the same curves as the string path (the reference)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_hub as hub
+
+from hubsweep.embeddings.transformer.bert import INPUT_KEYS
+from hubsweep.training.run import train_and_evaluate
+
+from .test_fast_paths import _curve
+from .test_transformer import HIDDEN, SENTENCES, _cfg, tiny_bert  # noqa: F401  (fixture)
+
+TOLERANCE = 2e-4  # same batches, masks and initial weights; only float order differs
+
+
+def _inputs(pair: Path) -> dict[str, tf.Tensor]:
+    import tensorflow_text  # noqa: F401
+
+    return hub.load(str(pair / "preprocess"))(tf.constant(SENTENCES))
+
+
+def test_dropout_is_the_reference_inverted_dropout_while_training_and_off_otherwise(
+    tiny_bert,  # noqa: F811
+):
+    _, pair = tiny_bert
+    encoder = hub.load(str(pair / "encoder"))
+    inputs = _inputs(pair)
+    ids, types = inputs["input_word_ids"], inputs["input_type_ids"]
+    seed = tf.constant([7, 0], tf.int64)
+    plain = encoder.embed(ids, types, seed, training=False).numpy()
+    dropped = encoder.embed(ids, types, seed, training=True).numpy()
+    # Independently: the stateless uniform draw for this site (0), kept where >= the rate.
+    rate = 0.1  # the checkpoint's config.json leaves hidden_dropout_prob at BERT's default
+    u = tf.random.stateless_uniform(plain.shape, seed=[7, 0]).numpy()
+    np.testing.assert_allclose(dropped, np.where(u >= rate, plain / (1 - rate), 0), atol=1e-6)
+    assert 0.05 < (dropped == 0).mean() < 0.15
+    again = encoder.embed(ids, types, seed, training=True).numpy()
+    other = encoder.embed(ids, types, tf.constant([8, 0], tf.int64), training=True).numpy()
+    assert np.array_equal(again, dropped) and not np.array_equal(other, dropped)
+
+    # TF-Hub's call: inference is deterministic; training draws new masks at each call.
+    layer = hub.KerasLayer(str(pair / "encoder"), trainable=True)
+    base = layer(inputs, training=False)["sequence_output"].numpy()
+    np.testing.assert_array_equal(layer(inputs, training=False)["sequence_output"].numpy(), base)
+    first = layer(inputs, training=True)["sequence_output"].numpy()
+    second = layer(inputs, training=True)["sequence_output"].numpy()
+    assert not np.allclose(first, base) and not np.allclose(first, second)
+    # Rate 0: training is inference.
+    for v in layer.weights:
+        if v.name.endswith(("hidden_dropout:0", "attention_dropout:0")):
+            v.assign(0.0)
+    np.testing.assert_allclose(
+        layer(inputs, training=True)["sequence_output"].numpy(), base, atol=1e-6
+    )
+
+
+def test_the_call_is_embed_then_each_layer_then_pool(
+    tiny_bert,  # noqa: F811
+):
+    _, pair = tiny_bert
+    encoder = hub.load(str(pair / "encoder"))
+    inputs = _inputs(pair)
+    ids, mask, types = (inputs[k] for k in INPUT_KEYS)
+    seed = tf.constant([0, 0], tf.int64)
+    x = encoder.embed(ids, types, seed, training=False)
+    for i in range(2):
+        x = encoder.layer(x, mask, seed, index=i, training=False)
+    out = encoder(inputs, training=False)
+    np.testing.assert_allclose(x.numpy(), out["sequence_output"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(encoder.pool(x).numpy(), out["pooled_output"].numpy(), atol=1e-6)
+
+
+FINE_TUNE = (
+    "embedding.trainable=true",
+    "embedding.pooling=mean",
+    "optimizer=adamw",
+    "optimizer.learning_rate=0.001",
+    "trainer.steps=60",
+    "trainer.eval_every=20",
+    "trainer.evaluate_test=true",
+)
+
+
+def test_full_fine_tuning_on_packed_ids_equals_the_string_path_with_dropout(
+    tiny_bert,  # noqa: F811
+    make_cfg,
+):
+    _, pair = tiny_bert
+    fast = train_and_evaluate(_cfg(make_cfg, pair, *FINE_TUNE, run="ids"))
+    plain = train_and_evaluate(
+        _cfg(make_cfg, pair, *FINE_TUNE, "trainer.fast_path=false", run="ids-strings")
+    )
+    assert (fast.training_path, plain.training_path) == ("encoder token ids", "strings")
+    np.testing.assert_allclose(_curve(fast), _curve(plain), atol=TOLERANCE)
+    assert fast.test["macro_f1"] == pytest.approx(plain.test["macro_f1"], abs=TOLERANCE)
+    # The dropout was on: without it the curves differ.
+    off = train_and_evaluate(
+        _cfg(make_cfg, pair, *FINE_TUNE, "embedding.hidden_dropout=0", run="ids-no-dropout")
+    )
+    assert not np.allclose(_curve(off), _curve(fast), atol=TOLERANCE)
+
+
+def test_top_k_on_cached_hidden_states_equals_the_string_path(
+    tiny_bert,  # noqa: F811
+    make_cfg,
+    cache_dir,
+):
+    _, pair = tiny_bert
+    top = (*FINE_TUNE, "embedding.trainable_layers=1")
+    before = set(Path(cache_dir).glob("*.npz"))
+    cached = train_and_evaluate(_cfg(make_cfg, pair, *top, run="top-cached"))
+    added = set(Path(cache_dir).glob("*.npz")) - before
+    plain = train_and_evaluate(
+        _cfg(make_cfg, pair, *top, "trainer.fast_path=false", run="top-strings")
+    )
+    assert cached.training_path == "encoder cached below the top layers"
+    np.testing.assert_allclose(_curve(cached), _curve(plain), atol=TOLERANCE)
+    assert cached.test["macro_f1"] == pytest.approx(plain.test["macro_f1"], abs=TOLERANCE)
+    assert len(added) == 3  # each split's hidden states below layer 1, once
+    with np.load(next(iter(added))) as entry:
+        assert entry["features"].shape[1] == HIDDEN and entry["features"].dtype == np.float32
+        assert entry["features"].shape[0] == entry["lengths"].sum()
+    again = train_and_evaluate(_cfg(make_cfg, pair, *top, run="top-again"))
+    assert set(Path(cache_dir).glob("*.npz")) - before == added  # served from the cache
+    np.testing.assert_allclose(_curve(again), _curve(cached), atol=1e-6)
+
+    half = train_and_evaluate(
+        _cfg(make_cfg, pair, *top, "trainer.hidden_cache_dtype=float16", run="top-half")
+    )
+    assert len(set(Path(cache_dir).glob("*.npz")) - before) == 6  # its own entries
+    np.testing.assert_allclose(_curve(half)[:, 0], _curve(cached)[:, 0], atol=2e-2)
+
+
+def test_a_dropout_rate_for_a_module_without_one_is_one_clear_error(make_cfg):
+    from hubsweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="embedding.hidden_dropout: applies to a BERT"):
+        train_and_evaluate(make_cfg("embedding.hidden_dropout=0.2", run="bad-dropout"))
+
+
+def test_mixed_precision_multiplies_in_bfloat16_and_trains_to_the_same_scores(
+    tiny_bert,  # noqa: F811
+    make_cfg,
+):
+    _, pair = tiny_bert
+    encoder = hub.load(str(pair / "encoder"))
+    inputs = _inputs(pair)
+    ids, mask, types = (inputs[k] for k in INPUT_KEYS)
+    seed = tf.constant([0, 0], tf.int64)
+    x = encoder.embed(ids, types, seed, training=False)
+    exact = encoder.layer(x, mask, seed, index=0, training=False, mixed=False).numpy()
+    mixed = encoder.layer(x, mask, seed, index=0, training=False, mixed=True).numpy()
+    # bfloat16 keeps 8 bits of mantissa: close (LayerNorm'd outputs, ~unit scale), not equal.
+    assert 0 < np.abs(mixed - exact).max() < 0.1
+
+    full = train_and_evaluate(_cfg(make_cfg, pair, *FINE_TUNE, run="f32"))
+    half = train_and_evaluate(
+        _cfg(make_cfg, pair, *FINE_TUNE, "trainer.mixed_precision=true", run="bf16")
+    )
+    assert half.training_path == full.training_path == "encoder token ids"
+    assert not np.array_equal(_curve(half), _curve(full))
+    np.testing.assert_allclose(_curve(half)[:, 0], _curve(full)[:, 0], atol=0.05)  # loss
+    assert half.test["macro_f1"] == pytest.approx(full.test["macro_f1"], abs=0.1)
+
+
+def test_mixed_precision_for_a_frozen_or_bag_of_words_module_is_one_clear_error(make_cfg):
+    from hubsweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="trainer.mixed_precision: applies to a fine-tuned"):
+        train_and_evaluate(make_cfg("trainer.mixed_precision=true", run="bad-mixed"))
+
+
+def test_cached_rows_are_checked_on_load_and_a_damaged_entry_is_rebuilt(tmp_path, caplog):
+    from hubsweep.embeddings.features import FeatureCache
+
+    module = tmp_path / "module"
+    module.mkdir()
+    (module / "saved_model.pb").write_bytes(b"weights")
+    texts = np.array(["a b", "c"])
+    calls = []
+
+    def build(x):
+        calls.append(len(x))
+        return np.arange(12, dtype=np.float16).reshape(3, 4), np.array([2, 1])
+
+    also = (str(module), "seq_length=8,below_layer=1,float16")  # (preprocessor, settings)
+    values, lengths = FeatureCache(tmp_path / "c").get_or_build_rows(
+        str(module), texts, build, also
+    )
+    assert values.dtype == np.float16 and lengths.tolist() == [2, 1]
+    FeatureCache(tmp_path / "c").get_or_build_rows(str(module), texts, build, also)
+    assert calls == [2]  # the second process read the file
+    (entry,) = (tmp_path / "c").glob("*.npz")
+    with np.load(entry) as stored:
+        damaged = {k: stored[k] for k in stored.files}
+    damaged["lengths"] = np.array([1, 2])  # the same values, cut into other rows
+    np.savez(entry, **damaged)
+    again, rows = FeatureCache(tmp_path / "c").get_or_build_rows(str(module), texts, build, also)
+    assert calls == [2, 2] and rows.tolist() == [2, 1] and "fails its checksum" in caplog.text
+    cache = FeatureCache(tmp_path / "c")
+    other = cache.key(str(module), texts, (str(module), "rows:seq_length=8,below_layer=2,float16"))
+    assert other != cache.key(str(module), texts, (str(module), f"rows:{also[1]}"))
