@@ -7,8 +7,10 @@ step count, Adam 1e-4 (a training step's cost does not depend on the rate):
 - a plain Keras script: `hub.KerasLayer(preprocess)` (padding every sentence to the
   preprocessor's default length), `hub.KerasLayer(encoder, trainable=True)`, masked mean,
   `Dense(3)`, `model.fit` on raw strings;
-- `hubsweep-train`'s fine-tuning (batches bucketed by length, each packed to the shortest
-  length that holds it), all layers and the top k;
+- `hubsweep-train`'s fine-tuning (batches bucketed by length, each padded to its longest
+  sentence rounded up to a multiple of 8), all layers and the top k (on the frozen
+  bottom's hidden states, computed once: that one-time cost is printed apart), each in
+  float32 and with `trainer.mixed_precision=true` (bfloat16 matmuls);
 
 each as steps/s, tokens/s (real tokens, [CLS]/[SEP] included), the padding fraction, and
 the achieved GFLOP/s (the encoder's matmul FLOPs per step: Q, K, V, attention output and
@@ -114,7 +116,7 @@ def plain_keras(pair: Path, texts, labels, batch: int, steps: int) -> float:
     return (len(stamps) - 2) / (stamps[-1] - stamps[1])
 
 
-def compose_run(args, out: Path, steps: int, layers: int | None):
+def compose_run(args, out: Path, steps: int, layers: int | None, mixed: bool = False):
     from hydra import compose, initialize_config_dir
 
     from hubsweep.config.schema import register_configs
@@ -131,6 +133,7 @@ def compose_run(args, out: Path, steps: int, layers: int | None):
         "optimizer.learning_rate=1e-4",
         f"trainer.batch_size={args.batch}",
         f"trainer.steps={steps}",
+        f"trainer.mixed_precision={str(mixed).lower()}",
         f"trainer.eval_every={steps}",
         "trainer.evaluate_test=false",
         "trainer.learning_curve=false",
@@ -139,17 +142,19 @@ def compose_run(args, out: Path, steps: int, layers: int | None):
         f"dataset.source_dir={args.scicite}",
         f"dataset.data_dir={out / 'tfds'}",
         "cache_dir=null",
-        f"output_dir={out / f'run-{layers}-{steps}-{time.time_ns()}'}",
+        f"output_dir={out / f'run-{layers}-{steps}-{mixed}-{time.time_ns()}'}",
     ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("config", overrides=overrides)
 
 
-def hubsweep_run(args, out: Path, steps: int, layers: int | None) -> float:
-    """Steps per second as final.json reports them (training steps only)."""
+def hubsweep_run(args, out: Path, steps: int, layers: int | None, mixed=False) -> tuple:
+    """(steps per second as final.json reports them (training steps only), the seconds the
+    run spent outside its steps: loading, packing, the hidden-state cache, evaluation)."""
     from hubsweep.training.run import train_and_evaluate
 
-    return train_and_evaluate(compose_run(args, out, steps, layers)).steps_per_s
+    result = train_and_evaluate(compose_run(args, out, steps, layers, mixed))
+    return result.steps_per_s, result.wall_time_s - result.train_time_s
 
 
 def main() -> None:
@@ -167,7 +172,7 @@ def main() -> None:
     import tensorflow_text  # noqa: F401
 
     from hubsweep.data.datasets import load_dataset
-    from hubsweep.embeddings.transformer.preprocess import PACK_LENGTHS
+    from hubsweep.embeddings.transformer.layer import PAD_MULTIPLE
     from hubsweep.training.classifier import batch_order
 
     cfg = encoder_shape(args.pair / "encoder")
@@ -182,17 +187,20 @@ def main() -> None:
         n = args.batch * (args.steps + 2)
         texts, labels = list(train.texts[:n]), list(train.labels[:n])
         # The plain script's batches: the split in order. hubsweep's: its own stream
-        # (bucketed by length, trainer.length_buckets), packed to the shortest length that
-        # holds each batch.
+        # (bucketed by length, trainer.length_buckets), each padded to its longest sentence
+        # rounded up to PAD_MULTIPLE.
         plain_batches = [lengths[i : i + args.batch] for i in range(0, n, args.batch)]
         stream = batch_order(len(lengths), args.batch, 0, lengths, run_cfg.trainer.length_buckets)
         ours = [lengths[next(stream)] for _ in range(args.steps + 2)]
-        packed = [min(p for p in (*PACK_LENGTHS, 128) if p >= b.max()) for b in ours]
+        packed = [min(-(-int(b.max()) // PAD_MULTIPLE) * PAD_MULTIPLE, 128) for b in ours]
 
         limit = matmul_gflops()
         plain = plain_keras(args.pair, texts, labels, args.batch, args.steps)
-        full = hubsweep_run(args, out, args.steps, None)
-        top = hubsweep_run(args, out, args.steps, args.top)
+        runs = {
+            (layers, mixed): hubsweep_run(args, out, args.steps, layers, mixed)
+            for mixed in (False, True)
+            for layers in (None, args.top)
+        }
 
     layers = cfg["num_hidden_layers"]
 
@@ -211,9 +219,11 @@ def main() -> None:
             [128] * len(plain_batches),
             layers,
         ),
-        row("hubsweep, all layers", full, ours, packed, layers),
-        row(f"hubsweep, top {args.top} layers", top, ours, packed, args.top),
     ]
+    for (trained, mixed), (sps, _) in runs.items():
+        name = "all layers" if trained is None else f"top {trained} layers"
+        name = f"hubsweep, {name}" + (", bfloat16" if mixed else "")
+        rows.append(row(name, sps, ours, packed, trained or layers))
     print(
         f"\nMiniLM fine-tuning on SciCite, batch {args.batch}, {args.steps} steps; this machine's"
         f" dense matmul (2048² float32): {limit:.0f} GFLOP/s"
@@ -226,12 +236,21 @@ def main() -> None:
         print(
             f"{name:34} {sps:8.2f} {tps:9.0f} {pad:8.1%} {gf:11.1f} {rate:8.1f} {rate / limit:9.1%}"
         )
-    shares = {p: packed.count(p) / len(packed) for p in sorted(set(packed))}
+    full, top, full_mixed, top_mixed = (r[1] for r in rows[1:])
     print(
-        f"\nfull fine-tuning / plain script: {rows[1][1] / rows[0][1]:.2f}×; "
-        f"top {args.top} / full: {rows[2][1] / rows[1][1]:.2f}× the steps/s; "
-        "hubsweep's batches packed to: "
-        + ", ".join(f"{p}: {share:.0%}" for p, share in shares.items())
+        f"\nfull fine-tuning / plain script: {full / plain:.2f}× (bfloat16: "
+        f"{full_mixed / plain:.2f}×); top {args.top} / full: {top / full:.2f}× the steps/s "
+        f"(bfloat16: {top_mixed / full_mixed:.2f}×); bfloat16 / float32: full "
+        f"{full_mixed / full:.2f}×, top {args.top} {top_mixed / top:.2f}×"
+    )
+    outside = {k: round(v[1], 1) for k, v in runs.items()}
+    print(
+        f"seconds outside the {args.steps} steps (loading, packing, evaluation; top {args.top}: "
+        f"also its hidden-state cache, built once per module and split): "
+        + ", ".join(
+            f"{'all' if t is None else f'top {t}'}{' bf16' if m else ''} {v}"
+            for (t, m), v in outside.items()
+        )
     )
 
 

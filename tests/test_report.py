@@ -222,6 +222,31 @@ def test_cost_traces_back_to_the_trials_and_the_verdict_states_the_ratio(report,
     assert cost.loc[dear, "pareto"] == better
 
 
+def test_the_report_says_how_the_arms_budgets_differ(report, experiment):
+    from hubsweep.reports import cost
+    from hubsweep.reports.collect import read_study
+
+    text = (report / "report.md").read_text()
+    assert "Every arm had the same budget: 5 trials of the `lr` space (optimizer." in text
+    assert "grid sampler, median pruner" in text
+    studies = [read_study(experiment / "lr" / arm) for arm in ("frozen", "finetuned")]
+    costs = cost.arm_costs(studies)
+    per_trial = {arm: c.per_trial_s for arm, c in costs.items()}
+    dear = max(per_trial, key=per_trial.get)
+    assert f"s ({dear}), {per_trial[dear] / min(per_trial.values()):.3g}× apart" in text
+    # Two experiments' studies in one report (as the encoders report has): said, not hidden.
+    studies[1].info["sweep"] = {
+        **studies[1].sweep,
+        "n_trials": 16,
+        "study_name": "finetune",
+        "pruner": "hyperband",
+    }
+    sentence = cost.budget_sentence(studies, costs)
+    assert sentence.startswith("The arms' budgets differ: frozen: 5 trials of the `lr` space")
+    assert "finetuned: 16 trials of the `finetune` space" in sentence
+    assert "hyperband pruner" in sentence
+
+
 def test_runs_and_grids_are_tabulated_with_seeds_pooled(report, experiment):
     runs = pd.read_csv(report / "tables" / "runs.csv")
     single = runs[runs.group == "runs"]

@@ -28,19 +28,11 @@ hubsweep-sweep experiment=heads "${offline[@]}"
 hubsweep-sweep experiment=embedding_x_trainable dataset.source_dir="$data/scicite" \
   trainer.progress=false
 
-# Swivel and MiniLM frozen (two studies), then MiniLM fine-tuned, top 2 layers and all six:
-# runs of one config over 3 seeds (a fine-tuning run costs minutes here, a search hours).
+# Swivel and MiniLM frozen (two studies), then MiniLM fine-tuned, top 2 layers and all six,
+# each searched (sweep=finetune, 16 trials, Hyperband), all four into results/encoders.
 hubsweep-sweep experiment=encoders dataset.source_dir="$data/scicite" trainer.progress=false
-for layers in 2 null; do
-  hubsweep-train -m experiment=tutorial experiment_name=encoders embedding=minilm \
-    embedding.trainable=true embedding.trainable_layers=$layers optimizer=adam \
-    optimizer.learning_rate=1e-4 trainer.batch_size=16 trainer.steps=250 trainer.eval_every=250 \
-    trainer.evaluate_test=true trainer.progress=false dataset.source_dir="$data/scicite" \
-    trainer.seed=0,1,2
-done
-
-# Not run here: the searched fine-tuned MiniLM arms (sweep=finetune, 16 trials each; hours
-# on these 2 cores): hubsweep-sweep experiment=encoders_finetuned dataset.source_dir=$data/scicite
+hubsweep-sweep experiment=encoders_finetuned dataset.source_dir="$data/scicite" \
+  trainer.progress=false
 
 for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encoders; do
   hubsweep-report "results/$experiment" --output "$out/$experiment"

@@ -82,7 +82,8 @@ def _ratio(costs: dict[str, cost.ArmCost], a: str, b: str) -> str:
 
 
 def _cost(studies: Sequence[Study], tables: Path, out: Path) -> list[str]:
-    costs = list(cost.arm_costs(studies).values())
+    by_arm = cost.arm_costs(studies)
+    costs = list(by_arm.values())
     if len(costs) < 2:
         return []
     metric, minimize = studies[0].metric, studies[0].minimize
@@ -99,6 +100,8 @@ def _cost(studies: Sequence[Study], tables: Path, out: Path) -> list[str]:
         "over the re-run seeds (where an arm was not re-run with test: its winner's "
         "validation score over the finalists' re-runs, else in the search). "
         f"Pareto front: {', '.join(sorted(front))}.",
+        "",
+        cost.budget_sentence(studies, by_arm),
         "",
         write_table(numbers, text, tables, "cost"),
         "",

@@ -89,6 +89,47 @@ def arm_costs(studies: Sequence[Study]) -> dict[str, ArmCost]:
     return {label: c for label, c in costs.items() if c is not None}
 
 
+def _budget_of(study: Study) -> str:
+    sweep = study.sweep
+    pruner = sweep.get("pruner", "none")
+    pruning = "no pruner" if pruner in (None, "none") else f"{pruner} pruner"
+    space = ", ".join(p.get("key", name) for name, p in (sweep.get("params") or {}).items())
+    return (
+        f"{sweep.get('n_trials')} trials of the `{sweep.get('study_name')}` space ({space}; "
+        f"{sweep.get('sampler', 'tpe')} sampler, {pruning}), {sweep.get('finalists', 1)} "
+        f"finalist(s) × {sweep.get('finalist_seeds', 0)} seeds, the winner re-run over "
+        f"{sweep.get('retrain_best_seeds', 0)} seeds"
+    )
+
+
+def budget_sentence(studies: Sequence[Study], costs: dict[str, ArmCost]) -> str:
+    """How the arms' budgets differ (or that they do not): what each searched, and what a
+    trial of each cost."""
+    groups: dict[str, list[str]] = {}
+    for study in studies:
+        if study.label in costs:  # the arms the cost table compares
+            groups.setdefault(_budget_of(study), []).append(study.label)
+    per_trial = [c for c in costs.values() if c.per_trial_s > 0]
+    spread = ""
+    if len(per_trial) > 1:
+        cheap = min(per_trial, key=lambda c: c.per_trial_s)
+        dear = max(per_trial, key=lambda c: c.per_trial_s)
+        spread = (
+            f" A trial cost {cheap.per_trial_s:.3g} s ({cheap.arm}) to {dear.per_trial_s:.3g} s "
+            f"({dear.arm}), {dear.per_trial_s / cheap.per_trial_s:.3g}× apart; each arm's "
+            f"total: "
+            + ", ".join(f"{c.arm} {c.total_s / 60:.1f} min" for c in costs.values())
+            + "."
+        )
+    if len(groups) == 1:
+        return f"Every arm had the same budget: {next(iter(groups))}.{spread}"
+    described = "; ".join(f"{', '.join(arms)}: {budget}" for budget, arms in groups.items())
+    return (
+        f"The arms' budgets differ: {described}. A comparison across them sets one search "
+        f"against another of another size, not configs of equal effort.{spread}"
+    )
+
+
 def ratio_phrase(a: ArmCost, b: ArmCost) -> str:
     """`a` against `b` in compute per trial, as the paired sentence says it."""
     if b.per_trial_s <= 0:

@@ -28,7 +28,10 @@ def _hidden_states(layer, ids: tf.RaggedTensor, batch_size: int) -> tuple[np.nda
     lengths = ids.row_lengths().numpy()
     order = np.argsort(lengths, kind="stable")
     pieces: list[np.ndarray] = [None] * len(order)  # type: ignore[list-item]
-    below = tf.function(lambda x, m: layer.hidden_below(x, m, training=False))
+    ids_spec = tf.TensorSpec([None, None], tf.int32)
+    below = tf.function(  # one tracing for every batch shape
+        lambda x, m: layer.hidden_below(x, m, training=False), input_signature=[ids_spec] * 2
+    )
     for start in range(0, len(order), batch_size):
         chosen = order[start : start + batch_size]
         x, mask = layer.padded(tf.gather(ids, chosen))
