@@ -11,7 +11,6 @@ import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
 
-from hubsweep.embeddings.transformer.bert import INPUT_KEYS
 from hubsweep.training.run import train_and_evaluate
 
 from .test_fast_paths import _curve
@@ -24,6 +23,14 @@ def _inputs(pair: Path) -> dict[str, tf.Tensor]:
     import tensorflow_text  # noqa: F401
 
     return hub.load(str(pair / "preprocess"))(tf.constant(SENTENCES))
+
+
+def _embedded(pair: Path):
+    """(the loaded encoder, the preprocessed SENTENCES, their embeddings' output)."""
+    encoder = hub.load(str(pair / "encoder"))
+    inputs = _inputs(pair)
+    ids, types = inputs["input_word_ids"], inputs["input_type_ids"]
+    return encoder, inputs, encoder.embed(ids, types, tf.constant([0, 0], tf.int64), False)
 
 
 def test_dropout_is_the_reference_inverted_dropout_while_training_and_off_otherwise(
@@ -64,12 +71,8 @@ def test_dropout_is_the_reference_inverted_dropout_while_training_and_off_otherw
 def test_the_call_is_embed_then_each_layer_then_pool(
     tiny_bert,  # noqa: F811
 ):
-    _, pair = tiny_bert
-    encoder = hub.load(str(pair / "encoder"))
-    inputs = _inputs(pair)
-    ids, mask, types = (inputs[k] for k in INPUT_KEYS)
-    seed = tf.constant([0, 0], tf.int64)
-    x = encoder.embed(ids, types, seed, training=False)
+    encoder, inputs, x = _embedded(tiny_bert[1])
+    mask, seed = inputs["input_mask"], tf.constant([0, 0], tf.int64)
     for i in range(2):
         x = encoder.layer(x, mask, seed, index=i, training=False)
     out = encoder(inputs, training=False)
@@ -149,17 +152,14 @@ def test_mixed_precision_multiplies_in_bfloat16_and_trains_to_the_same_scores(
     tiny_bert,  # noqa: F811
     make_cfg,
 ):
-    _, pair = tiny_bert
-    encoder = hub.load(str(pair / "encoder"))
-    inputs = _inputs(pair)
-    ids, mask, types = (inputs[k] for k in INPUT_KEYS)
-    seed = tf.constant([0, 0], tf.int64)
-    x = encoder.embed(ids, types, seed, training=False)
+    encoder, inputs, x = _embedded(tiny_bert[1])
+    mask, seed = inputs["input_mask"], tf.constant([0, 0], tf.int64)
     exact = encoder.layer(x, mask, seed, index=0, training=False, mixed=False).numpy()
     mixed = encoder.layer(x, mask, seed, index=0, training=False, mixed=True).numpy()
     # bfloat16 keeps 8 bits of mantissa: close (LayerNorm'd outputs, ~unit scale), not equal.
     assert 0 < np.abs(mixed - exact).max() < 0.1
 
+    pair = tiny_bert[1]
     full = train_and_evaluate(_cfg(make_cfg, pair, *FINE_TUNE, run="f32"))
     half = train_and_evaluate(
         _cfg(make_cfg, pair, *FINE_TUNE, "trainer.mixed_precision=true", run="bf16")
