@@ -103,18 +103,61 @@ def test_full_fine_tuning_on_packed_ids_equals_the_string_path_with_dropout(
     assert (fast.training_path, plain.training_path) == ("encoder token ids", "strings")
     np.testing.assert_allclose(_curve(fast), _curve(plain), atol=TOLERANCE)
     assert fast.test["macro_f1"] == pytest.approx(plain.test["macro_f1"], abs=TOLERANCE)
-    # The dropout was on: without it the curves differ.
+    # The dropout was on: without the hidden one the curves differ.
     off = train_and_evaluate(
         _cfg(make_cfg, pair, *FINE_TUNE, "embedding.hidden_dropout=0", run="ids-no-dropout")
     )
     assert not np.allclose(_curve(off), _curve(fast), atol=TOLERANCE)
 
 
+def test_each_training_call_draws_new_masks_from_the_run_seed_and_evaluation_none(
+    tiny_bert,  # noqa: F811
+    make_cfg,
+):
+    from hubsweep.embeddings.loading import load_embedding_layer
+
+    cfg = _cfg(make_cfg, tiny_bert[1], "embedding.trainable=true", run="masks")
+    layer = load_embedding_layer(cfg.embedding)
+    sentences = tf.constant(SENTENCES)
+    layer.seed_dropout(0)
+    first, second = (layer(sentences, training=True).numpy() for _ in range(2))
+    assert layer.training_calls.numpy() == 2 and not np.allclose(first, second)
+    plain = layer(sentences, training=False).numpy()
+    assert layer.training_calls.numpy() == 2  # evaluation is no dropout step
+    np.testing.assert_array_equal(layer(sentences, training=False).numpy(), plain)
+    layer.seed_dropout(1)
+    other = layer(sentences, training=True).numpy()
+    layer.seed_dropout(0)
+    np.testing.assert_array_equal(layer(sentences, training=True).numpy(), first)
+    assert not np.allclose(other, first)
+
+
+def test_tf_hub_s_call_while_training_is_embed_layers_pool_at_its_step_seed(
+    tiny_bert,  # noqa: F811
+):
+    encoder, inputs, _ = _embedded(tiny_bert[1])
+    encoder.encoder.dropout_step.assign(5)
+    out = encoder(inputs, training=True)
+    assert encoder.encoder.dropout_step.numpy() == 6
+    seed = tf.constant([5, 0], tf.int64)
+    x = encoder.embed(inputs["input_word_ids"], inputs["input_type_ids"], seed, training=True)
+    for i in range(2):
+        x = encoder.layer(x, inputs["input_mask"], seed, index=i, training=True)
+    np.testing.assert_allclose(out["sequence_output"].numpy(), x.numpy(), atol=1e-6)
+    np.testing.assert_allclose(out["pooled_output"].numpy(), encoder.pool(x).numpy(), atol=1e-6)
+
+
 def test_top_k_on_cached_hidden_states_equals_the_string_path(
     tiny_bert,  # noqa: F811
     make_cfg,
     cache_dir,
+    monkeypatch,
 ):
+    from hubsweep.training import encoder_path
+
+    built = []
+    compute = encoder_path._hidden_states
+    monkeypatch.setattr(encoder_path, "_hidden_states", lambda *a: built.append(1) or compute(*a))
     _, pair = tiny_bert
     top = (*FINE_TUNE, "embedding.trainable_layers=1")
     before = set(Path(cache_dir).glob("*.npz"))
@@ -130,8 +173,9 @@ def test_top_k_on_cached_hidden_states_equals_the_string_path(
     with np.load(next(iter(added))) as entry:
         assert entry["features"].shape[1] == HIDDEN and entry["features"].dtype == np.float32
         assert entry["features"].shape[0] == entry["lengths"].sum()
+    assert len(built) == 3
     again = train_and_evaluate(_cfg(make_cfg, pair, *top, run="top-again"))
-    assert set(Path(cache_dir).glob("*.npz")) - before == added  # served from the cache
+    assert len(built) == 3 and set(Path(cache_dir).glob("*.npz")) - before == added  # served
     np.testing.assert_allclose(_curve(again), _curve(cached), atol=1e-6)
 
     half = train_and_evaluate(
@@ -175,6 +219,50 @@ def test_mixed_precision_for_a_frozen_or_bag_of_words_module_is_one_clear_error(
 
     with pytest.raises(ConfigError, match="trainer.mixed_precision: applies to a fine-tuned"):
         train_and_evaluate(make_cfg("trainer.mixed_precision=true", run="bad-mixed"))
+
+
+def _whole_encoder(pair: Path, out: Path) -> Path:
+    """The pair with its encoder saved as TF-Hub's BERTs are: one call, no parts, no rates."""
+    from hubsweep.embeddings.transformer.bert import INPUT_KEYS
+
+    loaded = hub.load(str(pair / "encoder"))
+    module = tf.train.Checkpoint()
+    module.encoder = loaded  # reachable, so its call saves; `variables` lists no rates
+    module.variables = [v for v in loaded.variables if "dropout" not in v.name]
+    module.trainable_variables = list(loaded.trainable_variables)
+    spec = {k: tf.TensorSpec([None, None], tf.int32) for k in INPUT_KEYS}
+    module.__call__ = tf.function(
+        lambda inputs: loaded(inputs, training=False), input_signature=[spec]
+    )
+    tf.saved_model.save(module, str(out / "encoder"))
+    return out / "encoder"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("trainer.mixed_precision=true", "needs an encoder exported by hubsweep-export"),
+        ("embedding.hidden_dropout=0.2", "this encoder has no hidden_dropout rate to set"),
+    ],
+)
+def test_settings_a_tf_hub_bert_cannot_take_are_one_clear_error(
+    tiny_bert,  # noqa: F811
+    make_cfg,
+    tmp_path,
+    setting,
+    message,
+):
+    from hubsweep.errors import EmbeddingError
+
+    encoder = _whole_encoder(tiny_bert[1], tmp_path)
+    cfg = _cfg(make_cfg, tiny_bert[1], "embedding.trainable=true", setting, run="whole")
+    cfg.embedding.handle = str(encoder)
+    with pytest.raises(EmbeddingError, match=message):
+        train_and_evaluate(cfg)
+    # Without the setting it trains, whole, on the string path.
+    plain = _cfg(make_cfg, tiny_bert[1], *FINE_TUNE[:1], "trainer.steps=20", run="whole-ok")
+    plain.embedding.handle = str(encoder)
+    assert train_and_evaluate(plain).training_path == "strings"
 
 
 def test_cached_rows_are_checked_on_load_and_a_damaged_entry_is_rebuilt(tmp_path, caplog):

@@ -182,6 +182,8 @@ def test_dynamic_padding_gives_the_full_length_vectors(tiny_bert, make_cfg):
         cfg = _cfg(make_cfg, pair, f"embedding.pooling={pooling}", run=f"pad-{pooling}")
         layer = load_embedding_layer(cfg.embedding)
         assert layer.seq_length == 32 and layer._width(tf.constant([3, 9])).numpy() == 16
+        packed = layer._pack(layer.preprocess.tokenize(tf.constant(SENTENCES)), 32)
+        assert layer._width(tf.reduce_sum(packed["input_mask"], axis=1)).numpy() == 8
         short = layer(tf.constant(SENTENCES)).numpy()  # cut to 8
         inputs = hub.load(str(pair / "preprocess"))(tf.constant(SENTENCES))  # packed to 32
         out = hub.KerasLayer(str(pair / "encoder"))(inputs)

@@ -86,7 +86,7 @@ class FeatureCache:
 
     def __init__(self, directory: str | Path | None) -> None:
         self.directory = Path(directory) if directory else None
-        self._memory: dict[str, np.ndarray] = {}
+        self._memory: dict[str, np.ndarray | tuple[np.ndarray, np.ndarray]] = {}
         self._module_fingerprints: dict[tuple, str] = {}
 
     def in_memory(self) -> None:
@@ -102,7 +102,8 @@ class FeatureCache:
 
     def key(self, handle: str, texts: np.ndarray, also: tuple[str, str] | None = None) -> str:
         """`also`: what else decides the vectors, (another module, its settings): a BERT
-        pair's preprocessor (fingerprinted like the module) and length and pooling."""
+        pair's preprocessor (fingerprinted like the module) and length and pooling, or for
+        per-token rows its length, the layer they are taken below and their dtype."""
         module = self._fingerprint(handle)
         if also is not None:
             module += f":{self._fingerprint(also[0])}:{also[1]}"
@@ -133,28 +134,28 @@ class FeatureCache:
         key = self.key(handle, texts, (also[0], f"rows:{also[1]}"))
         if key in self._memory:
             return self._memory[key]
-        stored = self._load(key, lengths=True)
+        stored = self._load(key, with_lengths=True)
         if stored is None or len(stored[1]) != len(texts) or stored[1].sum() != len(stored[0]):
             stored = embed(texts)
             self._store(key, *stored)
         self._memory[key] = stored
         return stored
 
-    def _load(self, key: str, lengths: bool = False):
+    def _load(self, key: str, with_lengths: bool = False):
         path = self.path(key)
         if path is None or not path.exists():
             return None
         try:
             with np.load(path) as stored:
                 features, checksum = stored["features"], str(stored["sha256"])
-                rows = stored["lengths"] if lengths else None
+                rows = stored["lengths"] if with_lengths else None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             log.warning("feature cache file %s is unreadable (%s); rebuilding it", path, e)
             return None
         if _checksum(features, rows) != checksum:
             log.warning("feature cache file %s fails its checksum; rebuilding it", path)
             return None
-        return (features, rows) if lengths else features
+        return (features, rows) if with_lengths else features
 
     def _store(self, key: str, features: np.ndarray, lengths: np.ndarray | None = None) -> None:
         """Write an entry; a cache that cannot be written (a full disk, say) makes a slower

@@ -8,7 +8,7 @@ fastest that applies.
   with the module's own sqrtn combiner (sparse gradients);
 - encoder: a hubsweep-exported BERT-family pair being fine-tuned (training/encoder_path.py).
 
-All three train on the same batches (a seeded index order) with the same head
+All train on the same batches (a seeded index order) with the same head
 initialisation, and run many steps per TensorFlow call, so the Python loop costs little.
 """
 

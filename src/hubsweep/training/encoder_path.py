@@ -6,8 +6,10 @@ packs each split's sentences once ([CLS] ... [SEP], unpadded) and each step pads
 batch, as the string path pads it (so the same dropout masks are drawn). When the
 embeddings are frozen (`embedding.trainable_layers=k`), it goes further: the frozen
 bottom maps each sentence to the same hidden states on every step, so they are computed
-once per (module, split content, length, layer), kept in the feature cache (unpadded, one
-row per token), and each step runs only the top k layers, the pooling and the head.
+once per (module, preprocessor, split content, length, layer, dtype), kept in the
+feature cache (unpadded, one row per token), and each step runs only the top k layers, the
+pooling and the head. With `trainer.feature_cache=false` they are recomputed at every step
+(the frozen layers in inference mode, as cached).
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ def _hidden_states(layer, ids: tf.RaggedTensor, batch_size: int) -> tuple[np.nda
 
 
 class EncoderClassifier(Classifier):
-    """Trains the top of the encoder + the head on `inputs[role]`: unpadded token ids
-    ([n, (length)]) when the embeddings train, else the cached first trained layer's input
-    ([n, (length), hidden])."""
+    """Trains what of the encoder trains, and the head, on `inputs[role]`: unpadded token ids
+    ([n, (length)]; the frozen layers, if any, run at every step), or the cached first
+    trained layer's input ([n, (length), hidden])."""
 
     def __init__(self, *args, inputs: dict[str, tf.RaggedTensor], from_ids: bool) -> None:
         self.inputs, self.from_ids = inputs, from_ids
@@ -70,16 +72,17 @@ def encoder_classifier(
     cfg: DictConfig, data, layer, args: tuple, cache: FeatureCache | None
 ) -> EncoderClassifier:
     """The path for a layer-wise pair (`layer.layerwise`) being fine-tuned."""
-    ids = {role: layer.packed(list(split.texts)) for role, split in data.splits.items()}
-    if layer.embeddings_trained:
+    if layer.embeddings_trained or not cfg.trainer.feature_cache:
+        ids = {role: layer.packed(list(split.texts)) for role, split in data.splits.items()}
         return EncoderClassifier(*args, inputs=ids, from_ids=True)
     e, cache = cfg.embedding, cache or FeatureCache(None)
     dtype = CACHE_DTYPES[cfg.trainer.hidden_cache_dtype]
+    batch_size = cfg.trainer.eval_batch_size
     inputs = {}
     for role, split in data.splits.items():
 
-        def build(texts, role=role):
-            values, lengths = _hidden_states(layer, ids[role], cfg.trainer.eval_batch_size)
+        def build(texts):  # packed only where the cache does not hold the rows
+            values, lengths = _hidden_states(layer, layer.packed(list(texts)), batch_size)
             return values.astype(dtype), lengths
 
         values, lengths = cache.get_or_build_rows(
@@ -88,7 +91,7 @@ def encoder_classifier(
             build,
             also=(
                 str(e.preprocess_handle),
-                f"seq_length={e.seq_length},below_layer={layer.frozen},{dtype.__name__}",
+                f"seq_length={e.seq_length},below_layer={layer.frozen_layers},{dtype.__name__}",
             ),
         )
         inputs[role] = tf.RaggedTensor.from_row_lengths(tf.constant(values), lengths)

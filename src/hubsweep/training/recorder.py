@@ -45,7 +45,7 @@ class RunResult:
     train_time_s: float  # stepping only; a population member's share of its program's
     steps_per_s: float
     examples: dict[str, int]
-    training_path: str | None = None  # strings, features or token ids (see classifier.py)
+    training_path: str | None = None  # strings, features, token ids, encoder ... (classifier.py)
     diverged_at_step: int | None = None
     error: str | None = None
     # How macro scores average (metrics.MACRO_RULE), and the classes a split lacks.

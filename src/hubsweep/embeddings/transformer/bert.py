@@ -176,11 +176,12 @@ class BertEncoder(tf.Module):
             self.pooler = None
             if "pooler.dense.weight" in w:
                 self.pooler = _Dense(w["pooler.dense.weight"].T, w["pooler.dense.bias"], "pooler")
+            # float(): config.json may say 0 (an int variable could not be compared).
             self.hidden_dropout = tf.Variable(
-                cfg.hidden_dropout_prob, trainable=False, name="hidden_dropout"
+                float(cfg.hidden_dropout_prob), trainable=False, name="hidden_dropout"
             )
             self.attention_dropout = tf.Variable(
-                cfg.attention_probs_dropout_prob, trainable=False, name="attention_dropout"
+                float(cfg.attention_probs_dropout_prob), trainable=False, name="attention_dropout"
             )
             self.dropout_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="dropout_step")
 

@@ -104,9 +104,10 @@ class _ReusableEncoder(tf.train.Checkpoint):
             self.__call__.get_concrete_function(ids, training=training)
             words, mask, types = (ids[k] for k in INPUT_KEYS)
             self.embed.get_concrete_function(words, types, seed, training=training)
-            for index, mixed in itertools.product(range(encoder.config.num_hidden_layers), (0, 1)):
+            layers = range(encoder.config.num_hidden_layers)
+            for index, mixed in itertools.product(layers, (False, True)):
                 self.layer.get_concrete_function(
-                    hidden, mask, seed, index=index, training=training, mixed=bool(mixed)
+                    hidden, mask, seed, index=index, training=training, mixed=mixed
                 )
         self.pool.get_concrete_function(hidden)
 

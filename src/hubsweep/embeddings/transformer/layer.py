@@ -33,6 +33,9 @@ from hubsweep.errors import EmbeddingError
 
 # Batches are padded to a multiple of this: a few shapes, little padding.
 PAD_MULTIPLE = 8
+# Dropout sites an encoder may have (the embeddings' + 3 per layer, 1 + 3 × 24 for
+# BERT-large): a run's seed word leaves room for them.
+DROPOUT_SITES = 4096
 LAYER_INDEX = re.compile(r"(?:^|/)(?:layer|transformer/layer)_(\d+)/")
 
 
@@ -84,9 +87,14 @@ class BertSentenceEmbedding(keras.layers.Layer):
         self.saved = saved
         count = self.layer_count()
         # The layers below the first trained one, and whether the embeddings train.
-        self.frozen = count - (trainable_layers or count) if trainable else count
+        # (With trainable_layers = all of them, the embeddings are frozen: layer 0's input
+        # then has no dropout, as in any top-k run.)
+        self.frozen_layers = count - (trainable_layers or count) if trainable else count
         self.embeddings_trained = trainable and trainable_layers is None
-        self.dropout_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="dropout_step")
+        # Dropout seeds, [training calls so far, run seed × SITES + site]: every step and
+        # run its own masks (the encoder's own `dropout_step` serves only TF-Hub's call).
+        self.training_calls = tf.Variable(0, dtype=tf.int64, trainable=False, name="calls")
+        self.dropout_seed = tf.Variable(0, dtype=tf.int64, trainable=False, name="seed")
         # trainer.mixed_precision: the trained layers' matmuls in bfloat16 (what is frozen,
         # and so cached, stays float32).
         self.mixed = False
@@ -180,8 +188,9 @@ class BertSentenceEmbedding(keras.layers.Layer):
             variable.assign(rate)
 
     def seed_dropout(self, seed: int) -> None:
-        """Start this run's dropout steps at seed × 2^32: each seed its own masks."""
-        self.dropout_step.assign(int(seed) << 32)
+        """This run's dropout masks: from its seed, starting again at step 0."""
+        self.dropout_seed.assign(int(seed) * DROPOUT_SITES)
+        self.training_calls.assign(0)
 
     def packed(self, sentences: list[str]) -> tf.RaggedTensor:
         """Each sentence's token ids as the encoder sees them ([CLS] ... [SEP], trimmed to
@@ -211,7 +220,7 @@ class BertSentenceEmbedding(keras.layers.Layer):
         return values, tf.sequence_mask(lengths, width, dtype=tf.int32)
 
     def _seed(self) -> tf.Tensor:
-        return tf.stack([self.dropout_step, tf.constant(0, tf.int64)])
+        return tf.stack([self.training_calls, self.dropout_seed])
 
     def hidden_below(self, ids: tf.Tensor, mask: tf.Tensor, training: bool) -> tf.Tensor:
         """The first trained layer's input: the embeddings' output (with dropout when they
@@ -220,19 +229,19 @@ class BertSentenceEmbedding(keras.layers.Layer):
         x = self.saved.embed(
             ids, types, self._seed(), training=training and self.embeddings_trained
         )
-        for i in range(self.frozen):
+        for i in range(self.frozen_layers):
             x = self.saved.layer(x, mask, self._seed(), index=i, training=False)
         return x
 
     def hidden_above(self, x: tf.Tensor, mask: tf.Tensor, training: bool) -> tf.Tensor:
         """The sequence output from the first trained layer's input; training, one dropout
         step."""
-        for i in range(self.frozen, self.layer_count()):
+        for i in range(self.frozen_layers, self.layer_count()):
             x = self.saved.layer(
                 x, mask, self._seed(), index=i, training=training, mixed=self.mixed
             )
         if training:  # after the reads above (a tf.function keeps the program's order)
-            self.dropout_step.assign_add(1)
+            self.training_calls.assign_add(1)
         return x
 
     def sentence_vectors(self, sequence: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
