@@ -295,3 +295,21 @@ def test_cached_rows_are_checked_on_load_and_a_damaged_entry_is_rebuilt(tmp_path
     cache = FeatureCache(tmp_path / "c")
     other = cache.key(str(module), texts, (str(module), "rows:seq_length=8,below_layer=2,float16"))
     assert other != cache.key(str(module), texts, (str(module), f"rows:{also[1]}"))
+
+
+def test_the_runs_of_a_process_share_one_tensor_of_cached_hidden_states(
+    tiny_bert,  # noqa: F811
+    make_cfg,
+    tmp_path,
+):
+    """A study's trials build a classifier each: one copy of the rows serves them all (a
+    copy per run filled 24 GB in a 16-trial MiniLM study)."""
+    from hubsweep.data.datasets import load_dataset
+    from hubsweep.embeddings.features import FeatureCache
+    from hubsweep.training.build import build_classifier
+
+    cfg = _cfg(make_cfg, tiny_bert[1], *FINE_TUNE, "embedding.trainable_layers=1", run="share")
+    data, cache = load_dataset(cfg.dataset), FeatureCache(tmp_path / "cache")
+    first, second = (build_classifier(cfg, data, cache) for _ in range(2))
+    assert first.path == "encoder cached below the top layers"
+    assert all(first.inputs[r] is second.inputs[r] for r in ("train", "validation", "test"))

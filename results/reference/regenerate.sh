@@ -2,7 +2,8 @@
 # Rebuild every reference report from nothing: the CORD-19 Swivel and Word2Vec modules, the
 # experiments on the SciCite release files, their reports into results/reference/, and the
 # tutorial notebook executed and rendered.
-# About 75 minutes on 2 cores (the fine-tuned MiniLM runs take half of it). Usage: bash results/reference/regenerate.sh [OUTPUT_ROOT]
+# About 4 hours on 2 cores: the searched fine-tuned MiniLM arms take most of it (top 2 about
+# 80 min; all layers, 3.7× slower per step, longer). Usage: bash results/reference/regenerate.sh [OUTPUT_ROOT]
 # (OUTPUT_ROOT defaults to results/reference; give another to compare with the committed ones).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

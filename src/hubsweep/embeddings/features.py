@@ -18,6 +18,7 @@ import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,7 @@ class FeatureCache:
 
     def __init__(self, directory: str | Path | None) -> None:
         self.directory = Path(directory) if directory else None
-        self._memory: dict[str, np.ndarray | tuple[np.ndarray, np.ndarray]] = {}
+        self._memory: dict[str, Any] = {}  # vectors, or per-token rows (converted)
         self._module_fingerprints: dict[tuple, str] = {}
 
     def in_memory(self) -> None:
@@ -127,10 +128,18 @@ class FeatureCache:
         return features
 
     def get_or_build_rows(
-        self, handle: str, texts: np.ndarray, embed: EmbedRows, also: tuple[str, str]
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self,
+        handle: str,
+        texts: np.ndarray,
+        embed: EmbedRows,
+        also: tuple[str, str],
+        convert: Callable[[np.ndarray, np.ndarray], Any] | None = None,
+    ):
         """Like `get_or_build`, for a variable number of rows per text (a contextual
-        encoder's hidden states, one per token): (values, lengths), values in embed's dtype."""
+        encoder's hidden states, one per token): (values, lengths), values in embed's dtype,
+        or what `convert(values, lengths)` makes of them. The memory keeps that one object
+        for every later run of the process (hundreds of MB: a fresh copy per run piled up
+        until a 16-trial study ran out of memory)."""
         key = self.key(handle, texts, (also[0], f"rows:{also[1]}"))
         if key in self._memory:
             return self._memory[key]
@@ -138,8 +147,8 @@ class FeatureCache:
         if stored is None or len(stored[1]) != len(texts) or stored[1].sum() != len(stored[0]):
             stored = embed(texts)
             self._store(key, *stored)
-        self._memory[key] = stored
-        return stored
+        self._memory[key] = convert(*stored) if convert else stored
+        return self._memory[key]
 
     def _load(self, key: str, with_lengths: bool = False):
         path = self.path(key)

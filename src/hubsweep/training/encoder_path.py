@@ -85,7 +85,7 @@ def encoder_classifier(
             values, lengths = _hidden_states(layer, layer.packed(list(texts)), batch_size)
             return values.astype(dtype), lengths
 
-        values, lengths = cache.get_or_build_rows(
+        inputs[role] = cache.get_or_build_rows(
             e.handle,
             split.texts,
             build,
@@ -93,6 +93,9 @@ def encoder_classifier(
                 str(e.preprocess_handle),
                 f"seq_length={e.seq_length},below_layer={layer.frozen_layers},{dtype.__name__}",
             ),
+            # One tensor for every run of the process (the trials of a study).
+            convert=lambda values, lengths: tf.RaggedTensor.from_row_lengths(
+                tf.constant(values), lengths
+            ),
         )
-        inputs[role] = tf.RaggedTensor.from_row_lengths(tf.constant(values), lengths)
     return EncoderClassifier(*args, inputs=inputs, from_ids=False)
