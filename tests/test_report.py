@@ -226,15 +226,21 @@ def test_the_report_says_how_the_arms_budgets_differ(report, experiment):
     from hubsweep.reports import cost
     from hubsweep.reports.collect import read_study
 
+    # The fixture's "partial" study searched another space with another budget: said.
     text = (report / "report.md").read_text()
-    assert "Every arm had the same budget: 5 trials of the `lr` space (optimizer." in text
-    assert "grid sampler, median pruner" in text
+    assert "The arms' budgets differ: partial: 4 trials of the `partial` space" in text
+    assert (
+        "frozen, finetuned: 5 trials of the `lr` space (optimizer.learning_rate; grid "
+        "sampler, median pruner), 3 finalist(s) × 3 seeds, the winner re-run over 3 seeds"
+    ) in text
+    per_trial = pd.read_csv(report / "tables" / "cost.csv").set_index("arm")["wall_s_per_trial"]
+    dear = per_trial.idxmax()
+    assert f"s ({dear}), {per_trial.max() / per_trial.min():.3g}× apart" in text
+    # The two arms alone had one budget.
     studies = [read_study(experiment / "lr" / arm) for arm in ("frozen", "finetuned")]
     costs = cost.arm_costs(studies)
-    per_trial = {arm: c.per_trial_s for arm, c in costs.items()}
-    dear = max(per_trial, key=per_trial.get)
-    assert f"s ({dear}), {per_trial[dear] / min(per_trial.values()):.3g}× apart" in text
-    # Two experiments' studies in one report (as the encoders report has): said, not hidden.
+    same = cost.budget_sentence(studies, costs)
+    assert same.startswith("Every arm had the same budget: 5 trials of the `lr` space")
     studies[1].info["sweep"] = {
         **studies[1].sweep,
         "n_trials": 16,
