@@ -81,11 +81,12 @@ class BertSentenceEmbedding(keras.layers.Layer):
         self.seq_length = seq_length
         self._check_packs()
         self.trainable_layers = trainable_layers
+        self.encoder_layers = self.layer_count()  # 0: its variables are not named by layer
         self._check_layers()
         saved = self.encoder.resolved_object
         self.layerwise = all(hasattr(saved, f) for f in ("embed", "layer", "pool"))
         self.saved = saved
-        count = self.layer_count()
+        count = self.encoder_layers
         # The layers below the first trained one, and whether the embeddings train.
         # (With trainable_layers = all of them, the embeddings are frozen: layer 0's input
         # then has no dropout, as in any top-k run.)
@@ -116,7 +117,7 @@ class BertSentenceEmbedding(keras.layers.Layer):
         return max(layers) + 1 if layers else 0
 
     def _check_layers(self) -> None:
-        count = self.layer_count()
+        count = self.encoder_layers
         if self.trainable_layers is not None and count and self.trainable_layers > count:
             raise EmbeddingError(
                 f"embedding.trainable_layers={self.trainable_layers} but the encoder has "
@@ -143,13 +144,12 @@ class BertSentenceEmbedding(keras.layers.Layer):
     def lr_multipliers(self, decay: float) -> dict:
         """Layer-wise learning-rate decay: variable ref → decay^(L-l) for layer l of L
         (1-based), decay^L for the embeddings below them, 1 for the pooler."""
-        layers = {_layer_of(v) for v in self.encoder.weights} - {None}
-        if not layers:
+        count = self.encoder_layers
+        if not count:
             raise EmbeddingError(
                 "embedding.layer_lr_decay: the encoder's variables are not named by layer "
                 "(layer_<i>/...), so their layer is unknown"
             )
-        count = max(layers) + 1
         out = {}
         for v in self.trainable_weights:
             index = _layer_of(v)
@@ -192,10 +192,10 @@ class BertSentenceEmbedding(keras.layers.Layer):
         self.dropout_seed.assign(int(seed) * DROPOUT_SITES)
         self.training_calls.assign(0)
 
-    def packed(self, sentences: list[str]) -> tf.RaggedTensor:
+    def packed(self, sentences) -> tf.RaggedTensor:
         """Each sentence's token ids as the encoder sees them ([CLS] ... [SEP], trimmed to
         seq_length), unpadded: int32 [n, (length)]."""
-        tokens = self.preprocess.tokenize(tf.constant(sentences))
+        tokens = self.preprocess.tokenize(tf.reshape(tf.convert_to_tensor(sentences), [-1]))
         inputs = self._pack(tokens, self.seq_length)
         lengths = tf.reduce_sum(inputs["input_mask"], axis=1)
         return tf.RaggedTensor.from_tensor(inputs["input_word_ids"], lengths=lengths)
@@ -236,7 +236,7 @@ class BertSentenceEmbedding(keras.layers.Layer):
     def hidden_above(self, x: tf.Tensor, mask: tf.Tensor, training: bool) -> tf.Tensor:
         """The sequence output from the first trained layer's input; training, one dropout
         step."""
-        for i in range(self.frozen_layers, self.layer_count()):
+        for i in range(self.frozen_layers, self.encoder_layers):
             x = self.saved.layer(
                 x, mask, self._seed(), index=i, training=training, mixed=self.mixed
             )
@@ -251,8 +251,7 @@ class BertSentenceEmbedding(keras.layers.Layer):
 
     def token_lengths(self, sentences: tf.Tensor) -> np.ndarray:
         """Each sentence's packed length ([CLS] and [SEP] included, capped at seq_length)."""
-        tokens = self.preprocess.tokenize(tf.reshape(sentences, [-1])).merge_dims(-2, -1)
-        return np.minimum(tokens.row_lengths().numpy() + 2, self.seq_length)
+        return self.packed(sentences).row_lengths().numpy()
 
     def _pack(self, tokens: tf.RaggedTensor, length: int) -> dict[str, tf.Tensor]:
         return self.preprocess.bert_pack_inputs([tokens], seq_length=length)
