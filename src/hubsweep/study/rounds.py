@@ -103,7 +103,9 @@ def _train(objective: Objective, trials: Sequence[optuna.Trial]) -> dict:
             continue
         reasons = {blocker(c) for c in cfgs} - {None}
         if reasons:
-            log.info("trial %d trains alone: %s", trial.number, "; ".join(sorted(reasons)))
+            # Said where the user asked for populations; with K = 1 every trial trains alone.
+            if objective.plan.settings.population > 1:
+                log.info("trial %d trains alone: %s", trial.number, "; ".join(sorted(reasons)))
             alone.append((trial, cfgs))
             continue
         for k, cfg in enumerate(cfgs):
