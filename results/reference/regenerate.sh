@@ -32,8 +32,12 @@ hubsweep-sweep experiment=embedding_x_trainable dataset.source_dir="$data/scicit
 # Swivel and MiniLM frozen (two studies), then MiniLM fine-tuned, top 2 layers and all six,
 # each searched (sweep=finetune, 16 trials, Hyperband), all four into results/encoders.
 hubsweep-sweep experiment=encoders dataset.source_dir="$data/scicite" trainer.progress=false
-hubsweep-sweep experiment=encoders_finetuned dataset.source_dir="$data/scicite" \
+# All layers: a step costs about 2.5× a top-2 step, so that arm searches up to 500 steps
+# (its own command: arms of one command share a space).
+hubsweep-sweep experiment=encoders_finetuned '~arms.full' dataset.source_dir="$data/scicite" \
   trainer.progress=false
+hubsweep-sweep experiment=encoders_finetuned '~arms.top2' sweep.params.steps.high=500 \
+  dataset.source_dir="$data/scicite" trainer.progress=false
 
 for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encoders; do
   hubsweep-report "results/$experiment" --output "$out/$experiment"
