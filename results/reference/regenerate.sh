@@ -3,7 +3,7 @@
 # experiments on the SciCite release files, their reports into results/reference/, and the
 # tutorial notebook executed and rendered.
 # About 4 hours on 2 cores: the searched fine-tuned MiniLM arms take most of it (top 2 about
-# 80 min; all layers, 3.7× slower per step, longer). Usage: bash results/reference/regenerate.sh [OUTPUT_ROOT]
+# 80 min, all layers about 100 min). Usage: bash results/reference/regenerate.sh [OUTPUT_ROOT]
 # (OUTPUT_ROOT defaults to results/reference; give another to compare with the committed ones).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,8 +32,9 @@ hubsweep-sweep experiment=embedding_x_trainable dataset.source_dir="$data/scicit
 # Swivel and MiniLM frozen (two studies), then MiniLM fine-tuned, top 2 layers and all six,
 # each searched (sweep=finetune, 16 trials, Hyperband), all four into results/encoders.
 hubsweep-sweep experiment=encoders dataset.source_dir="$data/scicite" trainer.progress=false
-# All layers: a step costs about 2.5× a top-2 step, so that arm searches up to 500 steps
-# (its own command: arms of one command share a space).
+# All layers: its steps cost more than the top-2 arm's (216 s a trial at up to 500 steps,
+# against 179 s at up to 750), so it searches up to 500 (its own command: arms of one
+# command share a space).
 hubsweep-sweep experiment=encoders_finetuned '~arms.full' dataset.source_dir="$data/scicite" \
   trainer.progress=false
 hubsweep-sweep experiment=encoders_finetuned '~arms.top2' sweep.params.steps.high=500 \
