@@ -221,13 +221,13 @@ def test_sqlite_with_several_workers_is_refused(sweep, tmp_path):
         sweep(f"sweep.storage=sqlite:///{tmp_path}/s.db", "sweep.workers=2")
 
 
-def _sweep_process(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [shutil.which("hubsweep-sweep"), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _sweep_process(args: list[str], log: Path) -> subprocess.Popen:
+    """The sweep, its stderr into `log`: a pipe nobody reads while polling the journal
+    fills (64 KiB of log lines) and blocks the sweep."""
+    with open(log, "w") as err:
+        return subprocess.Popen(
+            [shutil.which("hubsweep-sweep"), *args], stdout=subprocess.DEVNULL, stderr=err
+        )
 
 
 def test_a_killed_sweep_resumes_to_exactly_n_trials(fixture_overrides, tmp_path):
@@ -245,10 +245,10 @@ def test_a_killed_sweep_resumes_to_exactly_n_trials(fixture_overrides, tmp_path)
         "trainer.batch_size=8",
     ]
     journal = tmp_path / "results" / "default" / "resume" / "study.journal"
-    proc = _sweep_process(args)
+    proc = _sweep_process(args, tmp_path / "first.log")
     deadline = time.time() + 240
     killed = None
-    while time.time() < deadline and killed is None:
+    while time.time() < deadline and killed is None and proc.poll() is None:
         time.sleep(0.5)
         if not journal.exists():
             continue
@@ -262,11 +262,16 @@ def test_a_killed_sweep_resumes_to_exactly_n_trials(fixture_overrides, tmp_path)
             completed_before = {
                 t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE
             }
-    assert killed is not None, "the sweep never had a running trial after a complete one"
+    if killed is None:
+        how = f"it exited with {proc.returncode}" if proc.poll() is not None else "240 s passed"
+        proc.kill()
+        proc.wait()
+        err = (tmp_path / "first.log").read_text()[-2000:]
+        pytest.fail(f"the sweep never had a running trial after a complete one ({how}): {err}")
 
-    again = _sweep_process(args)
-    _, err = again.communicate(timeout=300)
-    assert again.returncode == 0, err[-3000:]
+    again = _sweep_process(args, tmp_path / "again.log")
+    again.wait(timeout=300)
+    assert again.returncode == 0, (tmp_path / "again.log").read_text()[-3000:]
     study = optuna.load_study(study_name="resume", storage=open_storage(f"journal:{journal}"))
     complete = {t.number: t for t in study.trials if t.state == TrialState.COMPLETE}
     assert len(complete) == 3
