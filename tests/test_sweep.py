@@ -237,10 +237,11 @@ def test_a_killed_sweep_resumes_to_exactly_n_trials(fixture_overrides, tmp_path)
         *FAST_SWEEP,
         "sweep.study_name=resume",
         "sweep.n_trials=3",
-        # The string path is the slow one: long enough to be killed in the middle.
+        # The string path is the slow one: long enough to be killed in the middle (with
+        # 1500 steps, CI finished all 3 trials before a poll of the journal saw one running).
         "embedding.trainable=true",
         "trainer.fast_path=false",
-        "trainer.steps=1500",
+        "trainer.steps=6000",
         "trainer.eval_every=100",
         "trainer.batch_size=8",
     ]
