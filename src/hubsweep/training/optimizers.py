@@ -93,13 +93,24 @@ class AdamW(keras.optimizers.legacy.Optimizer):
         lr = self._decayed_lr(dtype) * self.multipliers.get(var.ref(), 1.0)
         t = tf.cast(self.iterations + 1, dtype)
         if self.decays(var):
-            var.assign_sub(lr * self.weight_decay * var)
-        m, v = self.get_slot(var, "m"), self.get_slot(var, "v")
-        m.assign(self.beta_1 * m + (1.0 - self.beta_1) * grad)
-        v.assign(self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad))
-        m_hat = m / (1.0 - tf.pow(self.beta_1, t))
-        v_hat = v / (1.0 - tf.pow(self.beta_2, t))
-        return var.assign_sub(lr * m_hat / (tf.sqrt(v_hat) + self.epsilon))
+            var.assign_sub(var * (lr * self.weight_decay))
+        beta_1_power, beta_2_power = tf.pow(self.beta_1, t), tf.pow(self.beta_2, t)
+        # TensorFlow's fused Adam kernel (one pass over var, m and v: a fine-tuned BERT's
+        # word table alone is 11.7 M weights) adds epsilon to √v, PyTorch to √v̂ =
+        # √v / √(1 − β₂ᵗ): the same step with epsilon scaled by √(1 − β₂ᵗ).
+        return tf.raw_ops.ResourceApplyAdam(
+            var=var.handle,
+            m=self.get_slot(var, "m").handle,
+            v=self.get_slot(var, "v").handle,
+            beta1_power=beta_1_power,
+            beta2_power=beta_2_power,
+            lr=lr,
+            beta1=tf.constant(self.beta_1, dtype),
+            beta2=tf.constant(self.beta_2, dtype),
+            epsilon=self.epsilon * tf.sqrt(1.0 - beta_2_power),
+            grad=grad,
+            use_locking=self._use_locking,
+        )
 
     def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
         dense = tf.math.unsorted_segment_sum(grad, indices, tf.shape(var)[0])
