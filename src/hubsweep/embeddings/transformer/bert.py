@@ -82,9 +82,14 @@ class _Dense(tf.Module):
             self.bias = tf.Variable(bias, name="bias")
 
     def __call__(self, x: tf.Tensor, mixed: bool = False) -> tf.Tensor:
-        # matmul broadcasts the kernel over [batch, seq]; its gradient sums over them (an
-        # einsum with "..." materialised a per-example outer product: out of memory).
-        return matmul(x, self.kernel, mixed) + self.bias
+        # One 2-D matmul over the batch's tokens: its kernel gradient is one matmul too (a
+        # batched matmul broadcasting the kernel computed one product per sentence and
+        # summed them, a sixth of a full fine-tuning step; an einsum with "..."
+        # materialised a per-example outer product: out of memory).
+        shape = tf.shape(x)
+        rows = tf.reshape(x, [-1, shape[-1]])
+        out = tf.reshape(matmul(rows, self.kernel, mixed), tf.concat([shape[:-1], [-1]], 0))
+        return out + self.bias
 
 
 class _Norm(tf.Module):
