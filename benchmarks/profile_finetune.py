@@ -6,6 +6,9 @@ backward pass, the optimizer's update of every trained variable (Adam, as
 bench_finetune.py steps; AdamW's decay adds one multiply-add per weight), and the whole step
 (`train_chunk`, one compiled step); beside them, the time the step's matmul FLOPs would
 take at this machine's dense matmul rate. Float32, and with trainer.mixed_precision.
+Then the whole step by TensorFlow op type: a `tf.profiler` trace of a few steps, each op's
+time summed over the threads that ran it, per step (so the ops' sum can exceed the step's
+wall time when two ran at once), the largest first.
 
     python benchmarks/profile_finetune.py --scicite ../shared/data/scicite --pair modules/minilm
 """
@@ -85,7 +88,35 @@ def profile(args, out: Path, mixed: bool) -> dict[str, float]:
     real = list(lengths[order[middle : middle + args.batch]])
     times["_flops"] = training_flops(shape, real, padded, shape["num_hidden_layers"])
     times["_padded"] = padded
+    times["_ops"] = op_times(lambda: classifier.train_chunk(step).numpy(), out / f"trace-{mixed}")
     return times
+
+
+def op_times(step, logdir: Path, steps: int = 3) -> dict[str, float]:
+    """Seconds per step by op type, from a profiler trace of `steps` calls of `step`."""
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    step()
+    tf.profiler.experimental.start(str(logdir))
+    for _ in range(steps):
+        step()
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(next(logdir.rglob("*.xplane.pb")).read_bytes())
+    totals: dict[str, float] = {}
+    for plane in space.planes:
+        for line in plane.lines:
+            for event in line.events:
+                # An op's event is "<op name>:<op type>"; the executor's own events
+                # ("ExecutorState::Process") and function calls ("…: __inference_…") hold
+                # ops, not time of their own.
+                full = plane.event_metadata[event.metadata_id].name
+                name, _, kind = full.rpartition(":")
+                if not name or "::" in full or " " in full or not kind.isidentifier():
+                    continue
+                totals[kind] = totals.get(kind, 0.0) + event.duration_ps * 1e-12 / steps
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
 def main() -> None:
@@ -94,6 +125,7 @@ def main() -> None:
     parser.add_argument("--pair", type=Path, default=Path("modules/minilm"))
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--top-ops", type=int, default=12, help="op types listed")
     args = parser.parse_args()
     limit = matmul_gflops()
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,6 +148,15 @@ def main() -> None:
         ]
         for name, seconds in rows:
             print(f"  {name:34} {seconds * 1000:8.1f} ms  {seconds / whole:6.1%}")
+        print("  the whole step by op type (summed over threads):")
+        ops = t["_ops"]
+        for name, seconds in list(ops.items())[: args.top_ops]:
+            print(f"    {name:32} {seconds * 1000:8.1f} ms  {seconds / whole:6.1%}")
+        rest = sum(list(ops.values())[args.top_ops :])
+        print(
+            f"    {'the other ' + str(max(len(ops) - args.top_ops, 0)) + ' types':32} "
+            f"{rest * 1000:8.1f} ms  {rest / whole:6.1%}"
+        )
 
 
 if __name__ == "__main__":
