@@ -1,12 +1,14 @@
 """AdamW's update of a fine-tuned MiniLM's weights: TensorFlow's fused Adam kernel against
-the same step as separate TensorFlow ops (hubsweep's AdamW before it took the kernel), and
-Keras's Adam (what bench_finetune.py steps, no decay), side by side in one run.
+the same step as separate TensorFlow ops (hubsweep's AdamW before it took the kernel); and
+Adam (no decay, what bench_finetune.py steps): Keras's, whose sparse update the plain
+script takes, and hubsweep's, which applies the table's sparse gradient densely through the
+kernel; side by side in one run.
 
 The variables have all-MiniLM-L6-v2's shapes (a 30,522 × 384 word table, 6 layers of 384
 hidden and 1,536 feed-forward, 22.7 M weights); every gradient is dense but the word
 table's, which is the rows of one batch (16 sentences × 56 tokens), as a fine-tuning step's
 is. Each way is timed over the same gradients (median of repeats, after a warm-up step),
-and after the timing both AdamW ways must hold the same weights.
+and after the timing both AdamW ways, and both Adam ways, must hold the same weights.
 
     python benchmarks/bench_adamw.py
 """
@@ -50,7 +52,7 @@ def main() -> None:
     import tensorflow as tf
     import tf_keras as keras
 
-    from hubsweep.training.optimizers import AdamW
+    from hubsweep.training.optimizers import Adam, AdamW
 
     class SeparateOpsAdamW(AdamW):
         """The same step as separate ops: a pass over the weights per operation."""
@@ -87,9 +89,10 @@ def main() -> None:
         "AdamW, fused kernel (now)": lambda: AdamW(
             1e-4, 0.01, 0.9, 0.999, 1e-6, no_decay, global_clipnorm=1.0
         ),
-        "Keras Adam (no decay; bench_finetune's)": lambda: keras.optimizers.legacy.Adam(
+        "Adam, Keras's sparse update": lambda: keras.optimizers.legacy.Adam(
             1e-4, epsilon=1e-6, global_clipnorm=1.0
         ),
+        "Adam, hubsweep's (dense, fused)": lambda: Adam(1e-4, epsilon=1e-6, global_clipnorm=1.0),
     }
     print(
         f"{n_weights / 1e6:.1f} M weights, {args.tokens} word-table rows a step, "
@@ -115,14 +118,15 @@ def main() -> None:
         results[name] = statistics.median(times)
         weights[name] = [v.numpy() for v in variables]
         print(f"  {name:42s} {results[name] * 1e3:7.1f} ms")
-    before, now = (weights[n] for n in list(ways)[:2])
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(before, now, strict=True))
-    first, second = list(results.values())[:2]
-    print(
-        f"fused / separate ops: {first / second:.2f}x faster; "
-        f"largest weight difference after {args.repeats + 1} steps: {diff:.1e}"
-    )
-    assert diff < 1e-6, "the two AdamW ways disagree"
+    names = list(ways)
+    for old, new, what in ((0, 1, "AdamW"), (2, 3, "Adam")):
+        pairs = zip(weights[names[old]], weights[names[new]], strict=True)
+        diff = max(float(np.abs(a - b).max()) for a, b in pairs)
+        print(
+            f"{what}: {results[names[old]] / results[names[new]]:.2f}x faster now; largest "
+            f"weight difference after {args.repeats + 1} steps: {diff:.1e}"
+        )
+        assert diff < 1e-6, f"the two {what} ways disagree"
 
 
 if __name__ == "__main__":

@@ -82,6 +82,31 @@ def test_a_sparse_gradient_steps_like_the_dense_one():
     assert not np.allclose(dense_var.numpy()[0], table[0])  # weight decay reaches every row
 
 
+def test_adam_applies_a_sparse_gradient_as_kerass_sparse_adam_does():
+    """hubsweep's Adam densifies a table's sparse gradient (repeated rows included) for the
+    fused kernel: the same weights as Keras's own sparse update, and rows the batch did not
+    touch still move once their moments are non-zero."""
+    import tf_keras as keras
+
+    from hubsweep.training.optimizers import Adam
+
+    table = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
+    batches = [tf.constant([1, 4, 1]), tf.constant([2, 2, 6])]
+    finals = []
+    for make in (Adam, keras.optimizers.legacy.Adam):
+        var, opt = tf.Variable(table, name=f"table_{make.__module__}"), make(0.05)
+        for rows in batches:
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.gather(var, rows) ** 3)
+            (grad,) = tape.gradient(loss, [var])
+            assert isinstance(grad, tf.IndexedSlices)
+            opt.apply_gradients([(grad, var)])
+        finals.append(var.numpy())
+    np.testing.assert_allclose(finals[0], finals[1], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(finals[0][4], table[4])  # batch 2 did not touch row 4: momentum
+    np.testing.assert_array_equal(finals[0][[0, 3, 5]], table[[0, 3, 5]])  # never touched
+
+
 def test_layer_wise_decay_on_the_tiny_bert_steps_as_numpy(tiny_bert, make_cfg):  # noqa: F811
     from hubsweep.data.datasets import load_dataset
     from hubsweep.training.build import build_classifier
