@@ -8,7 +8,8 @@ bench_finetune.py steps; AdamW's decay adds one multiply-add per weight), and th
 take at this machine's dense matmul rate. Float32, and with trainer.mixed_precision.
 Then the whole step by TensorFlow op type: a `tf.profiler` trace of a few steps, each op's
 time summed over the threads that ran it, per step (so the ops' sum can exceed the step's
-wall time when two ran at once), the largest first.
+wall time when two ran at once), the largest first; and the rate of each of the step's
+dense-layer products alone (its token rows × the hidden and feed-forward widths).
 
     python benchmarks/profile_finetune.py --scicite ../shared/data/scicite --pair modules/minilm
 """
@@ -88,6 +89,7 @@ def profile(args, out: Path, mixed: bool) -> dict[str, float]:
     real = list(lengths[order[middle : middle + args.batch]])
     times["_flops"] = training_flops(shape, real, padded, shape["num_hidden_layers"])
     times["_padded"] = padded
+    times["_shape"] = shape
     times["_ops"] = op_times(lambda: classifier.train_chunk(step).numpy(), out / f"trace-{mixed}")
     return times
 
@@ -157,6 +159,30 @@ def main() -> None:
             f"    {'the other ' + str(max(len(ops) - args.top_ops, 0)) + ' types':32} "
             f"{rest * 1000:8.1f} ms  {rest / whole:6.1%}"
         )
+
+    rows = results[False]["_padded"] * args.batch
+    shape = results[False]["_shape"]
+    hidden, ffn = shape["hidden_size"], shape["intermediate_size"]
+    print(f"\nthe step's dense products alone ({rows} token rows), float32:")
+    for k, n, what in (
+        (hidden, hidden, "attention projections"),
+        (hidden, ffn, "feed-forward in"),
+        (ffn, hidden, "feed-forward out"),
+    ):
+        print(f"  {rows} × {k} × {n} ({what}): {product_gflops(rows, k, n):.0f} GFLOP/s")
+
+
+def product_gflops(m: int, k: int, n: int, repeats: int = 50) -> float:
+    import tensorflow as tf
+
+    a, b = tf.random.normal([m, k]), tf.random.normal([k, n])
+    product = tf.function(lambda: tf.matmul(a, b))
+    product().numpy()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        c = product()
+    c.numpy()
+    return 2 * m * k * n * repeats / (time.perf_counter() - started) / 1e9
 
 
 if __name__ == "__main__":
