@@ -119,3 +119,25 @@ def test_a_resume_that_waits_for_stale_heartbeats_says_for_how_long():
     note = waiting_note([trial], grace_s=120, now=now)
     assert "waiting for 1 running trial(s)" in note
     assert "sweep.grace_s=120 s" in note and "35 s ago: within 85 s" in note
+
+
+def test_ctrl_c_while_a_trial_is_asked_waits_until_the_round_holds_it():
+    """Asking makes a RUNNING trial in the storage; an interrupt that lands inside the ask
+    is raised once the round holds the trial (so it fails and requeues it), not before."""
+    from hubsweep.study.rounds import _interrupts_deferred
+
+    study = optuna.create_study()
+    real_ask = study.ask
+
+    def ask():
+        trial = real_ask()
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, after the storage made the trial
+        time.sleep(0.2)  # where an undeferred KeyboardInterrupt would be raised
+        return trial
+
+    study.ask = ask
+    held = []
+    with pytest.raises(KeyboardInterrupt), _interrupts_deferred():
+        held.append(study.ask())
+    assert [t.number for t in held] == [0]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from functools import partial
 
 import optuna
@@ -34,6 +36,24 @@ Callback = Callable[[optuna.Study, FrozenTrial], None]
 # A trial's runs' results (RunResult, one per seed), what stopped them, or (a trial that
 # trains alone) the call that trains it.
 Outcome = list | BaseException | Callable[[], float]
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C waits for the block to end. Asking makes a RUNNING trial in the storage: an
+    interrupt between that and the round holding it would leave the trial running with
+    nobody to fail it (a resume then waits `sweep.grace_s` for its heartbeat)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _ask(study: optuna.Study, objective: Objective, n: int) -> list[optuna.Trial]:
@@ -182,10 +202,13 @@ def run_round(
 ) -> None:
     """Ask `n` trials, train them (as populations where they can), tell each its outcome."""
     s = objective.plan.settings
-    trials = _ask(study, objective, n)
-    beats = {trial.number: ExitStack() for trial in trials}
+    trials: list[optuna.Trial] = []
+    beats: dict[int, ExitStack] = {}
     told: set[int] = set()
     try:
+        with _interrupts_deferred():
+            trials = _ask(study, objective, n)
+        beats = {trial.number: ExitStack() for trial in trials}
         for trial in trials:
             beats[trial.number].enter_context(heartbeat(study, trial, s.heartbeat_s))
         outcomes = _train(objective, trials)
