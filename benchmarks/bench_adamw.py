@@ -5,10 +5,11 @@ script takes, and hubsweep's, which applies the table's sparse gradient densely 
 kernel; side by side in one run.
 
 The variables have all-MiniLM-L6-v2's shapes (a 30,522 × 384 word table, 6 layers of 384
-hidden and 1,536 feed-forward, 22.7 M weights); every gradient is dense but the word
-table's, which is the rows of one batch (16 sentences × 56 tokens), as a fine-tuning step's
-is. Each way is timed over the same gradients (median of repeats, after a warm-up step),
-and after the timing both AdamW ways, and both Adam ways, must hold the same weights.
+hidden and 1,536 feed-forward: 22.6 M weights, the pooler and embedding norm left out);
+every gradient is dense but the word table's, which is the rows of one batch (16
+sentences × 56 tokens), as a fine-tuning step's is. Each way is timed over the same
+gradients (median of repeats, after a warm-up step), and after the timing both AdamW ways,
+and both Adam ways, must hold the same weights.
 
     python benchmarks/bench_adamw.py
 """
