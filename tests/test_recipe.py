@@ -16,7 +16,7 @@ from .test_transformer import _cfg, tiny_bert  # noqa: F401  (the session fixtur
 B1, B2, EPS, WD = 0.9, 0.999, 1e-6, 0.01
 
 
-def numpy_adamw(w, grads, lr, decays, t, state):
+def numpy_adamw(w, grads, lr, decays, t, state, eps=EPS):
     """One step of PyTorch's AdamW on one array: decay, moments, bias-corrected update."""
     m, v = state.get("m", np.zeros_like(w)), state.get("v", np.zeros_like(w))
     if decays:
@@ -25,7 +25,7 @@ def numpy_adamw(w, grads, lr, decays, t, state):
     v = B2 * v + (1 - B2) * grads**2
     state.update(m=m, v=v)
     m_hat, v_hat = m / (1 - B1**t), v / (1 - B2**t)
-    return w - lr * m_hat / (np.sqrt(v_hat) + EPS)
+    return w - lr * m_hat / (np.sqrt(v_hat) + eps)
 
 
 def _clip(grads: list[np.ndarray], norm: float) -> list[np.ndarray]:
@@ -33,13 +33,16 @@ def _clip(grads: list[np.ndarray], norm: float) -> list[np.ndarray]:
     return [g * min(1.0, norm / total) for g in grads]
 
 
-def test_adamw_steps_as_pytorchs_with_decay_clip_and_a_rate_multiplier():
+# A large epsilon too: where ε sits (added to √v̂, as PyTorch does, not to √v) then moves
+# the weights well past the tolerance.
+@pytest.mark.parametrize("eps", [EPS, 1e-2])
+def test_adamw_steps_as_pytorchs_with_decay_clip_and_a_rate_multiplier(eps):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 5)).astype(np.float32)
     y = rng.normal(size=(8, 3)).astype(np.float32)
     kernel = tf.Variable(rng.normal(size=(5, 3)).astype(np.float32), name="dense/kernel")
     bias = tf.Variable(rng.normal(size=(3,)).astype(np.float32), name="dense/bias")
-    opt = AdamW(1e-2, WD, B1, B2, EPS, ("bias",), global_clipnorm=0.5)
+    opt = AdamW(1e-2, WD, B1, B2, eps, ("bias",), global_clipnorm=0.5)
     opt.multipliers = {kernel.ref(): 0.25}
 
     def grads_of(k, b):
@@ -57,8 +60,8 @@ def test_adamw_steps_as_pytorchs_with_decay_clip_and_a_rate_multiplier():
     for t in (1, 2, 3):
         gk, gb = _clip(grads_of(k, b), 0.5)
         assert np.sqrt((gk**2).sum() + (gb**2).sum()) == pytest.approx(0.5)  # clipping bites
-        k = numpy_adamw(k, gk, 1e-2 * 0.25, True, t, sk)
-        b = numpy_adamw(b, gb, 1e-2, False, t, sb)
+        k = numpy_adamw(k, gk, 1e-2 * 0.25, True, t, sk, eps)
+        b = numpy_adamw(b, gb, 1e-2, False, t, sb, eps)
         step()
         np.testing.assert_allclose(kernel.numpy(), k, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(bias.numpy(), b, rtol=1e-5, atol=1e-7)
