@@ -169,20 +169,7 @@ def main() -> None:
         (hidden, ffn, "feed-forward in"),
         (ffn, hidden, "feed-forward out"),
     ):
-        print(f"  {rows} × {k} × {n} ({what}): {product_gflops(rows, k, n):.0f} GFLOP/s")
-
-
-def product_gflops(m: int, k: int, n: int, repeats: int = 50) -> float:
-    import tensorflow as tf
-
-    a, b = tf.random.normal([m, k]), tf.random.normal([k, n])
-    product = tf.function(lambda: tf.matmul(a, b))
-    product().numpy()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        c = product()
-    c.numpy()
-    return 2 * m * k * n * repeats / (time.perf_counter() - started) / 1e9
+        print(f"  {rows} × {k} × {n} ({what}): {matmul_gflops(rows, k, n, repeats=50):.0f} GFLOP/s")
 
 
 if __name__ == "__main__":
