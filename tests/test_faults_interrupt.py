@@ -141,3 +141,42 @@ def test_ctrl_c_while_a_trial_is_asked_waits_until_the_round_holds_it():
         held.append(study.ask())
     assert [t.number for t in held] == [0]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_a_second_ctrl_c_during_the_requeue_waits_for_it(
+    make_cfg, fixture_overrides, tmp_path, monkeypatch
+):
+    """Ctrl-C reaches a spawned worker from the terminal and again from its parent, which
+    passes it on: the second lands while the first's trial is being failed and requeued,
+    and waits for that to end (it once left the trial RUNNING)."""
+    from hubsweep.study.compose import ComposeSpec
+    from hubsweep.study.driver import open_study
+    from hubsweep.study.plan import build_plans
+    from hubsweep.study.rounds import run_round
+    from hubsweep.study.trial import Objective, plan_cache
+
+    from .conftest import REPO
+
+    args = [f"results_dir={tmp_path / 'results'}", "sweep=lr", "sweep.n_trials=2"]
+    compose = ComposeSpec(str(REPO / "conf"), (), ())
+    [plan] = build_plans(make_cfg(*args), [*fixture_overrides, *args], compose)
+    study = open_study(plan)
+    real_report, real_tell = optuna.Trial.report, study.tell
+
+    def report(self, value, step):  # the terminal's Ctrl-C, while the trial trains
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        return real_report(self, value, step)
+
+    def tell(*a, **k):  # the parent's, while the requeue fails the trial
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        return real_tell(*a, **k)
+
+    monkeypatch.setattr(optuna.Trial, "report", report)
+    study.tell = tell
+    with pytest.raises(KeyboardInterrupt):
+        run_round(study, Objective(plan, plan_cache(plan)), 1, [])
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs[INTERRUPTED] and trials[1].user_attrs[RETRY_OF] == 0

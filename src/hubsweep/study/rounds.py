@@ -216,9 +216,13 @@ def run_round(
             _tell(study, objective, trial, outcomes[trial.number], beats[trial.number], callbacks)
             told.add(trial.number)
     except KeyboardInterrupt:
-        for beat in beats.values():
-            beat.close()
-        requeue_interrupted(study, [t for t in trials if t.number not in told])
+        # A second Ctrl-C waits for the requeue: a worker's parent passes the interrupt on
+        # to workers the terminal's has reached already, and one that cut this short left
+        # a trial running with nobody to fail it.
+        with _interrupts_deferred():
+            for beat in beats.values():
+                beat.close()
+            requeue_interrupted(study, [t for t in trials if t.number not in told])
         raise
     finally:
         for beat in beats.values():
