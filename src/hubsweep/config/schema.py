@@ -132,6 +132,11 @@ class TrainerConfig:
     # many batches, each span sorted by length before it is cut into batches (the batches
     # then shuffled), so a batch's padding is small; 0: random batches.
     length_buckets: int = 50
+    # Each training example's loss weighed by its class: "balanced" gives class c the
+    # weight n / (C * n_c) over the training split (scikit-learn's and Keras's
+    # class_weight), so the rare classes count as much as the common ones, as macro-F1
+    # counts them; "none": every example alike. Evaluation losses are never weighed.
+    class_weight: str = "none"
 
 
 @dataclass
@@ -178,6 +183,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 DATASET_SOURCES = ("tfds", "jsonl", "csv")
 SPLIT_ROLES = ("train", "validation", "test")
 WARMUP_DECAYS = ("linear", "cosine")
+CLASS_WEIGHTINGS = ("none", "balanced")  # training/classifier.py's CLASS_WEIGHTS
 
 
 def register_configs() -> None:
@@ -265,6 +271,11 @@ def validate(cfg: DictConfig) -> None:
     for key in ("steps", "batch_size", "eval_every", "eval_batch_size"):
         require(t[key] > 0, f"trainer.{key}", f"must be a positive integer, got {t[key]}")
     require(t.length_buckets >= 0, "trainer.length_buckets", "must be >= 0 (0: off)")
+    require(
+        t.class_weight in CLASS_WEIGHTINGS,
+        "trainer.class_weight",
+        f"{t.class_weight!r} is not one of {', '.join(CLASS_WEIGHTINGS)}",
+    )
     require(
         t.selection_metric in METRICS,
         "trainer.selection_metric",

@@ -120,6 +120,9 @@ def _child(plan: StudyPlan, index: int, parent_pid: int) -> None:
         log.error("%s", e)
         raise SystemExit(2) from None
     except KeyboardInterrupt:  # its running trials are requeued; the parent says so
+        # The parent passes the terminal's Ctrl-C on: a copy that lands now has nothing to
+        # stop, and would print a traceback from the exit.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise SystemExit(INTERRUPTED_EXIT) from None
 
 

@@ -69,7 +69,7 @@ def build_classifier(
                 f"runs its layers in bfloat16); {e.handle} is not one (export it again)"
             )
         layer.mixed = bool(t.mixed_precision)
-    args = (model, head, optimizer, data, t.eval_batch_size)
+    args = (model, head, optimizer, data, t.eval_batch_size, t.class_weight)
     if not e.trainable and t.feature_cache:
         return FeatureClassifier(*args, features=frozen_features(cfg, data, cache, layer))
     if e.trainable and t.fast_path and getattr(layer, "layerwise", False):

@@ -24,6 +24,21 @@ from hubsweep.data.datasets import TextDataset
 from hubsweep.embeddings.export import sqrtn_combine
 
 
+def _balanced(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    counts = np.bincount(labels, minlength=num_classes)
+    return (len(labels) / (num_classes * np.maximum(counts, 1))).astype(np.float32)
+
+
+# `trainer.class_weight`: each class's weight in the training loss, from the training
+# labels; None weighs every example alike. "balanced" is scikit-learn's and Keras's
+# n / (C * n_c): each class counts alike, what macro-F1 asks, and the weights average 1
+# over the training split, so the loss keeps its scale.
+CLASS_WEIGHTS = {
+    "none": lambda labels, num_classes: None,
+    "balanced": _balanced,
+}
+
+
 def batch_order(
     n: int,
     batch_size: int,
@@ -75,9 +90,13 @@ class Classifier:
         optimizer: keras.optimizers.legacy.Optimizer,
         data: TextDataset,
         eval_batch_size: int,
+        class_weight: str = "none",
     ) -> None:
         self.model, self.head, self.optimizer = model, head, optimizer
-        self.labels = tf.constant(data.splits["train"].labels)
+        labels = data.splits["train"].labels
+        self.labels = tf.constant(labels)
+        weights = CLASS_WEIGHTS[class_weight](np.asarray(labels), data.num_classes)
+        self.class_weights = None if weights is None else tf.constant(weights)
         self.sizes = {role: len(split) for role, split in data.splits.items()}
         self.eval_batch_size = eval_batch_size
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -91,6 +110,12 @@ class Classifier:
     def gather(self, role: str, idx: tf.Tensor):
         raise NotImplementedError
 
+    def loss(self, idx: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        """The batch's mean cross-entropy, each example weighed by its class's weight."""
+        labels = tf.gather(self.labels, idx)
+        weights = None if self.class_weights is None else tf.gather(self.class_weights, labels)
+        return self.loss_fn(labels, logits, sample_weight=weights)
+
     def forward(self, inputs, training: bool) -> tf.Tensor:
         return self.model(inputs, training=training)
 
@@ -103,7 +128,7 @@ class Classifier:
             idx = order[i]
             with tf.GradientTape() as tape:
                 logits = self.forward(self.gather("train", idx), training=True)
-                loss = self.loss_fn(tf.gather(self.labels, idx), logits)
+                loss = self.loss(idx, logits)
                 loss += tf.add_n([0.0, *self.model.losses])
             grads = tape.gradient(loss, self.variables)
             self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
@@ -221,7 +246,7 @@ class CompiledTokenIdClassifier(TokenIdClassifier):
                 summed = tf.math.unsorted_segment_sum(rows, segments[i], batch + 1)[:batch]
                 counts = tf.cast(tf.maximum(lengths[i], 1), tf.float32)
                 logits = self.head(summed / tf.sqrt(counts)[:, None], training=True)
-                loss = self.loss_fn(tf.gather(self.labels, order[i]), logits)
+                loss = self.loss(order[i], logits)
             grads = tape.gradient(loss, [rows, *head_vars])
             self.table.scatter_add(tf.IndexedSlices(-lr * grads[0], ids[i]))
             for var, grad in zip(head_vars, grads[1:], strict=True):

@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 
 from hubsweep.metrics import classification_metrics
 from hubsweep.results.layout import RunStatus
+from hubsweep.training.classifier import CLASS_WEIGHTS
 from hubsweep.training.head import build_head
 from hubsweep.training.loop import LoopResult, OnEvaluation
 from hubsweep.training.optimizers import build_schedule
@@ -127,27 +128,30 @@ class Member:
     rates: np.ndarray  # [steps + 1] learning rate before each step (and after the last)
     coefficients: tuple[float, ...]
     init: tuple[np.ndarray, ...]  # kernel, bias of each Dense layer, as its run starts
+    class_weights: np.ndarray  # [num_classes] each class's loss weight (ones: unweighted)
 
     @classmethod
-    def of(cls, cfg: DictConfig, n_train: int, dim: int, num_classes: int) -> Member:
+    def of(cls, cfg: DictConfig, train_labels: np.ndarray, dim: int, num_classes: int) -> Member:
         t = cfg.trainer
+        weights = CLASS_WEIGHTS[t.class_weight](train_labels, num_classes)
         schedule = build_schedule(cfg.schedule, cfg.optimizer.learning_rate, t.steps)
         if callable(schedule):  # the legacy optimizers evaluate it at float32 iterations
             rates = schedule(tf.range(t.steps + 1, dtype=tf.float32)).numpy()
         else:
             rates = np.full(t.steps + 1, schedule)
-        weights, width = [], dim
+        init, width = [], dim
         for layer in build_head(cfg.model, num_classes, t.seed):  # dropout: see blocker
             layer.build((None, width))  # a Sequential's build costs 10x this
-            weights += [w.numpy() for w in layer.weights]
+            init += [w.numpy() for w in layer.weights]
             width = layer.units
         return cls(
             steps=t.steps,
             batch_size=t.batch_size,
-            order=batch_indices(n_train, t.batch_size, t.seed, t.steps),
+            order=batch_indices(len(train_labels), t.batch_size, t.seed, t.steps),
             rates=rates.astype(np.float32),
             coefficients=OPTIMIZERS[cfg.optimizer.name].coefficients(cfg.optimizer),
-            init=tuple(weights),
+            init=tuple(init),
+            class_weights=np.ones(num_classes, np.float32) if weights is None else weights,
         )
 
 
@@ -161,7 +165,7 @@ _CHUNK_SIGNATURE = [
     _spec(2),  # features [N, D]
     _spec(1, tf.int32),  # labels [N]
     _spec(3, tf.int32),  # order [steps, K, B]
-    _spec(3),  # weight [steps, K, B]: 1 for a member's own rows, 0 for padding
+    _spec(3),  # weight [steps, K, B]: a member's rows' class weights, 0 for padding
     _spec(1),  # scale [K]: 1 / batch size
     _spec(2),  # rates [steps, K]
     _spec(2, tf.bool),  # active [steps, K]
@@ -265,10 +269,17 @@ def program_for(cfg: DictConfig, member: Member, members: int) -> Program:
 
 
 def _chunk_inputs(
-    members: Sequence[Member], alive: np.ndarray, k: int, done: int, end: int, length: int
+    members: Sequence[Member],
+    labels: np.ndarray,
+    alive: np.ndarray,
+    k: int,
+    done: int,
+    end: int,
+    length: int,
 ):
-    """Order, row weights, rates and activity of each member's steps in (done, end],
-    padded with inactive steps to `length` (XLA compiles one program per shape)."""
+    """Order, row weights (a member's class weight of each of its rows, 0 for padding),
+    rates and activity of each member's steps in (done, end], padded with inactive steps
+    to `length` (XLA compiles one program per shape)."""
     width = max(m.batch_size for m in members)
     order = np.zeros((length, k, width), np.int32)
     weight = np.zeros((length, k, width), np.float32)
@@ -278,7 +289,7 @@ def _chunk_inputs(
         n = min(end, m.steps) - done
         if alive[j] and n > 0:
             order[:n, j, : m.batch_size] = m.order[done : done + n]
-            weight[:n, j, : m.batch_size] = 1.0
+            weight[:n, j, : m.batch_size] = m.class_weights[labels[m.order[done : done + n]]]
             rates[:n, j] = m.rates[done : done + n]
             active[:n, j] = True
     return order, weight, rates, active
@@ -329,7 +340,9 @@ def run_population(
     for end in ends:
         if not alive.any():
             break
-        order, weight, rates, active = _chunk_inputs(members, alive, k, done, end, length)
+        order, weight, rates, active = _chunk_inputs(
+            members, labels["train"], alive, k, done, end, length
+        )
         started = time.perf_counter()
         losses = program.train_chunk(
             features["train"], train_labels, order, weight, scale, rates, active, coef, done

@@ -132,7 +132,7 @@ def _train_compiled(
     t = cfg.trainer
     features = frozen_features(cfg, data, cache.features, layer)
     member = Member.of(
-        cfg, len(data.splits["train"]), int(features["train"].shape[1]), data.num_classes
+        cfg, data.splits["train"].labels, int(features["train"].shape[1]), data.num_classes
     )
     program = program_for(cfg, member, 1)
     recorder.begin(data, "features (compiled)", lambda step: float(member.rates[step]))
@@ -190,8 +190,8 @@ def train_population(
         data = cache.dataset(first.dataset, ["train", "validation"])
         layer = cache.embedding_layer(first.embedding)
         features = frozen_features(first, data, cache.features, layer)
-        dim, n_train = int(features["train"].shape[1]), len(data.splits["train"])
-        members = [Member.of(cfg, n_train, dim, data.num_classes) for cfg in cfgs]
+        dim, labels = int(features["train"].shape[1]), data.splits["train"].labels
+        members = [Member.of(cfg, labels, dim, data.num_classes) for cfg in cfgs]
         for recorder, member in zip(recorders, members, strict=True):
             recorder.begin(data, "features (population)", lambda s, m=member: float(m.rates[s]))
         loops = run_population(
