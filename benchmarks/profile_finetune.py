@@ -53,19 +53,16 @@ def profile(args, out: Path, mixed: bool) -> dict[str, float]:
     order = np.argsort(lengths)
     middle = len(order) // 2
     idx = tf.constant(order[middle : middle + args.batch], tf.int32)
-    labels = tf.gather(classifier.labels, idx)
     variables = classifier.variables
 
     @tf.function
     def forward():
-        return classifier.loss_fn(labels, classifier.forward(classifier.gather("train", idx), True))
+        return classifier.loss(idx, classifier.forward(classifier.gather("train", idx), True))
 
     @tf.function
     def forward_backward():
         with tf.GradientTape() as tape:
-            loss = classifier.loss_fn(
-                labels, classifier.forward(classifier.gather("train", idx), True)
-            )
+            loss = classifier.loss(idx, classifier.forward(classifier.gather("train", idx), True))
         return tape.gradient(loss, variables)
 
     grads = forward_backward()

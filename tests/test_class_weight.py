@@ -77,8 +77,40 @@ def test_every_path_trains_the_same_weighted_model_and_the_weights_matter(make_c
     np.testing.assert_allclose(_curve(keras_path), _curve(strings), atol=TOLERANCE)
 
     plain = train_and_evaluate(make_cfg(*imbalanced, run="plain"))
-    train_loss = 3  # the curve's columns: loss, accuracy, macro-F1, train loss
-    assert np.abs(_curve(plain)[:, train_loss] - _curve(compiled)[:, train_loss]).max() > 1e-3
+    val_loss = 0  # the curve's columns: loss, accuracy, macro-F1, train loss (the weighted)
+    assert np.abs(_curve(plain)[:, val_loss] - _curve(compiled)[:, val_loss]).max() > 1e-3
+
+
+def test_the_token_id_path_fine_tunes_the_same_weighted_model_as_the_string_path(
+    make_cfg, imbalanced
+):
+    weighted = (*imbalanced, "trainer.class_weight=balanced", "embedding.trainable=true")
+    fast = train_and_evaluate(make_cfg(*weighted, "trainer.xla=true", run="fast"))
+    plain = train_and_evaluate(make_cfg(*weighted, "trainer.fast_path=false", run="plain"))
+    assert (fast.training_path, plain.training_path) == ("token ids (compiled)", "strings")
+    np.testing.assert_allclose(_curve(fast), _curve(plain), atol=TOLERANCE)
+
+
+def test_a_population_of_weighted_and_unweighted_members_trains_each_as_alone(
+    make_cfg, imbalanced, cache_dir
+):
+    """A study that searches trainer.class_weight puts both kinds in one population."""
+    from hubsweep.embeddings.features import FeatureCache
+    from hubsweep.training.population import blocker
+    from hubsweep.training.run import train_population
+    from hubsweep.training.trial_cache import TrialCache
+
+    members = [("trainer.class_weight=balanced",), ("trainer.class_weight=none",)]
+    alone = [
+        train_and_evaluate(make_cfg(*imbalanced, *m, run=f"alone{i}"))
+        for i, m in enumerate(members)
+    ]
+    cfgs = [make_cfg(*imbalanced, *m, run=f"pop{i}") for i, m in enumerate(members)]
+    assert all(blocker(c) is None for c in cfgs)
+    together = train_population(cfgs, [None] * 2, TrialCache(FeatureCache(cache_dir)))
+    for a, p in zip(alone, together, strict=True):
+        assert p.training_path == "features (population)"
+        np.testing.assert_allclose(_curve(p), _curve(a), atol=TOLERANCE)
 
 
 def test_an_unknown_class_weighting_names_the_key_and_the_allowed_values(make_cfg):

@@ -180,3 +180,20 @@ def test_a_second_ctrl_c_during_the_requeue_waits_for_it(
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
     assert trials[0].user_attrs[INTERRUPTED] and trials[1].user_attrs[RETRY_OF] == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_a_further_ctrl_c_in_a_deferred_block_stops_it_at_once():
+    """Storage writes that hang must not make a worker unstoppable from the keyboard."""
+    from hubsweep.study.rounds import _interrupts_deferred
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt), _interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        reached.append("deferred")
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        reached.append("not stopped")
+    assert reached == ["deferred"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -148,6 +148,9 @@ def draw_learning_curve(run_dir: Path, history: list[dict], title: str) -> None:
 
     if not history:
         return
+    # trainer.class_weight weighs the training loss, not the validation one.
+    trainer = read_run(run_dir).config.get("trainer") or {}
+    class_weighted = trainer.get("class_weight", "none") != "none"
     steps = [h["step"] for h in history]
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_scores, ax_loss = fig.subplots(1, 2)
@@ -159,7 +162,9 @@ def draw_learning_curve(run_dir: Path, history: list[dict], title: str) -> None:
     ax_loss.plot(steps, [h["loss"] for h in history], color="tab:red", label="validation")
     if all("train_loss" in h for h in history):
         train = [h["train_loss"] for h in history]
-        ax_loss.plot(steps, train, color="tab:gray", label="train (mean since last eval)")
+        weighed = ", class-weighted" if class_weighted else ""
+        label = f"train (mean since last eval{weighed})"
+        ax_loss.plot(steps, train, color="tab:gray", label=label)
     ax_loss.set(xlabel="global step", ylabel="cross-entropy", title="loss")
     ax_loss.legend(loc="upper right")
     ax_loss.grid(alpha=0.3)

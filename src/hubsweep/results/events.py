@@ -31,6 +31,7 @@ HPARAM_KEYS = (
     "trainer.steps",
     "trainer.batch_size",
     "trainer.seed",
+    "trainer.class_weight",
 )
 TRAIN_LOSS, LEARNING_RATE = "train/loss", "train/learning_rate"
 

@@ -40,14 +40,23 @@ Outcome = list | BaseException | Callable[[], float]
 
 @contextmanager
 def _interrupts_deferred() -> Iterator[None]:
-    """Ctrl-C waits for the block to end. Asking makes a RUNNING trial in the storage: an
-    interrupt between that and the round holding it would leave the trial running with
-    nobody to fail it (a resume then waits `sweep.grace_s` for its heartbeat)."""
+    """A Ctrl-C waits for the block to end (raised then), a second one does not: a block
+    that storage writes hang can still be stopped. For the steps between which an interrupt
+    would leave a trial RUNNING with nobody to fail it (a resume then waits `sweep.grace_s`
+    for its heartbeat): asking (the storage makes the trial before the round holds it) and
+    failing and requeueing the interrupted trials."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signals reach the main thread only
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+
+    def defer(signum, frame) -> None:
+        if caught:
+            raise KeyboardInterrupt
+        caught.append(signum)
+        log.warning("interrupt: waiting for the trial(s) to be recorded (Ctrl-C again stops now)")
+
+    previous = signal.signal(signal.SIGINT, defer)
     try:
         yield
     finally:
@@ -216,7 +225,7 @@ def run_round(
             _tell(study, objective, trial, outcomes[trial.number], beats[trial.number], callbacks)
             told.add(trial.number)
     except KeyboardInterrupt:
-        # A second Ctrl-C waits for the requeue: a worker's parent passes the interrupt on
+        # The next Ctrl-C waits for the requeue: a worker's parent passes the interrupt on
         # to workers the terminal's has reached already, and one that cut this short left
         # a trial running with nobody to fail it.
         with _interrupts_deferred():

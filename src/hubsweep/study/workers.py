@@ -111,6 +111,7 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
 
 
 INTERRUPTED_EXIT = 130  # a process stopped by SIGINT, as shells report it
+PASS_ON_AFTER_S = 2.0  # how long a Ctrl-C'd parent waits before interrupting its workers
 
 
 def _child(plan: StudyPlan, index: int, parent_pid: int) -> None:
@@ -139,7 +140,12 @@ def run_workers(plan: StudyPlan) -> None:
         run_worker(plan)
     except KeyboardInterrupt:
         # Ctrl-C in a terminal reaches every worker; a SIGINT sent to this process alone
-        # is passed on, so each worker requeues its own running trials before it ends.
+        # is passed on, so each worker requeues its own running trials before it ends. Passed
+        # on only to workers still running a moment later: the terminal's has stopped the
+        # others, and a second interrupt is one fewer for those busy requeueing.
+        deadline = time.time() + PASS_ON_AFTER_S
+        for child in children:
+            child.join(timeout=max(deadline - time.time(), 0))
         for child in children:
             if child.is_alive():
                 os.kill(child.pid, signal.SIGINT)

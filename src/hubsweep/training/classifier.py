@@ -32,7 +32,7 @@ def _balanced(labels: np.ndarray, num_classes: int) -> np.ndarray:
 # `trainer.class_weight`: each class's weight in the training loss, from the training
 # labels; None weighs every example alike. "balanced" is scikit-learn's and Keras's
 # n / (C * n_c): each class counts alike, what macro-F1 asks, and the weights average 1
-# over the training split, so the loss keeps its scale.
+# over the training split (when every class occurs in it), so the loss keeps its scale.
 CLASS_WEIGHTS = {
     "none": lambda labels, num_classes: None,
     "balanced": _balanced,
