@@ -1,7 +1,9 @@
 """Cost beside every score: what each arm's answer cost to get.
 
 A trial's compute is what its runs took (the trial's `wall_time_s` user attribute: wall
-seconds, a population member's share of its program's; `train_time_s`: stepping only).
+seconds, a population member's share of its program's; `train_time_s`: stepping only),
+compared per trial without the feature-cache builds it paid (`cache_build_s`: once per
+module and split, so the first trial, or the first arm, of a process pays for the rest).
 An arm's cost is its finished trials' (completed, pruned, failed on their own), its
 finalists' re-runs and its re-runs with test. The quality is the arm's test score over the
 re-run seeds (else the winner's validation re-runs in the finalists' race, else its search
@@ -23,16 +25,17 @@ from hubsweep.reports.collect import Study
 from hubsweep.reports.tables import LABELS
 from hubsweep.results.layout import RunStatus
 from hubsweep.study.finalists import run_cost
-from hubsweep.study.liveness import TRAIN_TIME, WALL_TIME
+from hubsweep.study.liveness import CACHE_BUILD_TIME, TRAIN_TIME, WALL_TIME, compute_s
 
 
 @dataclass(frozen=True)
 class ArmCost:
     arm: str
     trials: int  # finished trials with a recorded cost
-    per_trial_s: float  # mean wall seconds per trial
+    per_trial_s: float  # mean wall seconds per trial, without its feature-cache builds
     train_per_trial_s: float | None  # mean training seconds per trial (None: not recorded)
-    search_s: float
+    search_s: float  # the trials' wall seconds, their feature-cache builds included
+    cache_build_s: float  # of search_s: building the feature cache (what later arms reuse)
     finalists_s: float
     retrain_s: float
     quality: float  # test score mean over the re-run seeds, else the winner's validation
@@ -55,6 +58,7 @@ def arm_cost(study: Study) -> ArmCost | None:
     if not trials or winner is None:
         return None
     walls = [float(t.user_attrs[WALL_TIME]) for t in trials]
+    builds = [float(t.user_attrs.get(CACHE_BUILD_TIME, 0.0)) for t in trials]
     trains = [float(t.user_attrs[TRAIN_TIME]) for t in trials if TRAIN_TIME in t.user_attrs]
     finalists = study.raced.get("finalists", [])
     tested = [r for r in study.retrain if r.status == RunStatus.COMPLETED and r.test]
@@ -69,9 +73,10 @@ def arm_cost(study: Study) -> ArmCost | None:
     return ArmCost(
         arm=study.label,
         trials=len(trials),
-        per_trial_s=float(np.mean(walls)),
+        per_trial_s=float(np.mean([compute_s(t) for t in trials])),
         train_per_trial_s=float(np.mean(trains)) if len(trains) == len(trials) else None,
         search_s=float(np.sum(walls)),
+        cache_build_s=float(np.sum(builds)),
         finalists_s=float(sum(f.get("wall_s", 0.0) for f in finalists)),
         retrain_s=float(sum(run_cost(r)[0] for r in study.retrain)),
         quality=quality,
@@ -179,6 +184,7 @@ def cost_table(costs: Sequence[ArmCost], metric: str, minimize: bool) -> tuple:
                 "wall_s_per_trial": c.per_trial_s,
                 "train_s_per_trial": c.train_per_trial_s,
                 "search_s": c.search_s,
+                "cache_build_s": c.cache_build_s,
                 "finalists_s": c.finalists_s,
                 "retrain_s": c.retrain_s,
                 "total_s": c.total_s,
@@ -195,6 +201,7 @@ def cost_table(costs: Sequence[ArmCost], metric: str, minimize: bool) -> tuple:
                     f"{c.train_per_trial_s:.3g}" if c.train_per_trial_s is not None else "–"
                 ),
                 "search (min)": f"{c.search_s / 60:.2f}",
+                "of it, feature-cache builds (min)": f"{c.cache_build_s / 60:.2f}",
                 "finalists + re-runs (min)": f"{(c.finalists_s + c.retrain_s) / 60:.2f}",
                 "total (min)": f"{c.total_s / 60:.2f}",
                 "Pareto front": "yes" if c.arm in front else "",

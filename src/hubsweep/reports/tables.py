@@ -13,7 +13,14 @@ from scipy import stats
 
 from hubsweep.reports.collect import RunGroup, Study, last_reported
 from hubsweep.results.layout import RunStatus
-from hubsweep.study.liveness import SURPLUS, TRAIN_TIME, WALL_TIME, WARM_START
+from hubsweep.study.liveness import (
+    CACHE_BUILD_TIME,
+    SURPLUS,
+    TRAIN_TIME,
+    WALL_TIME,
+    WARM_START,
+    compute_s,
+)
 
 SCORES = ("accuracy", "macro_f1")
 LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "loss": "loss"}
@@ -114,7 +121,7 @@ def _arm_rows(study: Study, classes: list[str]) -> tuple[dict, dict]:
         **{f"test_f1_{c}_mean": s.mean for c, s in per_class.items()},
         **{f"test_f1_{c}_std": s.std for c, s in per_class.items()},
         f"retrain_val_{study.metric}_mean": val.mean,
-        "time_per_trial_s": _mean([t.user_attrs["wall_time_s"] for t in timed]),
+        "time_per_trial_s": _mean([compute_s(t) for t in timed]),
         "steps_per_trial": _mean([t.user_attrs.get("steps_done") for t in timed]),
     }
     metric = LABELS.get(study.metric, study.metric)
@@ -180,6 +187,7 @@ def trials_table(study: Study) -> pd.DataFrame:
                 "val_accuracy": t.user_attrs.get("val_accuracy"),
                 "wall_time_s": t.user_attrs.get(WALL_TIME),
                 "train_time_s": t.user_attrs.get(TRAIN_TIME),
+                "cache_build_s": t.user_attrs.get(CACHE_BUILD_TIME),
                 "warm_start": t.user_attrs.get(WARM_START),
                 "fail_reason": t.user_attrs.get("fail_reason"),
             }

@@ -42,12 +42,22 @@ HOST = "host"  # the machine a trial ran on: its run files live there
 DIED_TWICE = "worker died twice"
 INTERRUPTED = "interrupted"  # stopped by Ctrl-C: failed, not counted, queued again
 RETRY_OF = "retry_of"  # the trial a queued retry repeats
-# A trial's compute, summed over its runs: wall seconds (a population member's share) and
-# training seconds; RUN_COSTS keeps each run's pair so a re-check does not count it twice.
+# A trial's compute, summed over its runs: wall seconds (a population member's share),
+# training seconds, and of the wall seconds those spent building feature-cache entries
+# (once per module and split: the first trial pays for the trials, and arms, after it);
+# RUN_COSTS keeps each run's three so a re-check does not count it twice.
 WALL_TIME = "wall_time_s"
 TRAIN_TIME = "train_time_s"
+CACHE_BUILD_TIME = "cache_build_s"
 RUN_COSTS = "run_costs"
 WARM_START = "warm_start"  # enqueued from an earlier study (study/warm_start.py): its source
+
+
+def compute_s(t: FrozenTrial) -> float:
+    """A trial's compute as reports compare it: its wall seconds without the feature-cache
+    builds it paid for the trials and arms after it (which order of arms or trials happened
+    to pay them says nothing about the configs)."""
+    return float(t.user_attrs[WALL_TIME]) - float(t.user_attrs.get(CACHE_BUILD_TIME, 0.0))
 
 
 def worker_host() -> str:

@@ -20,6 +20,7 @@ from hubsweep.metrics import METRICS
 from hubsweep.results.layout import RunStatus, trial_run_dir
 from hubsweep.study.compose import TrialComposer, seeded
 from hubsweep.study.liveness import (
+    CACHE_BUILD_TIME,
     ENV_FAILURE,
     FAIL_REASON,
     HOST,
@@ -168,14 +169,16 @@ def check_run(trial: optuna.Trial, result) -> None:
     """Record a run's outcome on its trial; a stopped run prunes it, a diverged one fails it.
 
     The trial's compute is the sum over its runs (seeds): wall seconds (a population
-    member's share of its program's, `wall_share_s`) and training seconds."""
+    member's share of its program's, `wall_share_s`), training seconds, and of the wall
+    seconds those that built feature-cache entries."""
     trial.set_user_attr("status", str(result.status))
     trial.set_user_attr("steps_done", result.steps_done)
     costs = dict(trial.user_attrs.get(RUN_COSTS, {}))
-    costs[result.run_dir] = [result.wall_share_s, result.train_time_s]
+    costs[result.run_dir] = [result.wall_share_s, result.train_time_s, result.cache_build_s]
     trial.set_user_attr(RUN_COSTS, costs)
-    trial.set_user_attr(WALL_TIME, round(sum(c[0] for c in costs.values()), 3))
-    trial.set_user_attr(TRAIN_TIME, round(sum(c[1] for c in costs.values()), 3))
+    for attr, i in ((WALL_TIME, 0), (TRAIN_TIME, 1), (CACHE_BUILD_TIME, 2)):
+        # A run recorded before cache builds were counted has two entries.
+        trial.set_user_attr(attr, round(sum(c[i] for c in costs.values() if len(c) > i), 3))
     if result.status == RunStatus.STOPPED:
         raise optuna.TrialPruned(f"pruned at step {result.steps_done}")
     if result.status == RunStatus.DIVERGED:

@@ -55,6 +55,9 @@ class RunResult:
     # wall_share_s this run's share (its own training time plus an equal part of the rest).
     trained_with: int = 1
     wall_share_s: float = 0.0
+    # Of wall_share_s: embedding the feature cache's missing entries, once per module and
+    # split (the runs after it reuse them); a trial's compute is counted without it.
+    cache_build_s: float = 0.0
     history: list[dict] = field(default_factory=list, repr=False)
     # The trained classifier (embedding layer first), for programmatic use; not serialised.
     model: keras.Model | None = field(default=None, repr=False, compare=False)
@@ -99,6 +102,11 @@ class RunRecorder:
         self.result: RunResult | None = None
         self.trained_with = 1  # set by a population to its size, with the run's share
         self.wall_share_s: float | None = None
+        self._cache: tuple | None = None  # (the feature cache, its build_s when watched)
+
+    def watch(self, cache) -> None:
+        """Count the feature cache's builds from now on as this run's (see cache_build_s)."""
+        self._cache = (cache, cache.build_s)
 
     def begin(
         self,
@@ -200,6 +208,12 @@ class RunRecorder:
                 history, f"{self.cfg.experiment_name}: {Path(self.writer.run_dir).name}"
             )
 
+    def _cache_build_s(self) -> float:
+        if self._cache is None:
+            return 0.0
+        cache, before = self._cache
+        return round((cache.build_s - before) / self.trained_with, 3)  # a population's share
+
     def _result(self, status: str, error: str | None) -> RunResult:
         loop = self.loop or LoopResult(status=RunStatus.FAILED, steps_done=0)
         history = loop.history
@@ -224,6 +238,7 @@ class RunRecorder:
             absent_classes=self.data.absent_classes() if self.data else {},
             trained_with=self.trained_with,
             wall_share_s=wall if self.wall_share_s is None else self.wall_share_s,
+            cache_build_s=self._cache_build_s(),
             history=history,
             model=self.model,
         )

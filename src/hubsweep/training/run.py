@@ -77,6 +77,7 @@ def train_and_evaluate(
     validate(cfg)
     recorder = RunRecorder(cfg, reporter)
     cache = cache or TrialCache.for_config(cfg)
+    recorder.watch(cache.features)
     try:
         recorder.writer.write_config(cfg)
         _seed(cfg)
@@ -182,6 +183,7 @@ def train_population(
     for cfg, reporter in zip(cfgs, reporters, strict=True):
         validate(cfg)
         recorders.append(RunRecorder(cfg, reporter))
+        recorders[-1].watch(cache.features)
     try:
         for recorder in recorders:
             recorder.writer.write_config(recorder.cfg)
