@@ -52,9 +52,14 @@ hubsweep-train -m experiment=encoders_finetuned experiment_name=encoders_steps \
   trainer.evaluate_test=true dataset.source_dir="$data/scicite" trainer.progress=false \
   'trainer.seed=4,5,6'
 
-# The same winner at its own 500 steps, its loss class-weighted or not, on the re-run
-# seeds 3-5 (the committed report's): does weighing the rare `result` class by
-# n / (C * n_c) lift macro-F1? About 8 min a run.
+# Class weights: the frozen arms of experiment=encoders with and without them (four
+# 20-trial studies, minutes), and the all-layers winner at its own 500 steps, its loss
+# class-weighted or not, on the re-run seeds 3-5 (the committed report's; about 8 min a
+# run): does weighing the rare `result` class by n / (C * n_c) lift macro-F1?
+hubsweep-sweep experiment=encoders experiment_name=encoders_class_weight \
+  "+arms.swivel_balanced=['embedding.handle=$module','trainer.class_weight=balanced']" \
+  "+arms.minilm_balanced=['embedding=minilm','trainer.class_weight=balanced']" \
+  dataset.source_dir="$data/scicite" trainer.progress=false
 hubsweep-train -m experiment=encoders_finetuned experiment_name=encoders_class_weight \
   embedding.trainable=true embedding.layer_lr_decay=0.9 trainer.mixed_precision=true \
   optimizer.learning_rate=0.0001274 schedule.warmup_fraction=0.1935 \

@@ -18,6 +18,7 @@ from hubsweep.reports.collect import Study
 from hubsweep.reports.stats import Curve, Paired, expected_max_curve, paired
 from hubsweep.reports.tables import LABELS
 from hubsweep.results.layout import RunStatus
+from hubsweep.study.liveness import WALL_TIME, compute_s
 
 BUDGETS = (1, 5, 10, 20, 40, 80)
 INDEPENDENT = ("random", "grid")  # samplers whose trials are independent draws
@@ -55,14 +56,15 @@ def warnings(study: Study) -> list[str]:
 
 
 def budget_curves(studies: Sequence[Study]) -> dict[str, tuple[Curve, float]]:
-    """Per arm: the expected-best curve of its completed trials, and seconds per trial."""
+    """Per arm: the expected-best curve of its completed trials, and seconds per trial
+    (without feature-cache builds, as the cost table counts them)."""
     out = {}
     for study in studies:
         complete = study.by_state(TrialState.COMPLETE)
         if len(complete) < 2:
             continue
-        times = [t.user_attrs.get("wall_time_s") for t in complete]
-        seconds = float(np.mean([x for x in times if x is not None] or [np.nan]))
+        times = [compute_s(t) for t in complete if WALL_TIME in t.user_attrs]
+        seconds = float(np.mean(times or [np.nan]))
         curve = expected_max_curve([t.value for t in complete], study.minimize)
         out[study.label] = (curve, seconds)
     return out
