@@ -36,8 +36,9 @@ def test_feature_cache_builds_are_counted_once_and_left_out_of_compute_per_trial
     first, second = ([t for t in s.trials if t.state.is_finished()] for s in studies)
     builds = [[t.user_attrs[CACHE_BUILD_TIME] for t in trials] for trials in (first, second)]
     # The first arm's first round (its trials train as one population, sharing the
-    # build as they share the wall time) embedded the splits; the second arm read them.
-    assert sum(builds[0]) > 0 and builds[1] == [0, 0, 0]
+    # build as they share the wall time) loaded the dataset and embedded the splits; the
+    # second arm read both from the cache_dir (its only build, if any: that first read).
+    assert sum(builds[1]) < sum(builds[0])
     assert all(b < t.user_attrs[WALL_TIME] for b, t in zip(builds[0], first, strict=True))
     costs = arm_costs(studies)
     assert costs["first"].cache_build_s == pytest.approx(sum(builds[0]))

@@ -135,8 +135,8 @@ class TrainerConfig:
     # Each training example's loss weighed by its class: "balanced" gives class c the
     # weight n / (C * n_c) over the training split (scikit-learn's and Keras's
     # class_weight), so the rare classes count as much as the common ones, as macro-F1
-    # counts them; "none": every example alike. The reported train loss is the weighed
-    # one (the learning curve says so); evaluation losses are never weighed.
+    # counts them; "none": every example alike. The reported train loss is the weighted
+    # one (the learning curve says so); evaluation losses never are.
     class_weight: str = "none"
 
 

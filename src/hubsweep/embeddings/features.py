@@ -90,8 +90,9 @@ class FeatureCache:
         self.directory = Path(directory) if directory else None
         self._memory: dict[str, Any] = {}  # vectors, or per-token rows (converted)
         self._module_fingerprints: dict[tuple, str] = {}
-        # Seconds spent embedding entries this cache did not hold: a run's share of its
-        # wall time that a later run reusing the entries does not pay.
+        # Seconds spent building entries this cache did not hold (embedding and writing
+        # them; TrialCache adds its datasets' first loads): a run's share of its wall time
+        # that a later run reusing the entries does not pay.
         self.build_s = 0.0
 
     def in_memory(self) -> None:
@@ -128,8 +129,8 @@ class FeatureCache:
         if features is None or len(features) != len(texts):
             started = time.perf_counter()
             features = np.asarray(embed(texts), dtype=np.float32)
-            self.build_s += time.perf_counter() - started
             self._store(key, features)
+            self.build_s += time.perf_counter() - started
         self._memory[key] = features
         return features
 
@@ -153,8 +154,8 @@ class FeatureCache:
         if stored is None or len(stored[1]) != len(texts) or stored[1].sum() != len(stored[0]):
             started = time.perf_counter()
             stored = embed(texts)
-            self.build_s += time.perf_counter() - started
             self._store(key, *stored)
+            self.build_s += time.perf_counter() - started
         self._memory[key] = convert(*stored) if convert else stored
         return self._memory[key]
 

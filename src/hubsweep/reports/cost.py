@@ -2,8 +2,9 @@
 
 A trial's compute is what its runs took (the trial's `wall_time_s` user attribute: wall
 seconds, a population member's share of its program's; `train_time_s`: stepping only),
-compared per trial without the feature-cache builds it paid (`cache_build_s`: once per
-module and split, so the first trial, or the first arm, of a process pays for the rest).
+compared per trial without the cache builds it paid (`cache_build_s`: embedding a module's
+splits, and loading the datasets, once per `cache_dir`, so the first trial, or the first
+arm, to need them pays for the rest).
 An arm's cost is its finished trials' (completed, pruned, failed on their own), its
 finalists' re-runs and its re-runs with test. The quality is the arm's test score over the
 re-run seeds (else the winner's validation re-runs in the finalists' race, else its search

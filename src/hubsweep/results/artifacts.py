@@ -141,6 +141,16 @@ class RunWriter:
         draw_learning_curve(self.run_dir, history, title)
 
 
+def _class_weight(run_dir: Path) -> str | None:
+    """The run's trainer.class_weight, from its config.yaml (None where unreadable)."""
+    try:
+        config = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    trainer = config.get("trainer") if isinstance(config, dict) else None
+    return trainer.get("class_weight") if isinstance(trainer, dict) else None
+
+
 def draw_learning_curve(run_dir: Path, history: list[dict], title: str) -> None:
     """learning_curve.png: validation scores and losses per evaluation."""
     # A bare Figure (no pyplot): no global figure registry, and cheaper per trial.
@@ -149,8 +159,7 @@ def draw_learning_curve(run_dir: Path, history: list[dict], title: str) -> None:
     if not history:
         return
     # trainer.class_weight weighs the training loss, not the validation one.
-    trainer = read_run(run_dir).config.get("trainer") or {}
-    class_weighted = trainer.get("class_weight", "none") != "none"
+    class_weighted = _class_weight(Path(run_dir)) not in (None, "none")
     steps = [h["step"] for h in history]
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_scores, ax_loss = fig.subplots(1, 2)
@@ -162,8 +171,8 @@ def draw_learning_curve(run_dir: Path, history: list[dict], title: str) -> None:
     ax_loss.plot(steps, [h["loss"] for h in history], color="tab:red", label="validation")
     if all("train_loss" in h for h in history):
         train = [h["train_loss"] for h in history]
-        weighed = ", class-weighted" if class_weighted else ""
-        label = f"train (mean since last eval{weighed})"
+        weighted = ", class-weighted" if class_weighted else ""
+        label = f"train (mean since last eval{weighted})"
         ax_loss.plot(steps, train, color="tab:gray", label=label)
     ax_loss.set(xlabel="global step", ylabel="cross-entropy", title="loss")
     ax_loss.legend(loc="upper right")

@@ -183,6 +183,7 @@ def train_population(
     for cfg, reporter in zip(cfgs, reporters, strict=True):
         validate(cfg)
         recorders.append(RunRecorder(cfg, reporter))
+        recorders[-1].trained_with = len(cfgs)  # its share of the cache builds, even on error
         recorders[-1].watch(cache.features)
     try:
         for recorder in recorders:

@@ -5,6 +5,7 @@ is never changed by training, so one loaded copy serves every trial)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -30,12 +31,15 @@ class TrialCache:
     def dataset(self, cfg: DictConfig, roles: Sequence[str]) -> TextDataset:
         key = OmegaConf.to_yaml(cfg, resolve=True) + repr(sorted(roles))
         if key not in self.datasets:
+            started = time.perf_counter()
             directory = self.features.directory
             data = cached_dataset(
                 directory, cfg, roles, lambda: load_dataset(cfg, roles), self.features.in_memory
             )
             check_splits(data)
             self.datasets[key] = data
+            # Loaded once for the trials after it: counted with the feature cache's builds.
+            self.features.build_s += time.perf_counter() - started
         return self.datasets[key]
 
     def embedding_layer(self, cfg: DictConfig):
