@@ -35,6 +35,9 @@ def test_balanced_weights_are_n_over_classes_times_count_and_average_one():
     np.testing.assert_allclose(weights, [10 / 18, 10 / 9, 10 / 3], rtol=1e-6)
     assert weights[labels].mean() == pytest.approx(1.0)
     assert CLASS_WEIGHTS["none"](labels, 3) is None
+    from hubsweep.config.schema import CLASS_WEIGHTINGS  # what validation allows
+
+    assert set(CLASS_WEIGHTINGS) == set(CLASS_WEIGHTS)
 
 
 def test_the_weighted_loss_is_the_class_weighted_mean_over_the_batch(make_cfg, imbalanced):

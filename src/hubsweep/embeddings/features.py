@@ -91,8 +91,7 @@ class FeatureCache:
         self._memory: dict[str, Any] = {}  # vectors, or per-token rows (converted)
         self._module_fingerprints: dict[tuple, str] = {}
         # Seconds spent building entries this cache did not hold (embedding and writing
-        # them; TrialCache adds its datasets' first loads): a run's share of its wall time
-        # that a later run reusing the entries does not pay.
+        # them): wall time that a later run reusing the entries does not pay.
         self.build_s = 0.0
 
     def in_memory(self) -> None:

@@ -18,7 +18,7 @@ from hubsweep.reports.collect import Study
 from hubsweep.reports.stats import Curve, Paired, expected_max_curve, paired
 from hubsweep.reports.tables import LABELS
 from hubsweep.results.layout import RunStatus
-from hubsweep.study.liveness import WALL_TIME, compute_s
+from hubsweep.study.liveness import compute_s
 
 BUDGETS = (1, 5, 10, 20, 40, 80)
 INDEPENDENT = ("random", "grid")  # samplers whose trials are independent draws
@@ -57,13 +57,13 @@ def warnings(study: Study) -> list[str]:
 
 def budget_curves(studies: Sequence[Study]) -> dict[str, tuple[Curve, float]]:
     """Per arm: the expected-best curve of its completed trials, and seconds per trial
-    (without feature-cache builds, as the cost table counts them)."""
+    (without cache builds, as the cost table counts them)."""
     out = {}
     for study in studies:
         complete = study.by_state(TrialState.COMPLETE)
         if len(complete) < 2:
             continue
-        times = [compute_s(t) for t in complete if WALL_TIME in t.user_attrs]
+        times = [s for t in complete if (s := compute_s(t.user_attrs)) is not None]
         seconds = float(np.mean(times or [np.nan]))
         curve = expected_max_curve([t.value for t in complete], study.minimize)
         out[study.label] = (curve, seconds)

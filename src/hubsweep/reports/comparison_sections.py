@@ -95,9 +95,10 @@ def _cost(studies: Sequence[Study], tables: Path, out: Path) -> list[str]:
         "",
         "What each arm's answer cost: its finished trials' wall seconds (a population "
         "member's share of its program's), training seconds (stepping only), and the "
-        "finalists' and test re-runs' on top. Per trial, the wall seconds leave out building "
-        "the feature cache (once per module and split: the first arm to embed a split pays "
-        "for every arm after it; the total keeps it). An arm is on the Pareto front when no other "
+        "finalists' and test re-runs' on top. Per trial, the wall seconds leave out the cache "
+        "builds (embedding a module's splits, loading the datasets: once per cache_dir, so "
+        "the first arm to need them pays for every arm after it; the totals keep them). An "
+        "arm is on the Pareto front when no other "
         f"arm scores at least as well for no more compute per trial. Quality: test {label} "
         "over the re-run seeds (where an arm was not re-run with test: its winner's "
         "validation score over the finalists' re-runs, else in the search). "

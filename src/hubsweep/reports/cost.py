@@ -33,10 +33,10 @@ from hubsweep.study.liveness import CACHE_BUILD_TIME, TRAIN_TIME, WALL_TIME, com
 class ArmCost:
     arm: str
     trials: int  # finished trials with a recorded cost
-    per_trial_s: float  # mean wall seconds per trial, without its feature-cache builds
+    per_trial_s: float  # mean wall seconds per trial, without its cache builds
     train_per_trial_s: float | None  # mean training seconds per trial (None: not recorded)
-    search_s: float  # the trials' wall seconds, their feature-cache builds included
-    cache_build_s: float  # of search_s: building the feature cache (what later arms reuse)
+    search_s: float  # the trials' wall seconds, their cache builds included
+    cache_build_s: float  # of search_s: the cache builds (what later arms reuse)
     finalists_s: float
     retrain_s: float
     quality: float  # test score mean over the re-run seeds, else the winner's validation
@@ -74,7 +74,7 @@ def arm_cost(study: Study) -> ArmCost | None:
     return ArmCost(
         arm=study.label,
         trials=len(trials),
-        per_trial_s=float(np.mean([compute_s(t) for t in trials])),
+        per_trial_s=float(np.mean([compute_s(t.user_attrs) for t in trials])),
         train_per_trial_s=float(np.mean(trains)) if len(trains) == len(trials) else None,
         search_s=float(np.sum(walls)),
         cache_build_s=float(np.sum(builds)),
@@ -202,7 +202,7 @@ def cost_table(costs: Sequence[ArmCost], metric: str, minimize: bool) -> tuple:
                     f"{c.train_per_trial_s:.3g}" if c.train_per_trial_s is not None else "–"
                 ),
                 "search (min)": f"{c.search_s / 60:.2f}",
-                "of it, feature-cache builds (min)": f"{c.cache_build_s / 60:.2f}",
+                "of it, cache builds (min)": f"{c.cache_build_s / 60:.2f}",
                 "finalists + re-runs (min)": f"{(c.finalists_s + c.retrain_s) / 60:.2f}",
                 "total (min)": f"{c.total_s / 60:.2f}",
                 "Pareto front": "yes" if c.arm in front else "",

@@ -316,7 +316,7 @@ def quality_vs_compute(data: tuple[Sequence, set[str], str], path: Path) -> Path
     sources = {c.quality_from for c in costs}
     ax.set(
         xscale="log",
-        xlabel="compute per trial (wall seconds, feature-cache builds aside; log scale)",
+        xlabel="compute per trial (wall seconds, cache builds aside; log scale)",
         ylabel=f"{'/'.join(sorted(sources))} {label}",
     )
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))

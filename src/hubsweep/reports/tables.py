@@ -72,12 +72,6 @@ def _columns(spreads: dict[str, Spread], prefix: str) -> dict[str, float]:
     }
 
 
-def _run_compute_s(final: dict) -> float | None:
-    """A run's wall seconds without its cache builds, as a trial's compute counts them."""
-    wall = final.get("wall_time_s")
-    return None if wall is None else wall - final.get("cache_build_s", 0.0)
-
-
 def _mean(values: Sequence[float | None]) -> float:
     kept = [v for v in values if v is not None]
     return float(np.mean(kept)) if kept else np.nan
@@ -127,7 +121,7 @@ def _arm_rows(study: Study, classes: list[str]) -> tuple[dict, dict]:
         **{f"test_f1_{c}_mean": s.mean for c, s in per_class.items()},
         **{f"test_f1_{c}_std": s.std for c, s in per_class.items()},
         f"retrain_val_{study.metric}_mean": val.mean,
-        "time_per_trial_s": _mean([compute_s(t) for t in timed]),
+        "time_per_trial_s": _mean([compute_s(t.user_attrs) for t in timed]),
         "steps_per_trial": _mean([t.user_attrs.get("steps_done") for t in timed]),
     }
     metric = LABELS.get(study.metric, study.metric)
@@ -225,7 +219,7 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
             test = {m: Spread.of([r.test[m] for r in tested]) for m in SCORES}
             counts = pd.Series([r.status for r in runs]).value_counts().to_dict()
             statuses = ", ".join(f"{n} {s}" for s, n in counts.items())
-            wall = _mean([_run_compute_s(r.final) for r in done])
+            wall = _mean([compute_s(r.final) for r in done])
             row = {"group": group.name, **settings, "runs": len(runs)}
             numbers.append(
                 {

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 
 import optuna
@@ -43,8 +44,9 @@ DIED_TWICE = "worker died twice"
 INTERRUPTED = "interrupted"  # stopped by Ctrl-C: failed, not counted, queued again
 RETRY_OF = "retry_of"  # the trial a queued retry repeats
 # A trial's compute, summed over its runs: wall seconds (a population member's share),
-# training seconds, and of the wall seconds those spent building feature-cache entries
-# (once per module and split: the first trial pays for the trials, and arms, after it);
+# training seconds, and of the wall seconds those spent on cache builds (feature-cache
+# entries and datasets' first loads, once per cache_dir: the first trial pays for the
+# trials, and arms, after it);
 # RUN_COSTS keeps each run's three so a re-check does not count it twice.
 WALL_TIME = "wall_time_s"
 TRAIN_TIME = "train_time_s"
@@ -53,11 +55,13 @@ RUN_COSTS = "run_costs"
 WARM_START = "warm_start"  # enqueued from an earlier study (study/warm_start.py): its source
 
 
-def compute_s(t: FrozenTrial) -> float:
-    """A trial's compute as reports compare it: its wall seconds without the feature-cache
-    builds it paid for the trials and arms after it (which order of arms or trials happened
-    to pay them says nothing about the configs)."""
-    return float(t.user_attrs[WALL_TIME]) - float(t.user_attrs.get(CACHE_BUILD_TIME, 0.0))
+def compute_s(record: Mapping) -> float | None:
+    """Compute as reports compare it, of a trial (its user attributes) or a run (its
+    final.json, the same keys): wall seconds without the cache builds it paid for the
+    trials and arms after it (which of them happened to pay says nothing about the
+    configs); None where no wall time was recorded."""
+    wall = record.get(WALL_TIME)
+    return None if wall is None else float(wall) - float(record.get(CACHE_BUILD_TIME, 0.0))
 
 
 def worker_host() -> str:

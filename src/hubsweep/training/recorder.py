@@ -55,8 +55,8 @@ class RunResult:
     # wall_share_s this run's share (its own training time plus an equal part of the rest).
     trained_with: int = 1
     wall_share_s: float = 0.0
-    # Of wall_share_s: embedding the feature cache's missing entries, once per module and
-    # split (the runs after it reuse them); a trial's compute is counted without it.
+    # Of wall_share_s: cache builds (missing feature-cache entries, a dataset's first load)
+    # that the runs after it reuse; a trial's compute is counted without them.
     cache_build_s: float = 0.0
     history: list[dict] = field(default_factory=list, repr=False)
     # The trained classifier (embedding layer first), for programmatic use; not serialised.
@@ -102,10 +102,10 @@ class RunRecorder:
         self.result: RunResult | None = None
         self.trained_with = 1  # set by a population to its size, with the run's share
         self.wall_share_s: float | None = None
-        self._cache: tuple | None = None  # (the feature cache, its build_s when watched)
+        self._cache: tuple | None = None  # (the trial cache, its build_s when watched)
 
     def watch(self, cache) -> None:
-        """Count the feature cache's builds from now on as this run's (see cache_build_s)."""
+        """Count the trial cache's builds from now on as this run's (see cache_build_s)."""
         self._cache = (cache, cache.build_s)
 
     def begin(

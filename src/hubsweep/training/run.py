@@ -77,7 +77,7 @@ def train_and_evaluate(
     validate(cfg)
     recorder = RunRecorder(cfg, reporter)
     cache = cache or TrialCache.for_config(cfg)
-    recorder.watch(cache.features)
+    recorder.watch(cache)
     try:
         recorder.writer.write_config(cfg)
         _seed(cfg)
@@ -184,7 +184,7 @@ def train_population(
         validate(cfg)
         recorders.append(RunRecorder(cfg, reporter))
         recorders[-1].trained_with = len(cfgs)  # its share of the cache builds, even on error
-        recorders[-1].watch(cache.features)
+        recorders[-1].watch(cache)
     try:
         for recorder in recorders:
             recorder.writer.write_config(recorder.cfg)

@@ -23,6 +23,13 @@ class TrialCache:
     features: FeatureCache
     datasets: dict[str, TextDataset] = field(default_factory=dict)
     layers: dict[str, object] = field(default_factory=dict)
+    dataset_load_s: float = 0.0  # seconds spent loading datasets it did not hold
+
+    @property
+    def build_s(self) -> float:
+        """Seconds spent building what later runs reuse: feature-cache entries and datasets
+        (a run's cache_build_s, see training/recorder.py)."""
+        return self.features.build_s + self.dataset_load_s
 
     @classmethod
     def for_config(cls, cfg: DictConfig) -> TrialCache:
@@ -38,8 +45,7 @@ class TrialCache:
             )
             check_splits(data)
             self.datasets[key] = data
-            # Loaded once for the trials after it: counted with the feature cache's builds.
-            self.features.build_s += time.perf_counter() - started
+            self.dataset_load_s += time.perf_counter() - started
         return self.datasets[key]
 
     def embedding_layer(self, cfg: DictConfig):
