@@ -54,13 +54,15 @@ def _start(args: list[str]) -> subprocess.Popen:
 def test_ctrl_c_requeues_running_trials_exits_130_and_resumes_at_once(
     fixture_overrides, tmp_path, workers
 ):
+    # Spawned workers start seconds after the first (tens of seconds on a loaded machine:
+    # in one CI run of 4 trials a worker, all 8 finished before the test saw both
+    # workers' trials running at once): enough trials that they overlap.
+    n_trials = 6 * workers
     args = [
         *fixture_overrides,
         *SLOW,
         f"sweep.workers={workers}",
-        # Spawned workers start seconds after the first (tens of seconds on a loaded
-        # machine): enough trials that they overlap.
-        f"sweep.n_trials={4 * workers}",
+        f"sweep.n_trials={n_trials}",
         f"results_dir={tmp_path / 'results'}",
     ]
     journal = tmp_path / "results" / "default" / "lr" / "study.journal"
@@ -105,7 +107,7 @@ def test_ctrl_c_requeues_running_trials_exits_130_and_resumes_at_once(
     ages = [int(a) for a in re.findall(r"the oldest beat (\d+) s ago", again.stderr)]
     assert all(age <= 3 for age in ages), again.stderr[-3000:]
     trials = _study(journal).trials
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4 * workers
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == n_trials
     for t in stopped:  # each interrupted trial ran again, with its values
         assert queued[t.number].number in [u.number for u in trials if u.state.is_finished()]
 
