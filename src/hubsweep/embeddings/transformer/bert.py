@@ -55,7 +55,7 @@ class BertConfig:
         return cls(**{k: v for k, v in values.items() if k in names})
 
 
-def _layer_norm(x: tf.Tensor, gamma: tf.Variable, beta: tf.Variable, eps: float) -> tf.Tensor:
+def layer_norm(x: tf.Tensor, gamma: tf.Variable, beta: tf.Variable, eps: float) -> tf.Tensor:
     mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
     return (x - mean) * tf.math.rsqrt(variance + eps) * gamma + beta
 
@@ -74,7 +74,10 @@ def matmul(a: tf.Tensor, b: tf.Tensor, mixed: bool, **kwargs) -> tf.Tensor:
     return tf.cast(product, tf.float32)
 
 
-class _Dense(tf.Module):
+class Dense(tf.Module):
+    """x @ kernel + bias over the last axis (kernel [in, out], the transpose of the
+    checkpoint's `.weight`)."""
+
     def __init__(self, kernel: np.ndarray, bias: np.ndarray, name: str) -> None:
         super().__init__(name=name)
         with self.name_scope:  # <layer>/<name>/kernel: the pooler's is named "pooler"
@@ -92,7 +95,9 @@ class _Dense(tf.Module):
         return out + self.bias
 
 
-class _Norm(tf.Module):
+class Norm(tf.Module):
+    """LayerNorm over the last axis (gamma, beta: the checkpoint's `.weight`, `.bias`)."""
+
     def __init__(self, gamma: np.ndarray, beta: np.ndarray, eps: float, name: str) -> None:
         super().__init__(name=name)
         with self.name_scope:
@@ -101,7 +106,20 @@ class _Norm(tf.Module):
         self.eps = eps
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        return _layer_norm(x, self.gamma, self.beta, self.eps)
+        return layer_norm(x, self.gamma, self.beta, self.eps)
+
+
+# A layer's parts and the checkpoint's names for them (under `encoder.layer.<i>.`): dense
+# layers (`.weight` [out, in], `.bias`) and LayerNorms (`.weight` = gamma, `.bias` = beta).
+LAYER_DENSE = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "attention_output": "attention.output.dense",
+    "intermediate": "intermediate.dense",
+    "output": "output.dense",
+}
+LAYER_NORMS = {"attention_norm": "attention.output.LayerNorm", "output_norm": "output.LayerNorm"}
 
 
 class _Layer(tf.Module):
@@ -109,28 +127,11 @@ class _Layer(tf.Module):
         super().__init__(name=f"layer_{index}")
         p = f"encoder.layer.{index}."
         with self.name_scope:
-            dense = {
-                "query": p + "attention.self.query",
-                "key": p + "attention.self.key",
-                "value": p + "attention.self.value",
-                "attention_output": p + "attention.output.dense",
-                "intermediate": p + "intermediate.dense",
-                "output": p + "output.dense",
-            }
-            for attr, key in dense.items():
-                setattr(self, attr, _Dense(w[key + ".weight"].T, w[key + ".bias"], attr))
-            self.attention_norm = _Norm(
-                w[p + "attention.output.LayerNorm.weight"],
-                w[p + "attention.output.LayerNorm.bias"],
-                cfg.layer_norm_eps,
-                "attention_norm",
-            )
-            self.output_norm = _Norm(
-                w[p + "output.LayerNorm.weight"],
-                w[p + "output.LayerNorm.bias"],
-                cfg.layer_norm_eps,
-                "output_norm",
-            )
+            for attr, key in LAYER_DENSE.items():
+                setattr(self, attr, Dense(w[p + key + ".weight"].T, w[p + key + ".bias"], attr))
+            for attr, key in LAYER_NORMS.items():
+                norm = Norm(w[p + key + ".weight"], w[p + key + ".bias"], cfg.layer_norm_eps, attr)
+                setattr(self, attr, norm)
         self.heads = cfg.num_attention_heads
         self.head_size = cfg.hidden_size // cfg.num_attention_heads
 
@@ -171,7 +172,7 @@ class BertEncoder(tf.Module):
             self.type_embeddings = tf.Variable(
                 w["embeddings.token_type_embeddings.weight"], name="type"
             )
-            self.embedding_norm = _Norm(
+            self.embedding_norm = Norm(
                 w["embeddings.LayerNorm.weight"],
                 w["embeddings.LayerNorm.bias"],
                 cfg.layer_norm_eps,
@@ -180,7 +181,7 @@ class BertEncoder(tf.Module):
             self.layers = [_Layer(w, cfg, i) for i in range(cfg.num_hidden_layers)]
             self.pooler = None
             if "pooler.dense.weight" in w:
-                self.pooler = _Dense(w["pooler.dense.weight"].T, w["pooler.dense.bias"], "pooler")
+                self.pooler = Dense(w["pooler.dense.weight"].T, w["pooler.dense.bias"], "pooler")
             # float(): config.json may say 0 (an int variable could not be compared).
             self.hidden_dropout = tf.Variable(
                 float(cfg.hidden_dropout_prob), trainable=False, name="hidden_dropout"
@@ -189,6 +190,31 @@ class BertEncoder(tf.Module):
                 float(cfg.attention_probs_dropout_prob), trainable=False, name="attention_dropout"
             )
             self.dropout_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="dropout_step")
+
+    def checkpoint_weights(self) -> dict[str, np.ndarray]:
+        """The variables' values under the checkpoint's names, as `__init__` read them: what
+        `safetensors.numpy.save_file` writes for the converter to read back (a checkpoint
+        trained further here, `hubsweep-adapt`)."""
+        w = {
+            "embeddings.word_embeddings.weight": self.word_embeddings.numpy(),
+            "embeddings.position_embeddings.weight": self.position_embeddings.numpy(),
+            "embeddings.token_type_embeddings.weight": self.type_embeddings.numpy(),
+            "embeddings.LayerNorm.weight": self.embedding_norm.gamma.numpy(),
+            "embeddings.LayerNorm.bias": self.embedding_norm.beta.numpy(),
+        }
+        for i, layer in enumerate(self.layers):
+            p = f"encoder.layer.{i}."
+            for attr, key in LAYER_DENSE.items():
+                dense = getattr(layer, attr)
+                w[p + key + ".weight"] = np.ascontiguousarray(dense.kernel.numpy().T)
+                w[p + key + ".bias"] = dense.bias.numpy()
+            for attr, key in LAYER_NORMS.items():
+                w[p + key + ".weight"] = getattr(layer, attr).gamma.numpy()
+                w[p + key + ".bias"] = getattr(layer, attr).beta.numpy()
+        if self.pooler is not None:
+            w["pooler.dense.weight"] = np.ascontiguousarray(self.pooler.kernel.numpy().T)
+            w["pooler.dense.bias"] = self.pooler.bias.numpy()
+        return w
 
     def _drop(self, seed: tf.Tensor, site: int, attention: bool = False):
         def drop(t: tf.Tensor) -> tf.Tensor:

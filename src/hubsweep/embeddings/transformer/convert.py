@@ -57,7 +57,9 @@ def locate_checkpoint(where: str) -> Path:
     )
 
 
-def _checked(checkpoint: Path) -> tuple[BertConfig, bool]:
+def read_checkpoint(checkpoint: Path) -> tuple[BertConfig, bool]:
+    """The checkpoint's architecture and whether its tokenizer lower-cases; one error naming
+    what is missing or not BERT."""
     missing = [n for n in NEEDED if not (checkpoint / n).is_file()]
     if missing:
         raise EmbeddingError(
@@ -112,12 +114,15 @@ class _ReusableEncoder(tf.train.Checkpoint):
         self.pool.get_concrete_function(hidden)
 
 
-def convert_checkpoint(checkpoint: Path, output: Path, seq_length: int = 128) -> Path:
-    """Write output/preprocess and output/encoder; returns output."""
+def convert_checkpoint(
+    checkpoint: Path, output: Path, seq_length: int = 128, source: Path | None = None
+) -> Path:
+    """Write output/preprocess and output/encoder; returns output. `source`: where the
+    checkpoint will live, for the record, when it is moved after converting."""
     from safetensors.numpy import load_file
 
     checkpoint, output = Path(checkpoint), Path(output)
-    cfg, lower = _checked(checkpoint)
+    cfg, lower = read_checkpoint(checkpoint)
     if not 8 <= seq_length <= cfg.max_position_embeddings:
         raise EmbeddingError(
             f"--seq-length {seq_length}: must be in [8, {cfg.max_position_embeddings}]"
@@ -130,7 +135,7 @@ def convert_checkpoint(checkpoint: Path, output: Path, seq_length: int = 128) ->
     preprocess(tf.constant(["probe"]))
     tf.saved_model.save(preprocess, str(output / PREPROCESS_DIR))
     info = {
-        "source": str(checkpoint.resolve()),
+        "source": str(Path(source or checkpoint).resolve()),
         "hidden_size": cfg.hidden_size,
         "layers": cfg.num_hidden_layers,
         "lower_case": lower,
