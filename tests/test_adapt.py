@@ -16,9 +16,15 @@ import tensorflow as tf
 from hydra import compose, initialize_config_dir
 from safetensors.numpy import load_file
 
-from hubsweep.adapt.adaptation import ADAPT_FILE, adapt, adaptation_texts
+from hubsweep.adapt.adaptation import adapt, adaptation_texts
 from hubsweep.adapt.masking import IGNORED, mask_tokens
 from hubsweep.adapt.mlm import MaskedLanguageModel
+from hubsweep.adapt.record import (
+    ADAPT_FILE,
+    CHECKPOINT_DIR,
+    adaptation_record,
+    adaptation_seconds,
+)
 from hubsweep.config.schema import register_configs
 from hubsweep.data.datasets import load_dataset
 from hubsweep.embeddings.transformer.bert import BertConfig, BertEncoder
@@ -159,14 +165,19 @@ def test_a_resumed_adaptation_equals_one_that_never_stopped(make, tiny_checkpoin
     query = "encoder.layer.0.attention.self.query.weight"
     assert not np.array_equal(a[query], source[query])
     np.testing.assert_array_equal(a["pooler.dense.weight"], source["pooler.dense.weight"])
-    record = json.loads((resumed / "checkpoint" / ADAPT_FILE).read_text())
+    record = adaptation_record(resumed / "encoder")
     assert [e["step"] for e in record["loss"]] == [4, 6, 8, 10]
     assert record["split"] == "train" and record["settings"]["steps"] == 10
+    assert adaptation_seconds(record) == pytest.approx(sum(e["seconds"] for e in record["loss"]))
+    assert adaptation_seconds(record) > 0
+    assert adaptation_record(tiny_checkpoint / "encoder") is None  # not an adapted pair
 
 
 def test_adapting_lowers_the_masked_lm_loss(make):
     out = adapt(make("long", "steps=80", "save_every=20", "learning_rate=0.003"))
-    losses = [e["loss"] for e in json.loads((out / "checkpoint" / ADAPT_FILE).read_text())["loss"]]
+    losses = [
+        e["loss"] for e in json.loads((out / CHECKPOINT_DIR / ADAPT_FILE).read_text())["loss"]
+    ]
     assert losses[-1] < 0.8 * losses[0], losses
 
 
@@ -230,3 +241,45 @@ def test_a_vocabulary_without_mask_is_one_clear_error(adapt_args, tiny_checkpoin
     assert proc.returncode == 1
     assert f"error: {vocab}: no [MASK] token" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_adapted_arm_counts_its_adaptation_in_its_cost(
+    make, make_cfg, fixture_overrides, tmp_path
+):
+    """Two frozen arms of one sweep, the tiny pair and the same pair adapted: the adapted
+    arm's report cost carries the adaptation's seconds once, in its total and not per
+    trial, and the budget sentence says so."""
+    from hubsweep.embeddings.transformer.convert import convert_checkpoint
+    from hubsweep.reports.collect import read_study
+    from hubsweep.reports.cost import arm_costs, budget_sentence, cost_table
+    from hubsweep.study.driver import run_sweep
+
+    from .test_sweep import COMPOSE, FAST_SWEEP
+
+    adapted = adapt(make("adapted", "steps=4"))
+    plain = convert_checkpoint(Path(make("x").checkpoint), tmp_path / "plain", seq_length=32)
+    pair = ["embedding.pooling=mean", "embedding.seq_length=32", "embedding.dim=null"]
+    args = [
+        f"results_dir={tmp_path / 'results'}",
+        *FAST_SWEEP,
+        "sweep.n_trials=2",
+        "sweep.retrain_best_seeds=1",
+        *pair,
+        f"+arms.plain=['embedding.preprocess_handle={plain}/preprocess',"
+        f"'embedding.handle={plain}/encoder']",
+        f"+arms.adapted=['embedding.preprocess_handle={adapted}/preprocess',"
+        f"'embedding.handle={adapted}/encoder']",
+    ]
+    run_sweep(make_cfg(*args), [*fixture_overrides, *args], COMPOSE)
+    studies = [
+        read_study(tmp_path / "results" / "default" / "lr" / a) for a in ("plain", "adapted")
+    ]
+    costs = arm_costs(studies)
+    seconds = adaptation_seconds(adaptation_record(adapted / "encoder"))
+    assert costs["plain"].adaptation_s == 0
+    assert costs["adapted"].adaptation_s == pytest.approx(seconds) and seconds > 0
+    c = costs["adapted"]
+    assert c.total_s == pytest.approx(c.search_s + c.finalists_s + c.retrain_s + seconds)
+    numbers, text = cost_table(list(costs.values()), "macro_f1", False)
+    assert list(text["module adaptation (min)"]) == ["0.00", f"{seconds / 60:.2f}"]
+    assert "adapted's module was first adapted" in budget_sentence(studies, costs)

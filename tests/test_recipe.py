@@ -188,8 +188,9 @@ def test_the_fine_tuning_study_runs_the_recipe_with_hyperband(
     fixture_overrides,
     tmp_path,
 ):
-    """experiments/encoders_finetuned.yaml on the tiny checkpoint: both arms search the
-    fine-tuning space with AdamW, warm-up, layer-wise decay and Hyperband."""
+    """experiments/encoders_finetuned.yaml on the tiny checkpoint: the top-2 and full arms
+    search the fine-tuning space with AdamW, warm-up, layer-wise decay and Hyperband (the
+    adapted arm is the full one on another pair: test_adapt fine-tunes such a pair)."""
     from hubsweep.study.compose import ComposeSpec
     from hubsweep.study.driver import run_sweep
     from hubsweep.study.plan import build_plans
@@ -199,6 +200,7 @@ def test_the_fine_tuning_study_runs_the_recipe_with_hyperband(
     _, pair = tiny_bert
     args = [
         "experiment=encoders_finetuned",
+        "~arms.full_tapt",
         f"embedding.preprocess_handle={pair / 'preprocess'}",
         f"embedding.handle={pair / 'encoder'}",
         "embedding.dim=16",

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from hubsweep.adapt.masking import mask_tokens, pad_batch
 from hubsweep.adapt.mlm import MaskedLanguageModel, train_step
+from hubsweep.adapt.record import ADAPT_FILE, CHECKPOINT_DIR
 from hubsweep.data.datasets import hash_files, load_dataset, source_fingerprint
 from hubsweep.embeddings.transformer.bert import BertConfig, BertEncoder
 from hubsweep.embeddings.transformer.convert import (
@@ -46,8 +47,6 @@ from hubsweep.training.optimizers import AdamW, WarmupThenDecay
 
 log = logging.getLogger(__name__)
 
-ADAPT_FILE = "hubsweep_adapt.json"  # in output/checkpoint: what was adapted, how, the loss
-CHECKPOINT_DIR = "checkpoint"
 COPIED = ("config.json", "vocab.txt", "tokenizer_config.json")
 # Settings that say where things go or how they are shown, not what is trained.
 PLACES = ("output", "work_dir", "save_every", "progress")

@@ -6,27 +6,39 @@ compared per trial without the cache builds it paid (`cache_build_s`: embedding 
 splits, and loading the datasets, once per `cache_dir`, so the first trial, or the first
 arm, to need them pays for the rest).
 An arm's cost is its finished trials' (completed, pruned, failed on their own), its
-finalists' re-runs and its re-runs with test. The quality is the arm's test score over the
-re-run seeds (else the winner's validation re-runs in the finalists' race, else its search
-score). An
-arm is on the Pareto front when no other arm scores at least as well for no more compute
-per trial, better in one of the two.
+finalists' re-runs and its re-runs with test, and, where its module is a pair that
+`hubsweep-adapt` wrote, the adaptation's training (once per module, before any trial).
+The quality is the arm's test score over the re-run seeds (else the winner's validation
+re-runs in the finalists' race, else its search score). An arm is on the Pareto front
+when no other arm scores at least as well for no more compute per trial, better in one of
+the two.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from optuna.trial import TrialState
 
+from hubsweep.adapt.record import adaptation_record, adaptation_seconds
 from hubsweep.reports.collect import Study
 from hubsweep.reports.tables import LABELS
+from hubsweep.results.artifacts import read_run
 from hubsweep.results.layout import RunStatus
 from hubsweep.study.finalists import run_cost
-from hubsweep.study.liveness import CACHE_BUILD_TIME, TRAIN_TIME, WALL_TIME, compute_s
+from hubsweep.study.liveness import (
+    CACHE_BUILD_TIME,
+    RUN_DIRS,
+    TRAIN_TIME,
+    WALL_TIME,
+    compute_s,
+)
+
+ADAPTATION_COLUMN = "module adaptation (min)"
 
 
 @dataclass(frozen=True)
@@ -42,15 +54,33 @@ class ArmCost:
     quality: float  # test score mean over the re-run seeds, else the winner's validation
     quality_std: float
     quality_from: str  # "test" or "validation"
+    adaptation_s: float = 0.0  # the module's masked-LM adaptation (hubsweep-adapt), if any
 
     @property
     def total_s(self) -> float:
-        return self.search_s + self.finalists_s + self.retrain_s
+        return self.search_s + self.finalists_s + self.retrain_s + self.adaptation_s
 
 
 def _finished(study: Study) -> list:
     done = study.by_state(TrialState.COMPLETE) + study.by_state(TrialState.PRUNED)
     return [t for t in done + study.failed if WALL_TIME in t.user_attrs]
+
+
+def encoder_handle(study: Study) -> str | None:
+    """The arm's `embedding.handle`, as its re-runs (else its first trial) resolved it."""
+    runs = list(study.retrain)
+    if not runs:
+        trials = [t for t in study.trials if t.user_attrs.get(RUN_DIRS)]
+        runs = [read_run(Path(trials[0].user_attrs[RUN_DIRS][0]))] if trials else []
+    handles = [r.setting("embedding.handle") for r in runs]
+    return next((str(h) for h in handles if h), None)
+
+
+def adaptation_s(study: Study) -> float:
+    """The seconds `hubsweep-adapt` trained the arm's module for (0: not an adapted pair)."""
+    handle = encoder_handle(study)
+    record = adaptation_record(handle) if handle else None
+    return adaptation_seconds(record) if record else 0.0
 
 
 def arm_cost(study: Study) -> ArmCost | None:
@@ -83,6 +113,7 @@ def arm_cost(study: Study) -> ArmCost | None:
         quality=quality,
         quality_std=spread,
         quality_from=source,
+        adaptation_s=adaptation_s(study),
     )
 
 
@@ -125,6 +156,17 @@ def budget_sentence(studies: Sequence[Study], costs: dict[str, ArmCost]) -> str:
             f"({dear.arm}), {dear.per_trial_s / cheap.per_trial_s:.3g}× apart; each arm's "
             f"total: "
             + ", ".join(f"{c.arm} {c.total_s / 60:.1f} min" for c in costs.values())
+            + "."
+        )
+    adapted = [c for c in costs.values() if c.adaptation_s > 0]
+    if adapted:
+        spread += (
+            " "
+            + "; ".join(
+                f"{c.arm}'s module was first adapted to the task's training text (hubsweep-adapt, "
+                f"{c.adaptation_s / 60:.1f} min, once; in its total, not per trial)"
+                for c in adapted
+            )
             + "."
         )
     if len(groups) == 1:
@@ -188,6 +230,7 @@ def cost_table(costs: Sequence[ArmCost], metric: str, minimize: bool) -> tuple:
                 "cache_build_s": c.cache_build_s,
                 "finalists_s": c.finalists_s,
                 "retrain_s": c.retrain_s,
+                "adaptation_s": c.adaptation_s,
                 "total_s": c.total_s,
                 "pareto": c.arm in front,
             }
@@ -204,8 +247,12 @@ def cost_table(costs: Sequence[ArmCost], metric: str, minimize: bool) -> tuple:
                 "search (min)": f"{c.search_s / 60:.2f}",
                 "of it, cache builds (min)": f"{c.cache_build_s / 60:.2f}",
                 "finalists + re-runs (min)": f"{(c.finalists_s + c.retrain_s) / 60:.2f}",
+                ADAPTATION_COLUMN: f"{c.adaptation_s / 60:.2f}",
                 "total (min)": f"{c.total_s / 60:.2f}",
                 "Pareto front": "yes" if c.arm in front else "",
             }
         )
-    return pd.DataFrame(numbers), pd.DataFrame(text)
+    text = pd.DataFrame(text)
+    if not any(c.adaptation_s for c in costs):  # no adapted module: no column of zeros
+        text = text.drop(columns=ADAPTATION_COLUMN)
+    return pd.DataFrame(numbers), text

@@ -52,6 +52,7 @@ WALL_TIME = "wall_time_s"
 TRAIN_TIME = "train_time_s"
 CACHE_BUILD_TIME = "cache_build_s"
 RUN_COSTS = "run_costs"
+RUN_DIRS = "run_dirs"  # a trial's run directories, one per seed
 WARM_START = "warm_start"  # enqueued from an earlier study (study/warm_start.py): its source
 
 

@@ -25,6 +25,7 @@ from hubsweep.study.liveness import (
     FAIL_REASON,
     HOST,
     RUN_COSTS,
+    RUN_DIRS,
     SURPLUS,
     TRAIN_TIME,
     WALL_TIME,
@@ -133,7 +134,7 @@ class Objective:
             seeded(cfg, k, trial_run_dir(self.plan.directory, trial.number, k))
             for k in range(self.plan.settings.seeds_per_trial)
         ]
-        trial.set_user_attr("run_dirs", [str(c.output_dir) for c in cfgs])
+        trial.set_user_attr(RUN_DIRS, [str(c.output_dir) for c in cfgs])
         return cfgs
 
     def run_alone(self, trial: optuna.Trial, cfgs: list[DictConfig]) -> float:

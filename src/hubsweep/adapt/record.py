@@ -1,0 +1,30 @@
+"""What an adapted pair says about itself, where it says it, and the reader of it.
+
+`hubsweep-adapt` writes `OUTPUT/checkpoint/hubsweep_adapt.json` beside the pair
+(`OUTPUT/encoder`, `OUTPUT/preprocess`): the source checkpoint, the texts, the settings,
+the masked-LM loss every `save_every` steps and the seconds it trained. Reports read it to
+count an adapted arm's one-time cost beside its trials' (no TensorFlow needed here).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ADAPT_FILE = "hubsweep_adapt.json"
+CHECKPOINT_DIR = "checkpoint"
+
+
+def adaptation_record(encoder_handle: str | Path) -> dict | None:
+    """The record of the adaptation that produced the pair whose encoder is
+    `encoder_handle`, or None (not an adapted pair, or not on this machine)."""
+    path = Path(encoder_handle).parent / CHECKPOINT_DIR / ADAPT_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def adaptation_seconds(record: dict) -> float:
+    """The seconds the adaptation trained (its saves' intervals, resumed parts included)."""
+    return float(sum(entry["seconds"] for entry in record.get("loss", [])))
