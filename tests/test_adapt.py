@@ -17,14 +17,15 @@ from hydra import compose, initialize_config_dir
 from safetensors.numpy import load_file
 
 from hubsweep.adapt.adaptation import adapt, adaptation_texts
-from hubsweep.adapt.masking import IGNORED, mask_tokens
-from hubsweep.adapt.mlm import MaskedLanguageModel
+from hubsweep.adapt.masking import IGNORED, mask_tokens, pad_batch
+from hubsweep.adapt.mlm import MaskedLanguageModel, pretrained_head
 from hubsweep.adapt.record import (
     ADAPT_FILE,
     CHECKPOINT_DIR,
     adaptation_record,
     adaptation_seconds,
 )
+from hubsweep.adapt.vocabulary import Vocabulary
 from hubsweep.config.schema import register_configs
 from hubsweep.data.datasets import load_dataset
 from hubsweep.embeddings.transformer.bert import BertConfig, BertEncoder
@@ -71,15 +72,38 @@ def test_masking_picks_and_replaces_as_bert_does():
     assert (labels != IGNORED).sum() == 1
 
 
-def test_the_masked_lm_loss_is_the_reference_math(tmp_path):
+def _with_head(w: dict, rng: np.random.Generator, older_names: bool) -> dict:
+    """The checkpoint's weights with a pretrained masked-LM head, as BertForMaskedLM saves
+    it (LayerNorm's parameters as weight/bias, or in older checkpoints gamma/beta)."""
+    hidden, vocab = w["embeddings.word_embeddings.weight"].shape[::-1]
+    gamma, beta = ("gamma", "beta") if older_names else ("weight", "bias")
+
+    def n(*shape, mean=0.0):
+        return (mean + rng.normal(0, 0.3, shape)).astype(np.float32)
+
+    return {
+        **w,
+        "cls.predictions.transform.dense.weight": n(hidden, hidden),
+        "cls.predictions.transform.dense.bias": n(hidden),
+        f"cls.predictions.transform.LayerNorm.{gamma}": n(hidden, mean=1.0),
+        f"cls.predictions.transform.LayerNorm.{beta}": n(hidden),
+        "cls.predictions.bias": n(vocab),
+        "cls.predictions.decoder.weight": w["embeddings.word_embeddings.weight"],
+    }
+
+
+@pytest.mark.parametrize("older_names", [False, True])
+def test_the_masked_lm_loss_is_the_reference_math(tmp_path, older_names):
     """The loss at the picked positions, against NumPy: the encoder's forward pass
-    (test_transformer's), BERT's head (dense, erf GELU, LayerNorm, the tied embeddings and
-    a bias) and the mean cross-entropy."""
+    (test_transformer's), the checkpoint's own head (dense, erf GELU, LayerNorm, the tied
+    embeddings and a bias; every parameter random, so each one counts) and the mean
+    cross-entropy."""
     from scipy.special import erf, log_softmax
 
     encoder, w = _encoder(write_tiny_checkpoint(tmp_path / "ckpt"))
-    model = MaskedLanguageModel(encoder, seed=3)
-    model.bias.assign(np.random.default_rng(2).normal(0, 0.5, model.bias.shape).astype("f4"))
+    w = _with_head(w, np.random.default_rng(2), older_names)
+    model = MaskedLanguageModel(encoder, seed=3, head=pretrained_head(w))
+    assert model.pretrained
     rng = np.random.default_rng(0)
     ids = rng.integers(5, encoder.config.vocab_size, size=(3, 9)).astype(np.int32)
     mask = np.ones_like(ids)
@@ -89,11 +113,15 @@ def test_the_masked_lm_loss_is_the_reference_math(tmp_path):
     seed = tf.constant([0, 0], tf.int64)
     loss = float(model.loss(ids, mask, labels, seed, training=False))
 
+    p = "cls.predictions."
+    gamma, beta = ("gamma", "beta") if older_names else ("weight", "bias")
     sequence, _ = _numpy_bert(w, ids, mask)
-    h = sequence[labels != IGNORED] @ model.transform.kernel.numpy() + model.transform.bias.numpy()
+    h = sequence[labels != IGNORED] @ w[p + "transform.dense.weight"].T
+    h = h + w[p + "transform.dense.bias"]
     h = 0.5 * h * (1 + erf(h / np.sqrt(2)))
     h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-12)
-    logits = h @ w["embeddings.word_embeddings.weight"].T + model.bias.numpy()
+    h = h * w[f"{p}transform.LayerNorm.{gamma}"] + w[f"{p}transform.LayerNorm.{beta}"]
+    logits = h @ w["embeddings.word_embeddings.weight"].T + w[p + "bias"]
     targets = labels[labels != IGNORED]
     expected = -log_softmax(logits, axis=-1)[np.arange(len(targets)), targets].mean()
     assert loss == pytest.approx(expected, rel=1e-5)
@@ -103,6 +131,33 @@ def test_the_masked_lm_loss_is_the_reference_math(tmp_path):
     # Training draws dropout: another loss, the same for the same seed.
     dropped = [float(model.loss(ids, mask, labels, seed, training=True)) for _ in range(2)]
     assert dropped[0] == dropped[1] != pytest.approx(loss, rel=1e-6)
+
+
+def test_without_a_shipped_head_a_new_one_starts_as_bert_initialises_it(tmp_path):
+    encoder, w = _encoder(write_tiny_checkpoint(tmp_path / "ckpt"))
+    assert pretrained_head(w) is None
+    model = MaskedLanguageModel(encoder, seed=3)
+    assert not model.pretrained
+    kernel = model.transform.kernel.numpy()
+    assert abs(kernel.std() - 0.02) < 0.005 and abs(kernel.mean()) < 0.005
+    for zero in (model.transform.bias, model.norm.beta, model.bias):
+        assert not zero.numpy().any()
+    np.testing.assert_array_equal(model.norm.gamma.numpy(), 1.0)
+    again = MaskedLanguageModel(_encoder(tmp_path / "ckpt")[0], seed=3)
+    np.testing.assert_array_equal(again.transform.kernel.numpy(), kernel)
+
+
+def test_special_tokens_and_padding_are_never_picked(tiny_checkpoint):
+    vocab = Vocabulary(tiny_checkpoint, lower=True, seq_length=32)
+    rows = vocab.rows(np.array(["we use the protocol", "", "   ", "cells virus data model"]))
+    assert len(rows) == 2  # the texts without a wordpiece are left out
+    inputs, mask, labels = vocab.masked(rows * 200, np.random.default_rng(0), prob=0.5)
+    ids, _ = pad_batch(rows * 200, 8, vocab.preprocess.pad_id)
+    picked = labels != IGNORED
+    assert not picked[np.isin(ids, vocab.special)].any()
+    assert not picked[mask == 0].any()
+    words = (mask == 1) & ~np.isin(ids, vocab.special)
+    assert picked[words].mean() == pytest.approx(0.5, abs=0.03)
 
 
 @pytest.fixture
@@ -153,8 +208,15 @@ def test_a_resumed_adaptation_equals_one_that_never_stopped(make, tiny_checkpoin
     stopped = make("resumed")
     assert adapt(stopped, until=6) is None  # saved at 4 and at 6, then "interrupted"
     state = next(Path(stopped.work_dir, "state").iterdir())
-    assert [json.loads(line)["step"] for line in (state / "loss.jsonl").open()] == [4, 6]
+    losses = state / "loss.jsonl"
+    assert [json.loads(line)["step"] for line in losses.open()] == [4, 6]
+    # A process killed after logging step 8 but before saving its state, mid-line too.
+    with losses.open("a") as f:
+        f.write(json.dumps({"step": 8, "loss": 9.9, "seconds": 1.0}) + '\n{"step": 8, "lo')
+    leftover = Path(stopped.output).parent / ".resumed.tmp-99999"  # a killed write's
+    (leftover / "checkpoint").mkdir(parents=True)
     resumed = adapt(stopped)
+    assert not leftover.exists()
     straight = adapt(make("straight"))
     a = load_file(str(resumed / "checkpoint" / "model.safetensors"))
     b = load_file(str(straight / "checkpoint" / "model.safetensors"))
@@ -223,7 +285,9 @@ def test_the_command_writes_a_pair_a_run_fine_tunes(adapt_args, tmp_path, make_c
             "seq_length=128",
             "error: seq_length: 128 is above the checkpoint's max_position_embeddings (64)",
         ),
-        ("checkpoint=/nonexistent", "error: --transformer /nonexistent: neither a checkpoint"),
+        ("checkpoint=/nonexistent", "error: checkpoint: /nonexistent: neither a checkpoint"),
+        ("seed=-1", "error: seed: must be >= 0, got -1"),
+        ("beta_2=1", "error: beta_2: must be in [0, 1), got 1"),
     ],
 )
 def test_bad_settings_are_one_clear_error(adapt_args, tmp_path, override, message):
@@ -244,11 +308,13 @@ def test_a_vocabulary_without_mask_is_one_clear_error(adapt_args, tiny_checkpoin
 
 
 def test_an_adapted_arm_counts_its_adaptation_in_its_cost(
-    make, make_cfg, fixture_overrides, tmp_path
+    make, make_cfg, fixture_overrides, tmp_path, monkeypatch
 ):
-    """Two frozen arms of one sweep, the tiny pair and the same pair adapted: the adapted
-    arm's report cost carries the adaptation's seconds once, in its total and not per
-    trial, and the budget sentence says so."""
+    """Frozen arms of one sweep run from tmp_path with relative handles: the tiny pair, the
+    same pair adapted, and a second arm on the adapted pair. The first adapted arm's report
+    cost carries the adaptation's seconds once, in its total and not per trial (the second
+    arm on it is not charged again); the budget sentence says so; and a report made from
+    another directory finds the pair all the same."""
     from hubsweep.embeddings.transformer.convert import convert_checkpoint
     from hubsweep.reports.collect import read_study
     from hubsweep.reports.cost import arm_costs, budget_sentence, cost_table
@@ -256,30 +322,47 @@ def test_an_adapted_arm_counts_its_adaptation_in_its_cost(
 
     from .test_sweep import COMPOSE, FAST_SWEEP
 
-    adapted = adapt(make("adapted", "steps=4"))
-    plain = convert_checkpoint(Path(make("x").checkpoint), tmp_path / "plain", seq_length=32)
+    monkeypatch.chdir(tmp_path)
+    adapt(make("adapted", "steps=4"))
+    convert_checkpoint(Path(make("x").checkpoint), Path("plain"), seq_length=32)
     pair = ["embedding.pooling=mean", "embedding.seq_length=32", "embedding.dim=null"]
+
+    def arm(name: str, pair_dir: str, *more: str) -> str:
+        handles = [
+            f"'embedding.preprocess_handle={pair_dir}/preprocess'",
+            f"'embedding.handle={pair_dir}/encoder'",
+            *more,
+        ]
+        return f"+arms.{name}=[{','.join(handles)}]"
+
     args = [
-        f"results_dir={tmp_path / 'results'}",
+        "results_dir=results",
         *FAST_SWEEP,
         "sweep.n_trials=2",
         "sweep.retrain_best_seeds=1",
         *pair,
-        f"+arms.plain=['embedding.preprocess_handle={plain}/preprocess',"
-        f"'embedding.handle={plain}/encoder']",
-        f"+arms.adapted=['embedding.preprocess_handle={adapted}/preprocess',"
-        f"'embedding.handle={adapted}/encoder']",
+        arm("plain", "plain"),
+        arm("adapted", "adapted"),
+        arm("again", "adapted", "'model=mlp'"),
     ]
     run_sweep(make_cfg(*args), [*fixture_overrides, *args], COMPOSE)
-    studies = [
-        read_study(tmp_path / "results" / "default" / "lr" / a) for a in ("plain", "adapted")
-    ]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    arms = ("plain", "adapted", "again")
+    studies = [read_study(tmp_path / "results" / "default" / "lr" / a) for a in arms]
     costs = arm_costs(studies)
-    seconds = adaptation_seconds(adaptation_record(adapted / "encoder"))
-    assert costs["plain"].adaptation_s == 0
-    assert costs["adapted"].adaptation_s == pytest.approx(seconds) and seconds > 0
+    seconds = adaptation_seconds(adaptation_record(tmp_path / "adapted" / "encoder"))
+    assert seconds > 0
+    assert [costs[a].adaptation_s for a in arms] == [0, pytest.approx(seconds), 0]
     c = costs["adapted"]
     assert c.total_s == pytest.approx(c.search_s + c.finalists_s + c.retrain_s + seconds)
     numbers, text = cost_table(list(costs.values()), "macro_f1", False)
-    assert list(text["module adaptation (min)"]) == ["0.00", f"{seconds / 60:.2f}"]
-    assert "adapted's module was first adapted" in budget_sentence(studies, costs)
+    assert list(text["module adaptation (min)"]) == ["0.00", f"{seconds / 60:.2f}", "0.00"]
+    sentence = budget_sentence(studies, costs)
+    assert "adapted's module was first adapted" in sentence and "again's" not in sentence
+
+
+def test_an_output_with_a_trailing_slash_keeps_its_work_dir_beside_it(make, tmp_path):
+    cfg = make("x", f"output={tmp_path}/pair/")
+    assert cfg.work_dir == f"{tmp_path}/pair.work"

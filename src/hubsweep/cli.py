@@ -285,8 +285,11 @@ def _adapt_task(cfg) -> None:
         from hubsweep.adapt.adaptation import adapt
 
         adapt(cfg)
-    except Interrupted as e:
-        _interrupted(str(e))
+    except KeyboardInterrupt:
+        _interrupted(
+            f"interrupted; the state saved every {cfg.save_every} steps is under "
+            f"{cfg.work_dir}: run the same command to resume"
+        )
     except HubsweepError as e:
         _fail("hubsweep-adapt", e)
 

@@ -2,10 +2,11 @@
 
 The head is BERT's (`BertLMPredictionHead`): a dense layer, GELU, LayerNorm, then the word
 embeddings as the output projection (tied, so the vocabulary is predicted in the space the
-encoder reads it from) plus a bias. Checkpoints trained for sentence embeddings
-(all-MiniLM-L6-v2) ship no head: it starts as BERT initialises one (dense N(0, 0.02), the
-norm at identity, zero bias). Only the encoder is written back; the head is thrown away, as
-fine-tuning would throw it away.
+encoder reads it from) plus a bias. A checkpoint that ships its pretrained head
+(`cls.predictions.*`, as BertForMaskedLM and BertForPreTraining save it) continues with it;
+one trained for sentence embeddings (all-MiniLM-L6-v2) ships none, and the head starts as
+BERT initialises one (dense N(0, 0.02), the norm at identity, zero biases). Only the
+encoder is written back: fine-tuning throws the head away.
 """
 
 from __future__ import annotations
@@ -20,27 +21,63 @@ from hubsweep.embeddings.transformer.bert import BertEncoder, Dense, Norm, matmu
 INITIALIZER_RANGE = 0.02  # BERT's initializer_range
 
 
+HEAD = "cls.predictions."
+
+
+def pretrained_head(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The checkpoint's masked-LM head as (kernel [in, out], bias, gamma, beta, output
+    bias), or None when it ships none. LayerNorm's parameters go by `weight`/`bias` or,
+    in older checkpoints, `gamma`/`beta`."""
+    if HEAD + "transform.dense.weight" not in weights:
+        return None
+    norm = HEAD + "transform.LayerNorm."
+    gamma, beta = ("weight", "bias") if norm + "weight" in weights else ("gamma", "beta")
+    return {
+        "kernel": np.asarray(weights[HEAD + "transform.dense.weight"], np.float32).T,
+        "bias": np.asarray(weights[HEAD + "transform.dense.bias"], np.float32),
+        "gamma": np.asarray(weights[norm + gamma], np.float32),
+        "beta": np.asarray(weights[norm + beta], np.float32),
+        "output_bias": np.asarray(weights[HEAD + "bias"], np.float32),
+    }
+
+
+def _new_head(hidden: int, vocab: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    zeros = np.zeros(hidden, np.float32)
+    return {
+        "kernel": rng.normal(0, INITIALIZER_RANGE, (hidden, hidden)).astype(np.float32),
+        "bias": zeros,
+        "gamma": np.ones(hidden, np.float32),
+        "beta": zeros,
+        "output_bias": np.zeros(vocab, np.float32),
+    }
+
+
 class MaskedLanguageModel(tf.Module):
-    def __init__(self, encoder: BertEncoder, seed: int) -> None:
+    """`head`: the checkpoint's (`pretrained_head`), or None for a new one drawn from `seed`."""
+
+    def __init__(self, encoder: BertEncoder, seed: int, head: dict | None = None) -> None:
         super().__init__(name="masked_lm")
         cfg = encoder.config
-        rng = np.random.default_rng(seed)
-        hidden = cfg.hidden_size
+        self.pretrained = head is not None
+        w = head if head is not None else _new_head(cfg.hidden_size, cfg.vocab_size, seed)
         with self.name_scope:
-            kernel = rng.normal(0, INITIALIZER_RANGE, (hidden, hidden)).astype(np.float32)
-            self.transform = Dense(kernel, np.zeros(hidden, np.float32), "transform")
-            ones, zeros = np.ones(hidden, np.float32), np.zeros(hidden, np.float32)
-            self.norm = Norm(ones, zeros, cfg.layer_norm_eps, "norm")
-            self.bias = tf.Variable(np.zeros(cfg.vocab_size, np.float32), name="output_bias")
+            self.transform = Dense(w["kernel"], w["bias"], "transform")
+            self.norm = Norm(w["gamma"], w["beta"], cfg.layer_norm_eps, "norm")
+            self.bias = tf.Variable(w["output_bias"], name="output_bias")
         self.encoder = encoder
 
     @property
-    def trained(self) -> list[tf.Variable]:
-        """What trains: the encoder but its pooler (the masked LM never reads it, so it
-        stays the checkpoint's), and the head."""
+    def trained_encoder(self) -> list[tf.Variable]:
+        """The encoder but its pooler (the masked LM never reads it: it stays the
+        checkpoint's)."""
         pooler = {v.ref() for v in self.encoder.pooler.variables} if self.encoder.pooler else set()
-        encoder = [v for v in self.encoder.trainable_variables if v.ref() not in pooler]
-        return encoder + [*self.transform.variables, *self.norm.variables, self.bias]
+        return [v for v in self.encoder.trainable_variables if v.ref() not in pooler]
+
+    @property
+    def trained(self) -> list[tf.Variable]:
+        """What trains: the encoder but its pooler, and the head."""
+        return [*self.trained_encoder, *self.transform.variables, *self.norm.variables, self.bias]
 
     def logits(
         self,
@@ -73,7 +110,7 @@ class MaskedLanguageModel(tf.Module):
 def train_step(
     model: MaskedLanguageModel, optimizer, mixed: bool
 ) -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tf.Tensor]:
-    """One compiled step, traced once for every batch shape: the loss, then the update."""
+    """One compiled step, one tracing for any batch shape: the loss, then the update."""
     ids = tf.TensorSpec([None, None], tf.int32)
     variables = model.trained
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from hubsweep.config.groups import (
     AdagradConfig,
@@ -188,7 +188,11 @@ CLASS_WEIGHTINGS = ("none", "balanced")  # training/classifier.py's CLASS_WEIGHT
 
 
 def register_configs() -> None:
-    """Register the schemas so each YAML file extends its own (`/schema/<group>/<name>`)."""
+    """Register the schemas so each YAML file extends its own (`/schema/<group>/<name>`),
+    and the config tree's resolver: `${no_trailing_sep:PATH}`, PATH without a trailing
+    `/` (so `${no_trailing_sep:${output}}.work` is a sibling of `output=DIR/`, not in it)."""
+    if not OmegaConf.has_resolver("no_trailing_sep"):
+        OmegaConf.register_new_resolver("no_trailing_sep", lambda path: str(path).rstrip("/"))
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(name="analyze_schema", node=AnalyzeConfig)

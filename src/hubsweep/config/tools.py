@@ -119,6 +119,10 @@ def validate_adapt(cfg: DictConfig) -> None:
     require(cfg.weight_decay >= 0, "weight_decay", f"must be >= 0, got {cfg.weight_decay}")
     require(8 <= cfg.seq_length <= 512, "seq_length", f"must be in [8, 512], got {cfg.seq_length}")
     require(cfg.length_buckets >= 0, "length_buckets", "must be >= 0 (0: off)")
+    require(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
+    for key in ("beta_1", "beta_2"):
+        require(0 <= cfg[key] < 1, key, f"must be in [0, 1), got {cfg[key]}")
+    require(cfg.epsilon > 0, "epsilon", f"must be positive, got {cfg.epsilon}")
     require(
         not Path(cfg.output).exists(),
         "output",

