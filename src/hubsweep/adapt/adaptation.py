@@ -76,15 +76,7 @@ def state_key(cfg: DictConfig, checkpoint: Path, texts_digest: str) -> str:
 def _optimizer(cfg: DictConfig) -> AdamW:
     warmup = round(cfg.warmup_fraction * cfg.steps)
     schedule = WarmupThenDecay(cfg.learning_rate, warmup, cfg.steps, "linear", 0.0)
-    return AdamW(
-        schedule,
-        cfg.weight_decay,
-        cfg.beta_1,
-        cfg.beta_2,
-        cfg.epsilon,
-        tuple(cfg.no_decay),
-        global_clipnorm=cfg.clipnorm,
-    )
+    return AdamW.configured(schedule, cfg)
 
 
 def _read_losses(path: Path, done: int) -> list[dict]:

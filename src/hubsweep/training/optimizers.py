@@ -90,6 +90,19 @@ class AdamW(DenseSparseUpdates, keras.optimizers.legacy.Optimizer):
         self.no_decay = tuple(no_decay)
         self.multipliers: dict = {}
 
+    @classmethod
+    def configured(cls, learning_rate: Schedule, cfg: DictConfig) -> AdamW:
+        """From a config with AdamWConfig's keys (optimizer=adamw; hubsweep-adapt's)."""
+        return cls(
+            learning_rate,
+            cfg.weight_decay,
+            cfg.beta_1,
+            cfg.beta_2,
+            cfg.epsilon,
+            tuple(cfg.no_decay),
+            global_clipnorm=cfg.clipnorm,
+        )
+
     def decays(self, var: tf.Variable) -> bool:
         return self.weight_decay > 0 and not any(p in var.name for p in self.no_decay)
 
@@ -177,15 +190,7 @@ def build_optimizer(
             global_clipnorm=cfg.get("clipnorm"),
         )
     if cfg.name == "adamw":
-        return AdamW(
-            lr,
-            cfg.weight_decay,
-            cfg.beta_1,
-            cfg.beta_2,
-            cfg.epsilon,
-            tuple(cfg.no_decay),
-            global_clipnorm=cfg.clipnorm,
-        )
+        return AdamW.configured(lr, cfg)
     if cfg.name == "adagrad":
         return opt.Adagrad(
             lr, initial_accumulator_value=cfg.initial_accumulator_value, epsilon=cfg.epsilon
