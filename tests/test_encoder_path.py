@@ -313,3 +313,54 @@ def test_the_runs_of_a_process_share_one_tensor_of_cached_hidden_states(
     first, second = (build_classifier(cfg, data, cache) for _ in range(2))
     assert first.path == "encoder cached below the top layers"
     assert all(first.inputs[r] is second.inputs[r] for r in ("train", "validation", "test"))
+
+
+def test_length_batches_take_every_row_once_shortest_first_within_both_budgets():
+    from hubsweep.training.encoder_path import length_batches
+
+    lengths = np.random.default_rng(0).integers(1, 130, size=1000)
+    batches = length_batches(lengths, max_rows=64, max_tokens=1024)
+    order = np.concatenate(batches)
+    assert sorted(order.tolist()) == list(range(1000))
+    assert np.all(np.diff(lengths[order]) >= 0)
+    for b in batches:
+        assert len(b) <= 64
+        assert len(b) == 1 or len(b) * lengths[b].max() <= 1024
+    # Greedy: a batch stops only where the next row would break a budget.
+    for b, after in zip(batches, batches[1:], strict=False):
+        assert len(b) == 64 or (len(b) + 1) * lengths[after[0]] > 1024
+    # A row longer than the token budget goes alone.
+    assert [len(b) for b in length_batches(np.array([5, 300, 5]), 8, 100)] == [2, 1]
+
+
+@pytest.mark.parametrize("top", [None, 1], ids=["ids", "top-1-cached"])
+def test_evaluation_in_length_batches_gives_each_row_its_own_logits(
+    tiny_bert,  # noqa: F811
+    make_cfg,
+    tmp_path,
+    top,
+):
+    """Evaluation sorts rows by length into small batches, then puts each row's logits back
+    in its place: equal to running each row alone, unpadded."""
+    from hubsweep.data.datasets import load_dataset
+    from hubsweep.embeddings.features import FeatureCache
+    from hubsweep.training.build import build_classifier
+
+    extra = () if top is None else (f"embedding.trainable_layers={top}",)
+    cfg = _cfg(
+        make_cfg, tiny_bert[1], *FINE_TUNE, *extra, "trainer.eval_batch_tokens=24", run="eval"
+    )
+    clf = build_classifier(cfg, load_dataset(cfg.dataset), FeatureCache(tmp_path / "cache"))
+    rows = clf.inputs["validation"]
+    # The fixture's sentences tokenise to one length: cut them to lengths 2..10, unsorted.
+    cut = [rows[i][: 2 + (i * 7) % 9] for i in range(rows.nrows())]
+    clf.inputs["validation"] = tf.RaggedTensor.from_row_lengths(
+        tf.concat(cut, axis=0), [len(c) for c in cut]
+    )
+    batches = clf.eval_batches("validation")
+    assert len(batches) > 3 and not np.array_equal(np.concatenate(batches), np.arange(len(cut)))
+    alone = np.concatenate(
+        [clf._eval_logits("validation", tf.constant([i])).numpy() for i in range(len(cut))]
+    )
+    np.testing.assert_allclose(clf.logits("validation"), alone, atol=1e-5)
+

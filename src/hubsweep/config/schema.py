@@ -96,6 +96,10 @@ class TrainerConfig:
     batch_size: int = 10
     eval_every: int = 200
     eval_batch_size: int = 512
+    # A hubsweep-exported BERT-family pair: its evaluation batches (and its top-k hidden
+    # state cache's) take sentences of similar length, at most this many tokens a batch once
+    # padded (and at most eval_batch_size sentences).
+    eval_batch_tokens: int = 1024
     seed: int = 0
     # Test metrics are computed once, at the end, and never used for selection.
     evaluate_test: bool = False
@@ -274,7 +278,7 @@ def validate(cfg: DictConfig) -> None:
     _validate_encoder(cfg.embedding)
     _validate_recipe(cfg)
     t = cfg.trainer
-    for key in ("steps", "batch_size", "eval_every", "eval_batch_size"):
+    for key in ("steps", "batch_size", "eval_every", "eval_batch_size", "eval_batch_tokens"):
         require(t[key] > 0, f"trainer.{key}", f"must be a positive integer, got {t[key]}")
     require(t.length_buckets >= 0, "trainer.length_buckets", "must be >= 0 (0: off)")
     require(

@@ -135,19 +135,25 @@ class Classifier:
             losses = losses.write(i, loss)
         return losses.stack()
 
-    @tf.function
-    def _eval_logits(self, role: str, lo: tf.Tensor, hi: tf.Tensor) -> tf.Tensor:
-        return self.forward(self.gather(role, tf.range(lo, hi)), training=False)
+    def eval_batches(self, role: str) -> list[np.ndarray]:
+        """The row indices of `role`, in the batches evaluation runs (here: eval_batch_size
+        rows at a time, as stored)."""
+        n, bs = self.sizes[role], self.eval_batch_size
+        return [np.arange(i, min(i + bs, n)) for i in range(0, n, bs)]
+
+    # One tracing per role (and per batch shape, relaxed to any after the first two).
+    @tf.function(reduce_retracing=True)
+    def _eval_logits(self, role: str, idx: tf.Tensor) -> tf.Tensor:
+        return self.forward(self.gather(role, idx), training=False)
 
     def logits(self, role: str) -> np.ndarray:
-        n, bs = self.sizes[role], self.eval_batch_size
-        # Bounds go in as tensors: Python ints would trace one graph per batch position.
-        return np.concatenate(
-            [
-                self._eval_logits(role, tf.constant(i), tf.constant(min(i + bs, n))).numpy()
-                for i in range(0, n, bs)
-            ]
-        )
+        """The model's logits for every row of `role`, in the split's order, computed batch
+        by batch as `eval_batches` groups the rows."""
+        batches = self.eval_batches(role)
+        pieces = np.concatenate([self._eval_logits(role, tf.constant(b)).numpy() for b in batches])
+        logits = np.empty_like(pieces)
+        logits[np.concatenate(batches)] = pieces
+        return logits
 
 
 class StringClassifier(Classifier):

@@ -24,18 +24,35 @@ from hubsweep.training.classifier import Classifier
 CACHE_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
-def _hidden_states(layer, ids: tf.RaggedTensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def length_batches(lengths: np.ndarray, max_rows: int, max_tokens: int) -> list[np.ndarray]:
+    """Row indices in batches of similar length, shortest first: each holds at most
+    `max_rows` rows, and at most `max_tokens` tokens once padded to its longest row (one
+    row at least). On 2 CPU cores a large padded batch ran a forward pass at about a third
+    of the rate of small ones (its activations outgrow the caches; docs/speed.md)."""
+    batches: list[np.ndarray] = []
+    current: list[int] = []
+    for i in np.argsort(lengths, kind="stable"):
+        if current and (len(current) >= max_rows or (len(current) + 1) * lengths[i] > max_tokens):
+            batches.append(np.array(current))
+            current = []
+        current.append(int(i))
+    if current:
+        batches.append(np.array(current))
+    return batches
+
+
+def _hidden_states(
+    layer, ids: tf.RaggedTensor, max_rows: int, max_tokens: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The first trained layer's input for each row of `ids`, unpadded: (float32
-    [tokens, hidden], int64 [rows] lengths). Rows go in batches of similar length."""
+    [tokens, hidden], int64 [rows] lengths), computed in `length_batches`."""
     lengths = ids.row_lengths().numpy()
-    order = np.argsort(lengths, kind="stable")
-    pieces: list[np.ndarray] = [None] * len(order)  # type: ignore[list-item]
+    pieces: list[np.ndarray] = [None] * len(lengths)  # type: ignore[list-item]
     ids_spec = tf.TensorSpec([None, None], tf.int32)
     below = tf.function(  # one tracing for every batch shape
         lambda x, m: layer.hidden_below(x, m, training=False), input_signature=[ids_spec] * 2
     )
-    for start in range(0, len(order), batch_size):
-        chosen = order[start : start + batch_size]
+    for chosen in length_batches(lengths, max_rows, max_tokens):
         x, mask = layer.padded(tf.gather(ids, chosen))
         out = below(x, mask).numpy()
         for row, j in enumerate(chosen):
@@ -48,8 +65,10 @@ class EncoderClassifier(Classifier):
     ([n, (length)]; the frozen layers, if any, run at every step), or the cached first
     trained layer's input ([n, (length), hidden])."""
 
-    def __init__(self, *args, inputs: dict[str, tf.RaggedTensor], from_ids: bool) -> None:
-        self.inputs, self.from_ids = inputs, from_ids
+    def __init__(
+        self, *args, inputs: dict[str, tf.RaggedTensor], from_ids: bool, eval_tokens: int
+    ) -> None:
+        self.inputs, self.from_ids, self.eval_tokens = inputs, from_ids, eval_tokens
         self.path = "encoder token ids" if from_ids else "encoder cached below the top layers"
         super().__init__(*args)
         self.embedding = self.model.layers[0]
@@ -57,6 +76,12 @@ class EncoderClassifier(Classifier):
 
     def gather(self, role: str, idx: tf.Tensor):
         return self.embedding.padded(tf.gather(self.inputs[role], idx))
+
+    def eval_batches(self, role: str) -> list[np.ndarray]:
+        """Batches of similar length (`length_batches`): in the split's order a batch pads
+        to its longest sentence (the logits do not depend on the padding: it is masked)."""
+        lengths = self.inputs[role].row_lengths().numpy()
+        return length_batches(lengths, self.eval_batch_size, self.eval_tokens)
 
     def forward(self, inputs, training: bool) -> tf.Tensor:
         x, mask = inputs
@@ -72,17 +97,17 @@ def encoder_classifier(
     cfg: DictConfig, data, layer, args: tuple, cache: FeatureCache | None
 ) -> EncoderClassifier:
     """The path for a layer-wise pair (`layer.layerwise`) being fine-tuned."""
+    rows, tokens = cfg.trainer.eval_batch_size, cfg.trainer.eval_batch_tokens
     if layer.embeddings_trained or not cfg.trainer.feature_cache:
         ids = {role: layer.packed(list(split.texts)) for role, split in data.splits.items()}
-        return EncoderClassifier(*args, inputs=ids, from_ids=True)
+        return EncoderClassifier(*args, inputs=ids, from_ids=True, eval_tokens=tokens)
     e, cache = cfg.embedding, cache or FeatureCache(None)
     dtype = CACHE_DTYPES[cfg.trainer.hidden_cache_dtype]
-    batch_size = cfg.trainer.eval_batch_size
     inputs = {}
     for role, split in data.splits.items():
 
         def build(texts):  # packed only where the cache does not hold the rows
-            values, lengths = _hidden_states(layer, layer.packed(list(texts)), batch_size)
+            values, lengths = _hidden_states(layer, layer.packed(list(texts)), rows, tokens)
             return values.astype(dtype), lengths
 
         inputs[role] = cache.get_or_build_rows(
@@ -98,4 +123,4 @@ def encoder_classifier(
                 tf.constant(values), lengths
             ),
         )
-    return EncoderClassifier(*args, inputs=inputs, from_ids=False)
+    return EncoderClassifier(*args, inputs=inputs, from_ids=False, eval_tokens=tokens)
