@@ -364,3 +364,31 @@ def test_evaluation_in_length_batches_gives_each_row_its_own_logits(
     )
     np.testing.assert_allclose(clf.logits("validation"), alone, atol=1e-5)
 
+
+def test_bfloat16_on_a_cpu_without_bfloat16_instructions_is_one_warning(
+    tiny_bert,  # noqa: F811
+    make_cfg,
+    caplog,
+    monkeypatch,
+):
+    from hubsweep.data.datasets import load_dataset
+    from hubsweep.embeddings.transformer import layer as layer_module
+    from hubsweep.training.build import build_classifier
+
+    avx2 = "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw\n"
+    assert layer_module.bfloat16_native(avx2) is False
+    assert layer_module.bfloat16_native(avx2.replace("avx512bw", "avx512_bf16")) is True
+    assert layer_module.bfloat16_native("Features\t: fp asimd sve bf16 i8mm\n") is True
+
+    real = layer_module.bfloat16_native
+    cfg = _cfg(make_cfg, tiny_bert[1], *FINE_TUNE, "trainer.mixed_precision=true", run="bf")
+    data = load_dataset(cfg.dataset)
+    for cpu, warnings in ((avx2, 1), ("flags\t: avx2 amx_bf16\n", 0)):
+        monkeypatch.setattr(layer_module, "_warned_bfloat16", False)
+        monkeypatch.setattr(layer_module, "bfloat16_native", lambda info=None, c=cpu: real(c))
+        caplog.clear()
+        build_classifier(cfg, data)
+        build_classifier(cfg, data)  # a study's next trial: not again
+        said = [m for r in caplog.records if "bfloat16 instructions" in (m := r.getMessage())]
+        assert len(said) == warnings, (cpu, said)
+        assert all("trainer.mixed_precision=false" in m for m in said)

@@ -41,7 +41,7 @@ from hubsweep.embeddings.transformer.convert import (
     locate_checkpoint,
     read_checkpoint,
 )
-from hubsweep.embeddings.transformer.layer import DROPOUT_SITES
+from hubsweep.embeddings.transformer.layer import DROPOUT_SITES, warn_if_bfloat16_emulated
 from hubsweep.errors import ConfigError
 from hubsweep.training.classifier import batch_order
 from hubsweep.training.optimizers import AdamW, WarmupThenDecay
@@ -119,6 +119,8 @@ def train(
     order = batch_order(len(rows), cfg.batch_size, cfg.seed, lengths, cfg.length_buckets)
     for _ in range(start):  # the stream is a function of the seed: skip what was trained
         next(order)
+    if cfg.mixed_precision:
+        warn_if_bfloat16_emulated("mixed_precision")
     step = train_step(model, optimizer, cfg.mixed_precision)
     recent: list[float] = []
     started = time.perf_counter()

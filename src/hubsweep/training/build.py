@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from hubsweep.data.datasets import TextDataset
 from hubsweep.embeddings.features import FeatureCache
 from hubsweep.embeddings.loading import load_embedding_layer
+from hubsweep.embeddings.transformer.layer import warn_if_bfloat16_emulated
 from hubsweep.errors import EmbeddingError
 from hubsweep.training.classifier import (
     Classifier,
@@ -69,6 +70,8 @@ def build_classifier(
                 f"runs its layers in bfloat16); {e.handle} is not one (export it again)"
             )
         layer.mixed = bool(t.mixed_precision)
+        if layer.mixed:
+            warn_if_bfloat16_emulated("trainer.mixed_precision")
     args = (model, head, optimizer, data, t.eval_batch_size, t.class_weight)
     if not e.trainable and t.feature_cache:
         return FeatureClassifier(*args, features=frozen_features(cfg, data, cache, layer))
