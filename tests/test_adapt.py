@@ -19,15 +19,15 @@ from safetensors.numpy import load_file
 from hubsweep.adapt.adaptation import adapt, adaptation_texts
 from hubsweep.adapt.masking import IGNORED, mask_tokens, pad_batch
 from hubsweep.adapt.mlm import MaskedLanguageModel, pretrained_head
-from hubsweep.adapt.record import (
+from hubsweep.adapt.vocabulary import Vocabulary
+from hubsweep.config.schema import register_configs
+from hubsweep.data.datasets import load_dataset
+from hubsweep.embeddings.transformer.adapted import (
     ADAPT_FILE,
     CHECKPOINT_DIR,
     adaptation_record,
     adaptation_seconds,
 )
-from hubsweep.adapt.vocabulary import Vocabulary
-from hubsweep.config.schema import register_configs
-from hubsweep.data.datasets import load_dataset
 from hubsweep.embeddings.transformer.bert import BertConfig, BertEncoder
 from hubsweep.training.run import train_and_evaluate
 
@@ -269,7 +269,26 @@ def test_the_command_writes_a_pair_a_run_fine_tunes(adapt_args, tmp_path, make_c
         "trainer.steps=4",
         "trainer.eval_every=2",
     )
-    assert train_and_evaluate(cfg).status == "completed"
+    run = train_and_evaluate(cfg)
+    assert run.status == "completed"
+    # The run records its pair's adaptation (once per module: not in its own seconds), and
+    # a runs report shows it in its own column from the run alone, the pair moved away.
+    record = adaptation_record(out / "encoder")
+    recorded = json.loads((Path(run.run_dir) / "final.json").read_text())["module_adaptation"]
+    assert recorded == {
+        "record": str((out / CHECKPOINT_DIR / ADAPT_FILE).resolve()),
+        "source": record["source"],
+        "steps": 6,
+        "seconds": pytest.approx(adaptation_seconds(record)),
+    }
+    from hubsweep.reports.collect import collect
+    from hubsweep.reports.tables import ADAPTATION_COLUMN, runs_table
+
+    shutil.move(out, tmp_path / "moved")
+    numbers, text = runs_table(collect(Path(run.run_dir).parent).groups)
+    assert list(text[ADAPTATION_COLUMN]) == [f"{adaptation_seconds(record) / 60:.1f}"]
+    assert numbers["module_adaptation_s"].tolist() == [pytest.approx(adaptation_seconds(record))]
+    shutil.move(tmp_path / "moved", out)
 
     again = _adapt_cli(*adapt_args, f"output={out}")
     assert again.returncode == 1
@@ -361,6 +380,11 @@ def test_an_adapted_arm_counts_its_adaptation_in_its_cost(
     assert list(text["module adaptation (min)"]) == ["0.00", f"{seconds / 60:.2f}", "0.00"]
     sentence = budget_sentence(studies, costs)
     assert "adapted's module was first adapted" in sentence and "again's" not in sentence
+    # Made where the pair is not (results copied elsewhere, modules/ removed): the runs'
+    # final.json still carry it.
+    shutil.move(tmp_path / "adapted", tmp_path / "gone")
+    studies = [read_study(tmp_path / "results" / "default" / "lr" / a) for a in arms]
+    assert [arm_costs(studies)[a].adaptation_s for a in arms] == [0, pytest.approx(seconds), 0]
 
 
 def test_an_output_with_a_trailing_slash_keeps_its_work_dir_beside_it(make, tmp_path):

@@ -4,5 +4,6 @@ written as a checkpoint and the TF-Hub pair the embedding stage loads.
 
 Beside the flow, over the training stage: it trains with the recipe's AdamW, schedule and
 length-bucketed batches. May import: `config`, `data`, `embeddings` (the BERT encoder, its
-converter and preprocessing), `training` (optimizers, batch order).
+converter and preprocessing, and the names of the record it writes beside the pair:
+`transformer/adapted`, which runs and reports read), `training` (optimizers, batch order).
 """

@@ -31,9 +31,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from hubsweep.adapt.mlm import MaskedLanguageModel, pretrained_head, train_step
-from hubsweep.adapt.record import ADAPT_FILE, CHECKPOINT_DIR
 from hubsweep.adapt.vocabulary import Vocabulary, rows_digest
 from hubsweep.data.datasets import hash_files, load_dataset
+from hubsweep.embeddings.transformer.adapted import ADAPT_FILE, CHECKPOINT_DIR
 from hubsweep.embeddings.transformer.bert import BertEncoder
 from hubsweep.embeddings.transformer.convert import (
     NEEDED,

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from optuna.trial import TrialState
 
-from hubsweep.adapt.record import adaptation_record, adaptation_seconds
+from hubsweep.embeddings.transformer.adapted import adaptation_summary
 from hubsweep.reports.collect import Study
-from hubsweep.reports.tables import LABELS
+from hubsweep.reports.tables import ADAPTATION_COLUMN, LABELS
 from hubsweep.results.artifacts import read_run
 from hubsweep.results.layout import RunStatus
 from hubsweep.study.finalists import run_cost
@@ -38,8 +38,6 @@ from hubsweep.study.liveness import (
     WALL_TIME,
     compute_s,
 )
-
-ADAPTATION_COLUMN = "module adaptation (min)"
 
 
 @dataclass(frozen=True)
@@ -80,31 +78,38 @@ def _located(path: str, study: Study) -> Path:
     return given
 
 
-def encoder_handle(study: Study) -> Path | None:
-    """The arm's `embedding.handle`, from its re-runs' configs (else its trials'), located
-    as `_located` finds it."""
-    for run in study.retrain:
-        if handle := run.setting("embedding.handle"):
-            return _located(str(handle), study)
+def _runs(study: Study):
+    """The arm's runs, re-runs first, then its trials' (read as they are needed)."""
+    yield from study.retrain
     for trial in study.trials:
         for run_dir in trial.user_attrs.get(RUN_DIRS, []):
-            if handle := read_run(_located(run_dir, study)).setting("embedding.handle"):
-                return _located(str(handle), study)
+            yield read_run(_located(run_dir, study))
+
+
+def module_adaptation(study: Study) -> dict | None:
+    """The adaptation of the arm's module as its runs recorded it (final.json's
+    `module_adaptation`); for runs from before that was recorded, as the record beside the
+    pair says, where the pair still is."""
+    for run in _runs(study):
+        if run.final and run.final.get("module_adaptation"):
+            return run.final["module_adaptation"]
+    for run in _runs(study):
+        if handle := run.setting("embedding.handle"):
+            return adaptation_summary(_located(str(handle), study))
     return None
 
 
 def adaptations(studies: Sequence[Study]) -> dict[str, float]:
     """Per arm, the seconds `hubsweep-adapt` trained its module for: charged once, to the
     first arm on each adapted pair (as cache builds are to the first arm that needs them)."""
-    charged: set[Path] = set()
+    charged: set[str] = set()
     seconds = {}
     for study in studies:
-        handle = encoder_handle(study)
-        record = adaptation_record(handle) if handle else None
-        if record is None or handle.resolve() in charged:
+        adapted = module_adaptation(study)
+        if adapted is None or adapted["record"] in charged:
             continue
-        charged.add(handle.resolve())
-        seconds[study.label] = adaptation_seconds(record)
+        charged.add(adapted["record"])
+        seconds[study.label] = float(adapted["seconds"])
     return seconds
 
 

@@ -21,7 +21,14 @@ from hubsweep.reports.comparison_sections import comparison_part, warning_lines
 from hubsweep.reports.markdown import figures as _figures
 from hubsweep.reports.markdown import shown as _shown
 from hubsweep.reports.markdown import write_table
-from hubsweep.reports.tables import LABELS, arms_table, runs_table, top_trials, trials_table
+from hubsweep.reports.tables import (
+    ADAPTATION_COLUMN,
+    LABELS,
+    arms_table,
+    runs_table,
+    top_trials,
+    trials_table,
+)
 from hubsweep.reports.winners import finalists_lines
 from hubsweep.results.layout import (
     CONFIG_FILE,
@@ -312,6 +319,12 @@ def _runs_part(results: Results, tables: Path, out: Path, with_studies: bool) ->
         write_table(numbers, text, tables, "runs"),
         "",
     ]
+    if ADAPTATION_COLUMN in text:
+        lines += [
+            f"{ADAPTATION_COLUMN}: the rows' module was first adapted to the task's training "
+            "text (hubsweep-adapt), once for every run on it: not in s / run.",
+            "",
+        ]
     curves, tested = {}, {}
     for group in groups:
         for settings, runs in group.configs():

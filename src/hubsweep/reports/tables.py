@@ -24,6 +24,8 @@ from hubsweep.study.liveness import (
 
 SCORES = ("accuracy", "macro_f1")
 LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "loss": "loss"}
+# A module adapted by hubsweep-adapt: its one-time cost, beside the runs' or arms' seconds.
+ADAPTATION_COLUMN = "module adaptation (min)"
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,8 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
             counts = pd.Series([r.status for r in runs]).value_counts().to_dict()
             statuses = ", ".join(f"{n} {s}" for s, n in counts.items())
             wall = _mean([compute_s(r.final) for r in done])
+            recorded = [(r.final or {}).get("module_adaptation") for r in runs]
+            adapted = next((a for a in recorded if a), None)
             row = {"group": group.name, **settings, "runs": len(runs)}
             numbers.append(
                 {
@@ -227,6 +231,7 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     **_columns(val, "val"),
                     **_columns(test, "test"),
                     "wall_time_s": wall,
+                    "module_adaptation_s": adapted["seconds"] if adapted else 0.0,
                     "statuses": statuses,
                 }
             )
@@ -239,7 +244,12 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "test accuracy": test["accuracy"].text(True),
                     "test macro-F1": test["macro_f1"].text(True),
                     "s / run": f"{wall:.1f}" if done else "–",
+                    ADAPTATION_COLUMN: f"{adapted['seconds'] / 60:.1f}" if adapted else "–",
                 }
             )
+    numbers, text = pd.DataFrame(numbers), pd.DataFrame(text)
+    if not numbers.empty and not numbers["module_adaptation_s"].any():
+        numbers = numbers.drop(columns="module_adaptation_s")
+        text = text.drop(columns=ADAPTATION_COLUMN)
     # A setting that varies in one group only is blank in the others' rows.
-    return pd.DataFrame(numbers), pd.DataFrame(text).fillna("")
+    return numbers, text.fillna("")

@@ -19,6 +19,7 @@ import tf_keras as keras
 from omegaconf import DictConfig
 
 from hubsweep.data.datasets import TextDataset
+from hubsweep.embeddings.transformer.adapted import adaptation_summary
 from hubsweep.metrics import MACRO_RULE, lower_is_better, softmax
 from hubsweep.results.artifacts import RunWriteError, RunWriter
 from hubsweep.results.events import EventLog
@@ -58,6 +59,9 @@ class RunResult:
     # Of wall_share_s: cache builds (missing feature-cache entries, a dataset's first load)
     # that the runs after it reuse; a trial's compute is counted without them.
     cache_build_s: float = 0.0
+    # The embedding is a pair `hubsweep-adapt` wrote: its adaptation_summary (once per
+    # module, not in this run's seconds).
+    module_adaptation: dict | None = None
     history: list[dict] = field(default_factory=list, repr=False)
     # The trained classifier (embedding layer first), for programmatic use; not serialised.
     model: keras.Model | None = field(default=None, repr=False, compare=False)
@@ -239,6 +243,7 @@ class RunRecorder:
             trained_with=self.trained_with,
             wall_share_s=wall if self.wall_share_s is None else self.wall_share_s,
             cache_build_s=self._cache_build_s(),
+            module_adaptation=adaptation_summary(self.cfg.embedding.handle),
             history=history,
             model=self.model,
         )

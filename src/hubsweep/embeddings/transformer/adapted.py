@@ -2,8 +2,10 @@
 
 `hubsweep-adapt` writes `OUTPUT/checkpoint/hubsweep_adapt.json` beside the pair
 (`OUTPUT/encoder`, `OUTPUT/preprocess`): the source checkpoint, the texts, the settings,
-the masked-LM loss every `save_every` steps and the seconds it trained. Reports read it to
-count an adapted arm's one-time cost beside its trials' (no TensorFlow needed here).
+the masked-LM loss every `save_every` steps and the seconds it trained. A run on the pair
+copies its summary (`adaptation_summary`) into final.json, so reports count an adapted
+arm's one-time cost beside its trials' from the runs alone, whether or not the pair is
+still on the machine (no TensorFlow needed here).
 """
 
 from __future__ import annotations
@@ -28,3 +30,17 @@ def adaptation_record(encoder_handle: str | Path) -> dict | None:
 def adaptation_seconds(record: dict) -> float:
     """The seconds the adaptation trained (its saves' intervals, resumed parts included)."""
     return float(sum(entry["seconds"] for entry in record.get("loss", [])))
+
+
+def adaptation_summary(encoder_handle: str | Path) -> dict | None:
+    """What a run on the pair records of its adaptation: the record's path, the source
+    checkpoint, the steps and the training seconds (None: not an adapted pair)."""
+    record = adaptation_record(encoder_handle)
+    if record is None:
+        return None
+    return {
+        "record": str((Path(encoder_handle).parent / CHECKPOINT_DIR / ADAPT_FILE).resolve()),
+        "source": record.get("source"),
+        "steps": record.get("settings", {}).get("steps"),
+        "seconds": adaptation_seconds(record),
+    }
