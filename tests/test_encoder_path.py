@@ -360,7 +360,10 @@ def test_evaluation_in_length_batches_gives_each_row_its_own_logits(
     batches = clf.eval_batches("validation")
     assert len(batches) > 3 and not np.array_equal(np.concatenate(batches), np.arange(len(cut)))
     alone = np.concatenate(
-        [clf._eval_logits("validation", tf.constant([i])).numpy() for i in range(len(cut))]
+        [
+            clf._eval_logits("validation", tf.constant([i], tf.int64)).numpy()
+            for i in range(len(cut))
+        ]
     )
     np.testing.assert_allclose(clf.logits("validation"), alone, atol=1e-5)
 

@@ -97,8 +97,9 @@ class TrainerConfig:
     eval_every: int = 200
     eval_batch_size: int = 512
     # A hubsweep-exported BERT-family pair: its evaluation batches (and its top-k hidden
-    # state cache's) take sentences of similar length, at most this many tokens a batch once
-    # padded (and at most eval_batch_size sentences).
+    # state cache's) take sentences of similar length, at most this many tokens a batch
+    # (sentences × the longest one's length, before padding to a multiple of 8; and at most
+    # eval_batch_size sentences).
     eval_batch_tokens: int = 1024
     seed: int = 0
     # Test metrics are computed once, at the end, and never used for selection.

@@ -91,10 +91,9 @@ def module_adaptation(study: Study) -> dict | None:
     `module_adaptation`); for runs from before that was recorded, as the record beside the
     pair says, where the pair still is."""
     for run in _runs(study):
-        if run.final and run.final.get("module_adaptation"):
+        if run.final and "module_adaptation" in run.final:  # recorded (null: not adapted)
             return run.final["module_adaptation"]
-    for run in _runs(study):
-        if handle := run.setting("embedding.handle"):
+        if handle := run.setting("embedding.handle"):  # a run from before it was recorded
             return adaptation_summary(_located(str(handle), study))
     return None
 

@@ -99,6 +99,7 @@ class Classifier:
         self.class_weights = None if weights is None else tf.constant(weights)
         self.sizes = {role: len(split) for role, split in data.splits.items()}
         self.eval_batch_size = eval_batch_size
+        self._eval_programs: dict[str, tf.types.experimental.ConcreteFunction] = {}
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.variables = self.trainable_variables()
         # Slots must exist before the first step: variables cannot be created in a loop.
@@ -141,16 +142,23 @@ class Classifier:
         n, bs = self.sizes[role], self.eval_batch_size
         return [np.arange(i, min(i + bs, n)) for i in range(0, n, bs)]
 
-    # One tracing per role (and per batch shape, relaxed to any after the first two).
-    @tf.function(reduce_retracing=True)
+    @tf.function
     def _eval_logits(self, role: str, idx: tf.Tensor) -> tf.Tensor:
         return self.forward(self.gather(role, idx), training=False)
+
+    def _eval_program(self, role: str):
+        """`_eval_logits` for `role`, traced once for batches of any size."""
+        if role not in self._eval_programs:
+            spec = tf.TensorSpec([None], tf.int64)
+            self._eval_programs[role] = self._eval_logits.get_concrete_function(role, spec)
+        return self._eval_programs[role]
 
     def logits(self, role: str) -> np.ndarray:
         """The model's logits for every row of `role`, in the split's order, computed batch
         by batch as `eval_batches` groups the rows."""
         batches = self.eval_batches(role)
-        pieces = np.concatenate([self._eval_logits(role, tf.constant(b)).numpy() for b in batches])
+        program = self._eval_program(role)
+        pieces = np.concatenate([program(tf.constant(b, tf.int64)).numpy() for b in batches])
         logits = np.empty_like(pieces)
         logits[np.concatenate(batches)] = pieces
         return logits

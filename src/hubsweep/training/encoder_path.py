@@ -26,9 +26,10 @@ CACHE_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 def length_batches(lengths: np.ndarray, max_rows: int, max_tokens: int) -> list[np.ndarray]:
     """Row indices in batches of similar length, shortest first: each holds at most
-    `max_rows` rows, and at most `max_tokens` tokens once padded to its longest row (one
-    row at least). On 2 CPU cores a large padded batch ran a forward pass at about a third
-    of the rate of small ones (its activations outgrow the caches; docs/speed.md)."""
+    `max_rows` rows, and at most `max_tokens` tokens counted as rows × its longest row's
+    length (one row at least; the batch is then padded up to a multiple of PAD_MULTIPLE).
+    On 2 CPU cores a large padded batch ran a forward pass at about a third of the rate of
+    small ones (its activations outgrow the caches; docs/speed.md)."""
     batches: list[np.ndarray] = []
     current: list[int] = []
     for i in np.argsort(lengths, kind="stable"):

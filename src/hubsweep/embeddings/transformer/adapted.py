@@ -17,10 +17,16 @@ ADAPT_FILE = "hubsweep_adapt.json"
 CHECKPOINT_DIR = "checkpoint"
 
 
+def _record_path(encoder_handle: str | Path) -> Path:
+    """Where the record of the pair whose encoder is `encoder_handle` would be (a local
+    path, or a file:// handle as TF-Hub takes it)."""
+    return Path(str(encoder_handle).removeprefix("file://")).parent / CHECKPOINT_DIR / ADAPT_FILE
+
+
 def adaptation_record(encoder_handle: str | Path) -> dict | None:
     """The record of the adaptation that produced the pair whose encoder is
     `encoder_handle`, or None (not an adapted pair, or not on this machine)."""
-    path = Path(encoder_handle).parent / CHECKPOINT_DIR / ADAPT_FILE
+    path = _record_path(encoder_handle)
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -39,7 +45,7 @@ def adaptation_summary(encoder_handle: str | Path) -> dict | None:
     if record is None:
         return None
     return {
-        "record": str((Path(encoder_handle).parent / CHECKPOINT_DIR / ADAPT_FILE).resolve()),
+        "record": str(_record_path(encoder_handle).resolve()),
         "source": record.get("source"),
         "steps": record.get("settings", {}).get("steps"),
         "seconds": adaptation_seconds(record),
