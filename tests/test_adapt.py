@@ -233,6 +233,9 @@ def test_a_resumed_adaptation_equals_one_that_never_stopped(make, tiny_checkpoin
     assert adaptation_seconds(record) == pytest.approx(sum(e["seconds"] for e in record["loss"]))
     assert adaptation_seconds(record) > 0
     assert adaptation_record(tiny_checkpoint / "encoder") is None  # not an adapted pair
+    # A handle as TF-Hub also takes it (file://) finds the same record; a URL finds none.
+    assert adaptation_record(f"file://{resumed.resolve()}/encoder") == record
+    assert adaptation_record("https://tfhub.dev/google/some/encoder/1") is None
 
 
 def test_adapting_lowers_the_masked_lm_loss(make):
