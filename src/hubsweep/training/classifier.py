@@ -99,7 +99,6 @@ class Classifier:
         self.class_weights = None if weights is None else tf.constant(weights)
         self.sizes = {role: len(split) for role, split in data.splits.items()}
         self.eval_batch_size = eval_batch_size
-        self._eval_programs: dict[str, tf.types.experimental.ConcreteFunction] = {}
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.variables = self.trainable_variables()
         # Slots must exist before the first step: variables cannot be created in a loop.
@@ -147,11 +146,9 @@ class Classifier:
         return self.forward(self.gather(role, idx), training=False)
 
     def _eval_program(self, role: str):
-        """`_eval_logits` for `role`, traced once for batches of any size."""
-        if role not in self._eval_programs:
-            spec = tf.TensorSpec([None], tf.int64)
-            self._eval_programs[role] = self._eval_logits.get_concrete_function(role, spec)
-        return self._eval_programs[role]
+        """`_eval_logits` for `role`, for batches of any size: traced on the first call,
+        then served from the tf.function's own cache."""
+        return self._eval_logits.get_concrete_function(role, tf.TensorSpec([None], tf.int64))
 
     def logits(self, role: str) -> np.ndarray:
         """The model's logits for every row of `role`, in the split's order, computed batch
