@@ -103,6 +103,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         (["trainer.stepz=5"], "stepz"),
         (["optimizer=nadam"], "Available options in 'optimizer'"),
         (["trainer.steps=0"], "trainer.steps: must be a positive integer"),
+        (["trainer.eval_batch_tokens=0"], "trainer.eval_batch_tokens: must be a positive integer"),
     ],
 )
 def test_cli_reports_bad_input_in_one_message_and_exits_non_zero(args, expected, tmp_path):
