@@ -15,10 +15,12 @@ import pytest
 from optuna.trial import TrialState
 
 from hubsweep.results.layout import study_dir as layout_study_dir
+from hubsweep.study.algorithms import make_sampler
 from hubsweep.study.compose import ComposeSpec
 from hubsweep.study.driver import run_sweep
 from hubsweep.study.liveness import tally
 from hubsweep.study.storage import open_storage, resolve
+from hubsweep.study.workers import sampler_seed
 
 from .conftest import REPO
 
@@ -191,6 +193,33 @@ def test_seeds_per_trial_and_a_seeded_sampler_reproduce(sweep):
         accuracies.append(final["test"]["accuracy"])
     assert retrain["test"]["accuracy"]["values"] == pytest.approx(accuracies)
     assert retrain["test"]["accuracy"]["mean"] == pytest.approx(sum(accuracies) / 2)
+
+
+def _first_draw(seed: int) -> tuple[float, float]:
+    """The first config a TPE sampler seeded so draws for two unit-range parameters (a
+    learning rate and a warm-up fraction, say): its startup trials are random draws."""
+    study = optuna.create_study(sampler=make_sampler("tpe", (), seed, pending=False))
+    trial = study.ask()
+    return trial.suggest_float("lr", 0, 1), trial.suggest_float("warmup", 0, 1)
+
+
+def test_a_resumed_study_or_a_second_worker_does_not_redraw_the_first_config():
+    """Seeds 0 and 3 once gave a resumed study a near-copy of its trial 0 (lr and warm-up
+    within 1%): MT19937 seeded with nearby integers starts with nearly equal draws."""
+    assert sampler_seed(7, 0, 0) == 7  # a fresh single-worker study: the seed as given
+    first = _first_draw(sampler_seed(0, 0, 0))
+    others = [(0, existing) for existing in range(1, 11)] + [(i, 0) for i in (1, 2, 3)]
+    seeds = {sampler_seed(0, index, existing) for index, existing in others}
+    assert len(seeds) == len(others) and 0 not in seeds
+    near = [
+        (index, existing)
+        for index, existing in others
+        if all(
+            abs(a - b) < 0.01
+            for a, b in zip(_first_draw(sampler_seed(0, index, existing)), first, strict=True)
+        )
+    ]
+    assert near == []
 
 
 @pytest.mark.parametrize("storage", ["postgresql", "journal"])

@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 
+import numpy as np
 import optuna
 
 from hubsweep.errors import HubsweepError
@@ -52,6 +53,22 @@ def _watch_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def sampler_seed(base: int, index: int, existing: int) -> int:
+    """The seed of worker `index`'s sampler when the study already holds `existing` trials.
+
+    A fresh single-worker study uses `sweep.sampler_seed` itself, so it draws the same
+    configs on every machine. Any other worker or invocation (a resume) needs its own
+    stream: Optuna keeps no sampler state in the storage, so a resumed sampler would start
+    its random draws over. Adding small integers to the seed does not give one, because
+    MT19937 seeded with nearby integers starts with nearly equal draws (RandomState(0) and
+    RandomState(3) both begin 0.55, 0.71), and the resumed study re-ran near-copies of its
+    first configs; a SeedSequence of the three numbers mixes them into unrelated streams.
+    """
+    if index == 0 and existing == 0:
+        return base
+    return int(np.random.SeedSequence([base, index, existing]).generate_state(1)[0])
+
+
 def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -> None:
     """Run trials until the study has `n_trials` finished trials (or the timeout passes)."""
     if parent_pid is not None:
@@ -63,8 +80,7 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
     population = round_size(objective)
     backend = open_study_storage(plan)
     existing = len(optuna.load_study(study_name=plan.name, storage=backend).trials)
-    # Distinct per worker and per invocation, yet reproducible for a fresh single-worker study.
-    seed = s.sampler_seed + 10007 * index + existing
+    seed = sampler_seed(s.sampler_seed, index, existing)
     study = optuna.load_study(
         study_name=plan.name,
         storage=backend,
