@@ -18,8 +18,14 @@ from hubsweep.results.layout import study_dir as layout_study_dir
 from hubsweep.study.algorithms import make_sampler
 from hubsweep.study.compose import ComposeSpec
 from hubsweep.study.driver import run_sweep
-from hubsweep.study.liveness import tally
-from hubsweep.study.storage import open_storage, resolve
+from hubsweep.study.liveness import (
+    DIED_TWICE,
+    FAIL_REASON,
+    recover_stale_trials,
+    retry_once,
+    tally,
+)
+from hubsweep.study.storage import Heartbeat, open_storage, resolve
 from hubsweep.study.workers import sampler_seed
 
 from .conftest import REPO
@@ -220,6 +226,39 @@ def test_a_resumed_study_or_a_second_worker_does_not_redraw_the_first_config():
         )
     ]
     assert near == []
+
+
+@pytest.mark.parametrize("kind", ["journal", "postgresql"])
+def test_a_retried_trial_whose_worker_dies_again_counts_as_failed(kind, tmp_path, request):
+    """A dead worker's trial is retried once; when the retry's worker dies too, it fails
+    with its reason and counts, and the sweep goes on (the reason, once written after the
+    trial was failed, raised UpdateFinishedTrialError and stopped a real study)."""
+    if kind == "journal":
+        url, heartbeat = f"journal:{tmp_path / 'study.journal'}", None
+    else:
+        url = request.getfixturevalue("postgres_db")
+        heartbeat = Heartbeat(interval_s=1, grace_s=1, on_stale=retry_once)
+    backend = open_storage(url, heartbeat=heartbeat)
+    study = optuna.create_study(study_name="dies", storage=backend)
+
+    def dies() -> optuna.trial.FrozenTrial:
+        trial = study.ask()
+        trial.suggest_float("lr", 0, 1)
+        if heartbeat is not None:  # Optuna's beat, as hubsweep's asked trials record it
+            backend.record_heartbeat(trial._trial_id)
+            time.sleep(2.5)
+        recover_stale_trials(study, grace_s=-1)
+        return study._storage.get_trial(trial._trial_id)
+
+    first = dies()
+    assert first.state == TrialState.FAIL and FAIL_REASON not in first.user_attrs
+    (waiting,) = study.get_trials(states=(TrialState.WAITING,))
+    second = dies()
+    assert second.number == waiting.number and second.params == first.params
+    assert second.state == TrialState.FAIL
+    assert second.user_attrs[FAIL_REASON] == DIED_TWICE
+    assert study.get_trials(states=(TrialState.WAITING,)) == []
+    assert tally(study.get_trials()) == (1, 0)
 
 
 @pytest.mark.parametrize("storage", ["postgresql", "journal"])

@@ -111,13 +111,25 @@ def waiting_note(trials: list[FrozenTrial], grace_s: float, now: float) -> str:
 
 def retry_once(study: optuna.Study, failed: FrozenTrial) -> None:
     """The stale-trial callback: retry a dead worker's trial once; the second time it
-    counts as failed, so a trial that kills its worker cannot loop forever."""
+    counts as failed (`mark_second_deaths` gave it its reason while it still ran), so a
+    trial that kills its worker cannot loop forever."""
     if failed.system_attrs.get("retry_history"):
-        study._storage.set_trial_user_attr(failed._trial_id, FAIL_REASON, DIED_TWICE)
         log.warning("trial %d: its worker died again; not retried", failed.number)
         return
     RetryHeartbeatStaleTrialCallback(max_retry=1)(study, failed)
     log.warning("trial %d: its worker stopped responding; retrying it", failed.number)
+
+
+def mark_second_deaths(study: optuna.Study, stale: list[FrozenTrial]) -> None:
+    """Give each stale trial that is already a retry its reason, `worker died twice`,
+    before it is failed: Optuna refuses attributes on a finished trial (the reason written
+    after failing it raised UpdateFinishedTrialError and stopped the sweep)."""
+    for t in stale:
+        if t.system_attrs.get("retry_history"):
+            try:
+                study._storage.set_trial_user_attr(t._trial_id, FAIL_REASON, DIED_TWICE)
+            except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it
+                continue
 
 
 def has_native_heartbeat(study: optuna.Study) -> bool:
@@ -127,13 +139,17 @@ def has_native_heartbeat(study: optuna.Study) -> bool:
 
 def recover_stale_trials(study: optuna.Study, grace_s: float) -> None:
     """Fail running trials whose worker stopped beating, and retry each once."""
+    storage = study._storage
     if has_native_heartbeat(study):
+        ids = storage._get_stale_trial_ids(study._study_id)
+        mark_second_deaths(study, [storage.get_trial(i) for i in ids])
         optuna.storages.fail_stale_trials(study)
         return
-    storage, now = study._storage, time.time()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not is_stale(t, grace_s, now):
-            continue
+    now = time.time()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    stale = [t for t in running if is_stale(t, grace_s, now)]
+    mark_second_deaths(study, stale)
+    for t in stale:
         try:
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except Exception:  # another worker failed it first
