@@ -62,10 +62,18 @@ hubsweep-sweep experiment=encoders dataset.source_dir="$data/scicite" trainer.pr
 # The top 2 layers, steps up to 750 (the preset's space).
 hubsweep-sweep experiment=encoders_finetuned '~arms.full' '~arms.full_tapt' \
   dataset.source_dir="$data/scicite" trainer.progress=false
-# All layers, on MiniLM as published and as adapted: their steps cost more than the top-2
-# arm's (216 s a trial at up to 500 steps, against 179 s at up to 750), so they search up
-# to 500 (their own command: arms of one command share a space).
-hubsweep-sweep experiment=encoders_finetuned '~arms.top2' sweep.params.steps.high=500 \
+# All layers, on MiniLM as published: its steps cost more than the top-2 arm's (216 s a
+# trial at up to 500 steps, against 179 s at up to 750), so it searches up to 500 (its own
+# command: arms of one command share a space).
+hubsweep-sweep experiment=encoders_finetuned '~arms.top2' '~arms.full_tapt' \
+  sweep.params.steps.high=500 dataset.source_dir="$data/scicite" trainer.progress=false
+# All layers, on the adapted pair, the same space: 8 trials, TPE's random start-up ones
+# (sampler seed 0: the configs of the full arm's first 8 trials), and no finalists' race
+# (sweep.finalists=1: the winner re-run with test on seeds 0-2), what fit one session of
+# the 2-core machine of 2026-12-06 after the adaptation (encoders_full_tapt/: not the 16
+# trials and race the preset asks for).
+hubsweep-sweep experiment=encoders_finetuned '~arms.top2' '~arms.full' \
+  sweep.params.steps.high=500 sweep.n_trials=8 sweep.finalists=1 \
   dataset.source_dir="$data/scicite" trainer.progress=false
 
 # The all-layers winner (encoders_full/report.md: lr 1.274e-4, warm-up 0.1935, weight decay
