@@ -71,6 +71,28 @@ def test_offline_preparation_happens_once(scicite_dir, tmp_path, monkeypatch):
     assert list(second.splits["validation"].texts) == list(first.splits["validation"].texts)
 
 
+def test_release_files_that_differ_are_prepared_apart_in_one_data_dir(scicite_dir, tmp_path):
+    # TFDS names a prepared dataset by builder and version: without a directory per
+    # source's content, the variant would be served the first preparation's sentences.
+    variant = tmp_path / "variant"
+    variant.mkdir()
+    for split in ("train", "dev", "test"):
+        lines = (scicite_dir / f"{split}.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        for r in records:
+            r["string"] = f"Methods: {r['string']}"
+        (variant / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    data_dir = str(tmp_path / "tfds")
+    first = load_dataset(_scicite_cfg(source_dir=str(scicite_dir), data_dir=data_dir))
+    second = load_dataset(_scicite_cfg(source_dir=str(variant), data_dir=data_dir))
+    for role in ("train", "validation", "test"):
+        a, b = first.splits[role], second.splits[role]
+        assert sorted(f"Methods: {t}" for t in a.texts) == sorted(b.texts)
+    # And the first is still served its own.
+    again = load_dataset(_scicite_cfg(source_dir=str(scicite_dir), data_dir=data_dir))
+    assert list(again.splits["test"].texts) == list(first.splits["test"].texts)
+
+
 def test_offline_path_names_a_missing_release_file(tmp_path):
     partial = write_scicite(tmp_path / "partial", {"train": 6, "dev": 3})
     with pytest.raises(DataError, match="test.jsonl is missing"):

@@ -88,6 +88,9 @@ def source_fingerprint(d: DictConfig) -> str:
 
 # --- TensorFlow Datasets -------------------------------------------------------------
 
+# Under the TFDS data_dir: datasets prepared offline, one directory per source's content.
+OFFLINE_SUBDIR = "hubsweep-offline"
+
 
 def _offline_builders() -> dict[str, type]:
     """Builders that can be prepared from a directory of release files instead of a download."""
@@ -148,6 +151,13 @@ def tfds_builder(cfg: DictConfig):
                 f"dataset.source_dir: offline preparation is supported for {sorted(offline)}, "
                 f"not {cfg.tfds_name!r}; use dataset.source=jsonl/csv for local files"
             )
+        # TFDS names a prepared dataset by builder and version only: prepared from one
+        # directory of release files, it would be served for any other (edited files, a
+        # variant) as if it were theirs. Each source's content gets a data_dir of its own.
+        from tensorflow_datasets.core import constants
+
+        root = Path(cfg.data_dir or constants.get_default_data_dir())
+        kwargs["data_dir"] = str(root / OFFLINE_SUBDIR / source_fingerprint(cfg))
         builder = offline[cfg.tfds_name](source_dir=str(cfg.source_dir), **kwargs)
     else:
         try:
