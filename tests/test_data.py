@@ -226,3 +226,76 @@ def test_the_dataset_cache_serves_a_new_process_and_never_stale_or_corrupt(tmp_p
     _write(data_dir / "train.jsonl", ['{"text": "edited", "label": "pos"}'])  # new content
     assert list(cached_dataset(cache, cfg, roles, load).splits["train"].texts) == ["edited"]
     assert len(loads) == 3
+
+
+def test_prefix_keys_read_a_field_into_each_text_from_local_files(tmp_path):
+    _write(
+        tmp_path / "train.jsonl",
+        [
+            '{"text": "good film", "section": "Results", "label": "pos"}',
+            '{"text": "bad film", "section": NaN, "label": "neg"}',
+            '{"text": "fine film", "section": "  ", "label": "pos"}',
+            '{"text": "odd film", "label": "neg"}',
+        ],
+    )
+    _write(tmp_path / "dev.jsonl", ['{"text": "a film", "section": "Methods", "label": "pos"}'])
+    data = load_dataset(_local_cfg(tmp_path, prefix_keys=["section"], text_separator=" | "))
+    assert list(data.splits["train"].texts) == [
+        "Results | good film",
+        "bad film",
+        "fine film",
+        "odd film",
+    ]
+    assert list(data.splits["validation"].texts) == ["Methods | a film"]
+    # Without the setting the texts are the field alone, as before.
+    plain = load_dataset(_local_cfg(tmp_path))
+    assert list(plain.splits["train"].texts) == ["good film", "bad film", "fine film", "odd film"]
+
+
+def test_a_prefix_key_no_record_has_or_a_number_is_one_error(tmp_path):
+    _write(tmp_path / "train.jsonl", ['{"text": "good film", "section": 3, "label": "pos"}'])
+    _write(tmp_path / "dev.jsonl", ['{"text": "a film", "label": "pos"}'])
+    with pytest.raises(DataError, match=r"train.jsonl:1: 'section' \(dataset.prefix_keys\) is not"):
+        load_dataset(_local_cfg(tmp_path, prefix_keys=["section"], text_separator=": "))
+    _write(tmp_path / "train.jsonl", ['{"text": "good film", "section": "Intro", "label": "pos"}'])
+    with pytest.raises(DataError, match=r"dev.jsonl: no record has 'section'"):
+        load_dataset(_local_cfg(tmp_path, prefix_keys=["section"], text_separator=": "))
+
+
+def test_scicite_section_names_as_prefixes_through_tfds_and_as_jsonl_agree(scicite_dir, tmp_path):
+    # TFDS stores a missing sectionName as "nan"; the JSON-lines reader sees NaN: both go
+    # without a prefix, so the two paths give the same texts.
+    prefix = {"prefix_keys": ["sectionName"], "text_separator": ": "}
+    tfds_data = load_dataset(
+        _scicite_cfg(source_dir=str(scicite_dir), data_dir=str(tmp_path), **prefix)
+    )
+    jsonl = OmegaConf.create(
+        {
+            **_scicite_cfg(source_dir=str(scicite_dir)),
+            "source": "jsonl",
+            "splits": {"train": "train.jsonl", "validation": "dev.jsonl", "test": "test.jsonl"},
+            **prefix,
+        }
+    )
+    local = load_dataset(jsonl)
+    texts = sorted(tfds_data.splits["test"].texts)
+    assert texts == sorted(local.splits["test"].texts)
+    assert sum(t.startswith("Introduction: ") for t in texts) == 36  # i % 5 != 0 of 45
+    assert not any(t.lower().startswith("nan") for t in texts)
+    with pytest.raises(DataError, match=r"dataset.prefix_keys: 'citeEnd' is not a text feature"):
+        load_dataset(
+            _scicite_cfg(
+                source_dir=str(scicite_dir),
+                data_dir=str(tmp_path),
+                prefix_keys=["citeEnd"],
+                text_separator=": ",
+            )
+        )
+    with pytest.raises(DataError, match=r"dataset.prefix_keys: 'section' is not a feature"):
+        load_dataset(
+            _scicite_cfg(
+                source_dir=str(scicite_dir),
+                data_dir=str(tmp_path),
+                **{**prefix, "prefix_keys": ["section"]},
+            )
+        )

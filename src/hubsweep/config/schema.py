@@ -50,6 +50,11 @@ class DatasetConfig:
         default_factory=lambda: {"train": "train", "validation": "validation", "test": "test"}
     )
     text_key: str = "text"
+    # Fields read into each text before text_key's, each followed by text_separator (e.g.
+    # SciCite's sectionName: "Discussion: These results ..."); a record where one is
+    # missing, empty or NaN (TFDS stores a missing one as "nan") goes without it.
+    prefix_keys: list[str] = field(default_factory=list)
+    text_separator: str = ": "
     label_key: str = "label"
     # Class names in label-id order; for TFDS ClassLabel features they may be left empty.
     label_names: list[str] = field(default_factory=list)

@@ -188,11 +188,20 @@ def _load_tfds(cfg: DictConfig, wanted: dict[str, str]) -> TextDataset:
 
     builder = tfds_builder(cfg)
     features = builder.info.features
-    for key in (cfg.text_key, cfg.label_key):
-        if key not in features:
+    prefix_keys, separator = _prefixes(cfg)
+    named = {"text_key": [cfg.text_key], "prefix_keys": prefix_keys, "label_key": [cfg.label_key]}
+    for setting, keys in named.items():
+        for key in keys:
+            if key not in features:
+                raise DataError(
+                    f"dataset.{setting}: {key!r} is not a feature of {cfg.tfds_name}; "
+                    f"features: {', '.join(features.keys())}"
+                )
+    for key in prefix_keys:
+        if not isinstance(features[key], tfds.features.Text):
             raise DataError(
-                f"dataset.{'text_key' if key == cfg.text_key else 'label_key'}: {key!r} is not a "
-                f"feature of {cfg.tfds_name}; features: {', '.join(features.keys())}"
+                f"dataset.prefix_keys: {key!r} is not a text feature of {cfg.tfds_name} "
+                f"({type(features[key]).__name__})"
             )
     label_names = _tfds_label_names(cfg, features[cfg.label_key])
     splits = {}
@@ -203,7 +212,14 @@ def _load_tfds(cfg: DictConfig, wanted: dict[str, str]) -> TextDataset:
                 f"splits: {', '.join(builder.info.splits.keys())}"
             )
         full = tfds.as_numpy(builder.as_dataset(split=split_name, batch_size=-1))
-        texts = np.array([t.decode("utf-8") for t in full[cfg.text_key]], dtype=object)
+        columns = [full[key] for key in (*prefix_keys, cfg.text_key)]
+        texts = np.array(
+            [
+                join_fields([v.decode("utf-8") for v in values], separator)
+                for values in zip(*columns, strict=True)
+            ],
+            dtype=object,
+        )
         splits[role] = TextSplit(texts, full[cfg.label_key].astype(np.int32))
     return TextDataset(cfg.name, label_names, splits)
 
@@ -237,7 +253,7 @@ def _load_local(cfg: DictConfig, wanted: dict[str, str]) -> TextDataset:
             raise DataError(f"dataset.splits.{role}: file {path} does not exist")
         rows = _read_jsonl(path) if cfg.source == "jsonl" else _read_csv(path)
         to_id = LabelMapper(label_names, cfg.get("label_index"))
-        splits[role] = _to_split(rows, path, cfg.text_key, cfg.label_key, to_id)
+        splits[role] = _to_split(rows, path, cfg, to_id)
     return TextDataset(cfg.name, label_names, splits)
 
 
@@ -347,10 +363,33 @@ class LabelMapper:
         return label_id
 
 
-def _to_split(
-    rows: Iterator[Row], path: Path, text_key: str, label_key: str, to_id: LabelMapper
-) -> TextSplit:
-    texts, labels = [], []
+def _prefixes(cfg: DictConfig) -> tuple[list[str], str]:
+    """dataset.prefix_keys and the separator after each (configs built by hand may lack both)."""
+    keys = list(cfg.get("prefix_keys") or [])
+    return keys, (cfg.text_separator if keys else "")
+
+
+def join_fields(values: Sequence[Any], separator: str) -> str:
+    """The text (the last value) after each prefix field that holds something, each followed
+    by `separator`; a prefix that is missing, empty or NaN (None, float NaN, or TFDS's "nan")
+    is left out, so a record without a section name reads as its sentence alone."""
+    *prefixes, text = values
+    kept = [
+        p.strip()
+        for p in prefixes
+        if isinstance(p, str) and p.strip() and p.strip().lower() != "nan"
+    ]
+    return "".join(p + separator for p in kept) + text
+
+
+def _absent_or_text(value: Any) -> bool:
+    return value is None or isinstance(value, str) or (isinstance(value, float) and value != value)
+
+
+def _to_split(rows: Iterator[Row], path: Path, cfg: DictConfig, to_id: LabelMapper) -> TextSplit:
+    text_key, label_key = cfg.text_key, cfg.label_key
+    prefix_keys, separator = _prefixes(cfg)
+    texts, labels, seen = [], [], set()
     for lineno, record in rows:
         for key in (text_key, label_key):
             if record.get(key) is None:
@@ -358,8 +397,19 @@ def _to_split(
         text, label = record[text_key], record[label_key]
         if not isinstance(text, str):
             raise DataError(f"{path}:{lineno}: {text_key!r} is not a string")
-        texts.append(text)
+        prefixes = [record.get(key) for key in prefix_keys]
+        for key, value in zip(prefix_keys, prefixes, strict=True):
+            if not _absent_or_text(value):
+                raise DataError(
+                    f"{path}:{lineno}: {key!r} (dataset.prefix_keys) is not a string: {value!r:.60}"
+                )
+        seen.update(key for key in prefix_keys if key in record)
+        texts.append(join_fields([*prefixes, text], separator))
         labels.append(to_id(path, lineno, label))
+    # A misspelt key would otherwise read every text without its prefix, without a word.
+    for key in prefix_keys:
+        if texts and key not in seen:
+            raise DataError(f"{path}: no record has {key!r} (dataset.prefix_keys)")
     if not texts:
         raise DataError(f"{path}: no examples")
     return TextSplit(np.array(texts, dtype=object), np.array(labels, dtype=np.int32))
