@@ -29,6 +29,8 @@ ARMS = [
     "+arms.frozen=['embedding.trainable=false']",
     "+arms.finetuned=['embedding.trainable=true']",
 ]
+# The multirun grid: (embedding.trainable, trainer.seed) per job, in the sweep's order.
+GRID = [(trainable, seed) for trainable in ("false", "true") for seed in (0, 1)]
 STUDY = [
     "sweep=lr",
     "sweep.heartbeat_s=1",
@@ -84,9 +86,11 @@ def experiment(tmp_path_factory, tiny_module, cache_dir) -> Path:
         cfg = _compose([*base, f"output_dir={root}/runs/single{seed}", f"trainer.seed={seed}"])
         cfg.trainer.evaluate_test = True
         train_and_evaluate(cfg)
-    for job, trainable in enumerate(("false", "true")):
+    for job, (trainable, seed) in enumerate(GRID):
         out = f"output_dir={root}/multirun/grid/{job}"
-        train_and_evaluate(_compose([*base, out, f"embedding.trainable={trainable}"]))
+        cfg = _compose([*base, out, f"embedding.trainable={trainable}", f"trainer.seed={seed}"])
+        cfg.trainer.evaluate_test = True
+        train_and_evaluate(cfg)
 
     partial = [*base, "sweep=lr", "sweep.study_name=partial", "sweep.n_trials=2"]
     run_sweep(_compose([*partial, "output_dir=unused"]), partial, COMPOSE)
@@ -266,10 +270,36 @@ def test_runs_and_grids_are_tabulated_with_seeds_pooled(report, experiment):
     assert single.iloc[0].test_accuracy_mean == pytest.approx(np.mean(accuracies))
     grid = runs[runs.group == "multirun/grid"]
     assert sorted(grid["embedding.trainable"]) == [False, True]
-    for job, trainable in enumerate((False, True)):
-        final = read_final(experiment / "multirun" / "grid" / str(job))
+    for trainable in (False, True):
+        finals = [
+            read_final(experiment / "multirun" / "grid" / str(job))
+            for job, (t, _) in enumerate(GRID)
+            if t == str(trainable).lower()
+        ]
         row = grid[grid["embedding.trainable"] == trainable].iloc[0]
-        assert row.val_macro_f1_mean == pytest.approx(final["final"]["macro_f1"])
+        assert row.runs == 2
+        assert row.val_macro_f1_mean == pytest.approx(
+            np.mean([f["final"]["macro_f1"] for f in finals])
+        )
+
+
+def test_a_grids_configs_are_compared_paired_by_seed(report, experiment):
+    # The grid runs both configs on seeds 0 and 1: the report pairs them by seed, later −
+    # earlier in the grid's order, as a study's arms are paired.
+    test_f1 = {
+        GRID[job]: read_final(experiment / "multirun" / "grid" / str(job))["test"]["macro_f1"]
+        for job in range(len(GRID))
+    }
+    diffs = [test_f1[("true", seed)] - test_f1[("false", seed)] for seed in (0, 1)]
+    pairs = pd.read_csv(report / "tables" / "paired_configs.csv")
+    row = pairs[
+        pairs.comparison == "multirun/grid: trainable=True − multirun/grid: trainable=False"
+    ]
+    assert len(row) == 1 and row.iloc[0].seeds == 2
+    assert float(row.iloc[0]["mean difference"]) == pytest.approx(np.mean(diffs), abs=1e-4)
+    text = (report / "report.md").read_text()
+    assert "### Paired comparison of configs" in text
+    assert f"{100 * np.mean(diffs):+.2f} test macro-F1 points" in text
 
 
 def test_unfinished_studies_are_reported_as_such(report):

@@ -14,7 +14,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from hubsweep.reports import diagnostics
-from hubsweep.reports.collect import Study
+from hubsweep.reports.collect import Run, Study
 from hubsweep.reports.stats import Curve, Paired, expected_max_curve, paired
 from hubsweep.reports.tables import LABELS
 from hubsweep.results.layout import RunStatus
@@ -26,9 +26,14 @@ INDEPENDENT = ("random", "grid")  # samplers whose trials are independent draws
 
 def seed_scores(study: Study, metric: str, split: str = "test") -> dict[int, float]:
     """trainer.seed -> the metric of that re-run of the best config."""
+    return runs_seed_scores(study.retrain, metric, split)
+
+
+def runs_seed_scores(runs: Sequence[Run], metric: str, split: str = "test") -> dict[int, float]:
+    """trainer.seed -> the metric of that completed run (runs of one config)."""
     key = "test" if split == "test" else "final"
     scores = {}
-    for run in study.retrain:
+    for run in runs:
         values = (run.final or {}).get(key)
         if run.status == RunStatus.COMPLETED and values and metric in values:
             scores[int(run.setting("trainer.seed"))] = float(values[metric])
@@ -173,6 +178,20 @@ def pair_rows(studies: Sequence[Study]) -> list[tuple[str, str, Paired]]:
     out = []
     for (a, sa), (b, sb) in itertools.combinations(scored, 2):
         result = paired(sb, sa)  # later arm − earlier arm (e.g. fine-tuned − frozen)
+        if result is not None:
+            out.append((b, a, result))
+    return out
+
+
+def config_pair_rows(
+    configs: Sequence[tuple[str, Sequence[Run]]], metric: str
+) -> list[tuple[str, str, Paired]]:
+    """Configs of one run group (label, runs) compared on the seeds they share, later −
+    earlier in the group's order (a multirun's sweep order, e.g. none then balanced)."""
+    scored = [(label, runs_seed_scores(runs, metric)) for label, runs in configs]
+    out = []
+    for (a, sa), (b, sb) in itertools.combinations(scored, 2):
+        result = paired(sb, sa)
         if result is not None:
             out.append((b, a, result))
     return out

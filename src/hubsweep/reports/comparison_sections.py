@@ -7,12 +7,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from optuna.trial import TrialState
 
 from hubsweep.reports import comparison, cost, plots
-from hubsweep.reports.collect import Study
+from hubsweep.reports.collect import Run, Study
 from hubsweep.reports.markdown import figures, write_table
 from hubsweep.reports.tables import LABELS
+from hubsweep.study.liveness import compute_s
 
 
 def warning_lines(study: Study) -> list[str]:
@@ -73,6 +75,42 @@ def _paired(studies: Sequence[Study], tables: Path) -> list[str]:
         *sentences,
         "",
         write_table(table, table, tables, "paired"),
+        "",
+    ]
+
+
+def config_pairs(configs: Sequence[tuple[str, Sequence[Run]]], tables: Path) -> list[str]:
+    """The paired comparison of a run group's configs (a multirun grid over seeds), on the
+    test macro-F1 of the seeds they share; nothing where no two configs share two seeds."""
+    metric = "macro_f1"
+    rows = comparison.config_pair_rows(configs, metric)
+    if not rows:
+        return []
+    runs = dict(configs)
+    seconds = {k: float(np.mean([compute_s(r.final) for r in v if r.final])) for k, v in configs}
+    sentences = []
+    for a, b, r in rows:
+        n = len(runs[a])
+        cost_text = (
+            f"{a} at {seconds[a] / seconds[b]:.2g}× {b}'s time per run ({seconds[a]:.0f} s "
+            f"against {seconds[b]:.0f} s)"
+            if seconds[b] > 0
+            else ""
+        )
+        phrase = f"one config each × {n} seeds"
+        sentences.append(f"- {comparison.pair_sentence(a, b, r, metric, phrase, cost_text)}")
+    table = comparison.pair_table(rows)
+    return [
+        "### Paired comparison of configs",
+        "",
+        "Configs of one run directory that share seeds, compared on the per-seed differences "
+        f"of the test {LABELS[metric]} (later − earlier in the directory's order): their mean "
+        "with a 95% t-interval, an exact sign-flip permutation test, and the chance that one "
+        "config beats the other on one new seed.",
+        "",
+        *sentences,
+        "",
+        write_table(table, table, tables, "paired_configs"),
         "",
     ]
 

@@ -17,7 +17,7 @@ from hubsweep.errors import HubsweepError
 from hubsweep.metrics import MACRO_RULE
 from hubsweep.reports import plots
 from hubsweep.reports.collect import Results, Run, Study, best_model, collect
-from hubsweep.reports.comparison_sections import comparison_part, warning_lines
+from hubsweep.reports.comparison_sections import comparison_part, config_pairs, warning_lines
 from hubsweep.reports.markdown import figures as _figures
 from hubsweep.reports.markdown import shown as _shown
 from hubsweep.reports.markdown import write_table
@@ -327,11 +327,14 @@ def _runs_part(results: Results, tables: Path, out: Path, with_studies: bool) ->
         ]
     curves, tested = {}, {}
     for group in groups:
+        labelled = []
         for settings, runs in group.configs():
             label = _config_label(group.name, settings, runs, len(groups) > 1)
+            labelled.append((label, runs))
             curves[label] = runs
             if any(r.test for r in runs):
                 tested[label] = runs
+        lines += config_pairs(labelled, tables)
     if not with_studies:
         models = _best_models((label, runs, "macro_f1", False) for label, runs in tested.items())
         lines += _figures(
