@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hubsweep.reports.collect import Study
-from hubsweep.reports.comparison import effects, pair_rows
+from hubsweep.reports.collect import RunGroup, Study, _varying_keys, _walk
+from hubsweep.reports.comparison import config_pairs, effects, pair_rows
 from hubsweep.results.artifacts import RunFiles
 from hubsweep.study.compose import ComposeSpec
 from hubsweep.study.driver import run_sweep
@@ -107,3 +107,42 @@ def test_a_factorial_experiment_runs_every_combination_and_reports_its_effects(
     assert "model × embedding.trainable (interaction)" in report
     assert report.count(" − ") >= 6  # the six pairs of the paired comparison
     assert (tmp_path / "results" / "factorial" / "report" / "plots" / "effects.png").is_file()
+
+
+def _grid_run(job: int, weight: str, prefix: list, seed: int, score: float) -> RunFiles:
+    config = {
+        "trainer": {"seed": seed, "class_weight": weight},
+        "dataset": {"prefix_keys": prefix},
+        "output_dir": f"/x/multirun/{job}",
+    }
+    final = {"status": "completed", "test": {"macro_f1": score}, "final": {"macro_f1": 0.7}}
+    return RunFiles(Path(f"/x/multirun/{job}"), config, final, pd.DataFrame())
+
+
+def test_a_grids_configs_are_paired_where_they_differ_in_one_setting():
+    # class_weight x prefix_keys x seeds: the section prefix adds 0.02, weights cost 0.01.
+    runs, job = [], 0
+    for weight in ("none", "balanced"):
+        for prefix in (["sectionName"], []):
+            for seed in SEEDS:
+                score = BASE[seed] + 0.02 * bool(prefix) - 0.01 * (weight == "balanced")
+                runs.append(_grid_run(job, weight, prefix, seed, score))
+                job += 1
+    group = RunGroup("multirun", runs, _varying_keys(runs))
+    # Four pairs differ in one setting; the two diagonals (both settings) are left out. The
+    # config ahead comes first, its list written as the command line writes it.
+    found = [(p.a, p.b, round(p.result.mean, 6)) for p in config_pairs(group, "macro_f1")]
+    assert sorted(found) == [
+        ("class_weight=none", "class_weight=balanced", 0.01),
+        ("class_weight=none", "class_weight=balanced", 0.01),
+        ("prefix_keys=[sectionName]", "prefix_keys=[]", 0.02),
+        ("prefix_keys=[sectionName]", "prefix_keys=[]", 0.02),
+    ]
+
+
+def test_a_multiruns_job_folders_are_read_in_job_order(tmp_path):
+    for job in range(12):
+        (tmp_path / str(job)).mkdir()
+    (tmp_path / "multirun.yaml").write_text("")
+    names = [p.name for p in _walk(tmp_path, tmp_path, {tmp_path})]
+    assert names == [str(job) for job in range(12)]

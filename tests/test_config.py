@@ -77,6 +77,8 @@ def test_typos_and_wrong_types_fail_at_composition_naming_the_key(make_cfg, over
         (["model=mlp", "model.dropout=1.5"], "model.dropout"),
         (["dataset.source=parquet"], "dataset.source"),
         (["dataset.source_dir=/no/such/dir"], "dataset.source_dir"),
+        (["dataset.prefix_keys=[label]"], "dataset.prefix_keys"),  # the answer in the text
+        (["dataset.prefix_keys=[sectionName,sectionName]"], "dataset.prefix_keys"),
         (
             ["embedding.signature=serving_default", "embedding.trainable=true"],
             "embedding.trainable",

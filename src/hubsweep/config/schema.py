@@ -52,7 +52,7 @@ class DatasetConfig:
     text_key: str = "text"
     # Fields read into each text before text_key's, each followed by text_separator (e.g.
     # SciCite's sectionName: "Discussion: These results ..."); a record where one is
-    # missing, empty or NaN (TFDS stores a missing one as "nan") goes without it.
+    # missing, empty or NaN goes without it (SciCite's TFDS builder stores NaN as "nan").
     prefix_keys: list[str] = field(default_factory=list)
     text_separator: str = ": "
     label_key: str = "label"
@@ -369,3 +369,16 @@ def validate(cfg: DictConfig) -> None:
         )
     if s.name == "exponential":
         require(s.decay_steps > 0, "schedule.decay_steps", "must be positive")
+    _validate_prefixes(cfg.dataset)
+
+
+def _validate_prefixes(d: DictConfig) -> None:
+    """A prefix that is the label would put the answer into the text."""
+    keys = list(d.prefix_keys)
+    for key in keys:
+        require(
+            key not in (d.text_key, d.label_key),
+            "dataset.prefix_keys",
+            f"{key!r} is the dataset's {'label_key' if key == d.label_key else 'text_key'}",
+        )
+    require(len(set(keys)) == len(keys), "dataset.prefix_keys", f"{keys} names a field twice")

@@ -6,11 +6,9 @@ holding them as arrays makes shuffling, evaluation and predictions.csv simple an
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,15 @@ import numpy as np
 from omegaconf import DictConfig
 
 from hubsweep.data.network import require_reachable
+from hubsweep.data.records import (
+    LabelMapper,
+    Row,
+    absent_or_text,
+    join_fields,
+    prefixes,
+    read_csv,
+    read_jsonl,
+)
 from hubsweep.errors import DataError, HubsweepError
 
 log = logging.getLogger(__name__)
@@ -90,6 +97,8 @@ def source_fingerprint(d: DictConfig) -> str:
 
 # Under the TFDS data_dir: datasets prepared offline, one directory per source's content.
 OFFLINE_SUBDIR = "hubsweep-offline"
+# A Text feature's values that stand for a missing one (SciCite's builder writes str(NaN)).
+TFDS_MISSING = ("nan",)
 
 
 def _offline_builders() -> dict[str, type]:
@@ -125,7 +134,7 @@ def _offline_builders() -> dict[str, type]:
                         "expected the SciCite release files train.jsonl, dev.jsonl, test.jsonl"
                     )
                 # TFDS's own reader fails deep inside preparation, with no location.
-                for _ in _read_jsonl(path):
+                for _ in read_jsonl(path):
                     pass
             return [
                 tfds.core.SplitGenerator(
@@ -156,8 +165,8 @@ def tfds_builder(cfg: DictConfig):
         # variant) as if it were theirs. Each source's content gets a data_dir of its own.
         from tensorflow_datasets.core import constants
 
-        root = Path(cfg.data_dir or constants.get_default_data_dir())
-        kwargs["data_dir"] = str(root / OFFLINE_SUBDIR / source_fingerprint(cfg))
+        root = str(cfg.data_dir or constants.get_default_data_dir())  # gs:// stays a URL
+        kwargs["data_dir"] = os.path.join(root, OFFLINE_SUBDIR, source_fingerprint(cfg))
         builder = offline[cfg.tfds_name](source_dir=str(cfg.source_dir), **kwargs)
     else:
         try:
@@ -188,7 +197,7 @@ def _load_tfds(cfg: DictConfig, wanted: dict[str, str]) -> TextDataset:
 
     builder = tfds_builder(cfg)
     features = builder.info.features
-    prefix_keys, separator = _prefixes(cfg)
+    prefix_keys, separator = prefixes(cfg)
     named = {"text_key": [cfg.text_key], "prefix_keys": prefix_keys, "label_key": [cfg.label_key]}
     for setting, keys in named.items():
         for key in keys:
@@ -215,7 +224,7 @@ def _load_tfds(cfg: DictConfig, wanted: dict[str, str]) -> TextDataset:
         columns = [full[key] for key in (*prefix_keys, cfg.text_key)]
         texts = np.array(
             [
-                join_fields([v.decode("utf-8") for v in values], separator)
+                join_fields([v.decode("utf-8") for v in values], separator, TFDS_MISSING)
                 for values in zip(*columns, strict=True)
             ],
             dtype=object,
@@ -251,145 +260,16 @@ def _load_local(cfg: DictConfig, wanted: dict[str, str]) -> TextDataset:
         path = base / filename
         if not path.is_file():
             raise DataError(f"dataset.splits.{role}: file {path} does not exist")
-        rows = _read_jsonl(path) if cfg.source == "jsonl" else _read_csv(path)
+        rows = read_jsonl(path) if cfg.source == "jsonl" else read_csv(path)
         to_id = LabelMapper(label_names, cfg.get("label_index"))
         splits[role] = _to_split(rows, path, cfg, to_id)
     return TextDataset(cfg.name, label_names, splits)
 
 
-Row = tuple[int, dict[str, Any]]
-
-
-def read_text(path: Path) -> str:
-    """The file as UTF-8 text; bytes that are not UTF-8 are one error naming file:line."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DataError(
-            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); "
-            "re-encode the file as UTF-8"
-        ) from None
-
-
-def check_unicode(path: Path, lineno: int, value: Any) -> None:
-    """A lone surrogate (e.g. JSON "\\ud800") is not text: TensorFlow fails on it later."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise DataError(
-                f"{path}:{lineno}: {value!r:.60} holds a lone surrogate, not valid Unicode text"
-            ) from None
-    elif isinstance(value, dict):
-        for v in value.values():
-            check_unicode(path, lineno, v)
-    elif isinstance(value, list):
-        for v in value:
-            check_unicode(path, lineno, v)
-
-
-def _read_jsonl(path: Path) -> Iterator[Row]:
-    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(
-                f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})"
-            ) from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object per line")
-        check_unicode(path, lineno, record)
-        yield lineno, record
-
-
-def _read_csv(path: Path) -> Iterator[Row]:
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
-    try:
-        for record in reader:
-            if None in record:
-                raise DataError(f"{path}:{reader.line_num}: more fields than the header")
-            yield reader.line_num, record
-    except csv.Error as e:
-        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
-
-
-def _is_integer(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    return isinstance(value, str) and value.strip().lstrip("+-").isdigit()
-
-
-class LabelMapper:
-    """One rule that cannot mis-map: a label is matched by name first; an integer that names
-    no class is an index into label_names only with dataset.label_index=true (then every
-    integer is an index), or with the default null when no class name is itself an
-    integer (an integer that is not one of integer class names is refused: ambiguous)."""
-
-    def __init__(self, label_names: tuple[str, ...], label_index: bool | None) -> None:
-        self.names = label_names
-        self.ids = {str(name): i for i, name in enumerate(label_names)}
-        self.numeric_names = any(_is_integer(n) for n in label_names)
-        self.label_index = label_index
-
-    def _resolve(self, label: Any) -> int | None:
-        if self.label_index is True and _is_integer(label):
-            return int(label)
-        if not isinstance(label, bool) and str(label).strip() in self.ids:
-            return self.ids[str(label).strip()]
-        if self.label_index is None and not self.numeric_names and _is_integer(label):
-            return int(label)
-        return None
-
-    def __call__(self, path: Path, lineno: int, label: Any) -> int:
-        label_id = self._resolve(label)
-        if label_id is None:
-            rule = " (class names are numbers: labels are matched as names)"
-            raise DataError(
-                f"{path}:{lineno}: unknown label {label!r}{rule if self.numeric_names else ''}; "
-                f"dataset.label_names: {', '.join(self.names)}"
-            )
-        if not 0 <= label_id < len(self.names):
-            raise DataError(
-                f"{path}:{lineno}: label index {label_id} is outside 0..{len(self.names) - 1} "
-                f"(dataset.label_names: {', '.join(self.names)})"
-            )
-        return label_id
-
-
-def _prefixes(cfg: DictConfig) -> tuple[list[str], str]:
-    """dataset.prefix_keys and the separator after each (configs built by hand may lack both)."""
-    keys = list(cfg.get("prefix_keys") or [])
-    return keys, (cfg.text_separator if keys else "")
-
-
-def join_fields(values: Sequence[Any], separator: str) -> str:
-    """The text (the last value) after each prefix field that holds something, each followed
-    by `separator`; a prefix that is missing, empty or NaN (None, float NaN, or TFDS's "nan")
-    is left out, so a record without a section name reads as its sentence alone."""
-    *prefixes, text = values
-    kept = [
-        p.strip()
-        for p in prefixes
-        if isinstance(p, str) and p.strip() and p.strip().lower() != "nan"
-    ]
-    return "".join(p + separator for p in kept) + text
-
-
-def _absent_or_text(value: Any) -> bool:
-    return value is None or isinstance(value, str) or (isinstance(value, float) and value != value)
-
-
 def _to_split(rows: Iterator[Row], path: Path, cfg: DictConfig, to_id: LabelMapper) -> TextSplit:
     text_key, label_key = cfg.text_key, cfg.label_key
-    prefix_keys, separator = _prefixes(cfg)
-    texts, labels, seen = [], [], set()
+    prefix_keys, separator = prefixes(cfg)
+    texts, labels, fields = [], [], set()
     for lineno, record in rows:
         for key in (text_key, label_key):
             if record.get(key) is None:
@@ -397,19 +277,22 @@ def _to_split(rows: Iterator[Row], path: Path, cfg: DictConfig, to_id: LabelMapp
         text, label = record[text_key], record[label_key]
         if not isinstance(text, str):
             raise DataError(f"{path}:{lineno}: {text_key!r} is not a string")
-        prefixes = [record.get(key) for key in prefix_keys]
-        for key, value in zip(prefix_keys, prefixes, strict=True):
-            if not _absent_or_text(value):
+        heads = [record.get(key) for key in prefix_keys]
+        for key, value in zip(prefix_keys, heads, strict=True):
+            if not absent_or_text(value):
                 raise DataError(
                     f"{path}:{lineno}: {key!r} (dataset.prefix_keys) is not a string: {value!r:.60}"
                 )
-        seen.update(key for key in prefix_keys if key in record)
-        texts.append(join_fields([*prefixes, text], separator))
+        fields.update(record)
+        texts.append(join_fields([*heads, text], separator))
         labels.append(to_id(path, lineno, label))
-    # A misspelt key would otherwise read every text without its prefix, without a word.
-    for key in prefix_keys:
-        if texts and key not in seen:
-            raise DataError(f"{path}: no record has {key!r} (dataset.prefix_keys)")
     if not texts:
         raise DataError(f"{path}: no examples")
+    # A misspelt key would otherwise read every text without its prefix, without a word.
+    for key in prefix_keys:
+        if key not in fields:
+            raise DataError(
+                f"{path}: no record has {key!r} (dataset.prefix_keys); fields: "
+                f"{', '.join(sorted(fields))}"
+            )
     return TextSplit(np.array(texts, dtype=object), np.array(labels, dtype=np.int32))

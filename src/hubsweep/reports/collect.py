@@ -332,7 +332,11 @@ def _walk(root: Path, top: Path, seen: set[Path]) -> Iterator[Path]:
     A symlink is followed only to a directory inside `top` (the resolved results tree) not
     yet visited: never out of the tree, never round a loop."""
     try:
-        children = sorted(p for p in root.iterdir() if p.is_dir())
+        # A multirun's job folders 0..n in job order (as text, 10 sorts before 2).
+        children = sorted(
+            (p for p in root.iterdir() if p.is_dir()),
+            key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name),
+        )
     except OSError:
         return
     for child in children:

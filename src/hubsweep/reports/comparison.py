@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from optuna.trial import TrialState
 
 from hubsweep.reports import diagnostics
-from hubsweep.reports.collect import Run, Study
+from hubsweep.reports.collect import Run, RunGroup, Study
 from hubsweep.reports.stats import Curve, Paired, expected_max_curve, paired
-from hubsweep.reports.tables import LABELS
+from hubsweep.reports.tables import LABELS, short_value
 from hubsweep.results.layout import RunStatus
 from hubsweep.study.liveness import compute_s
 
@@ -183,17 +184,38 @@ def pair_rows(studies: Sequence[Study]) -> list[tuple[str, str, Paired]]:
     return out
 
 
-def config_pair_rows(
-    configs: Sequence[tuple[str, Sequence[Run]]], metric: str
-) -> list[tuple[str, str, Paired]]:
-    """Configs of one run group (label, runs) compared on the seeds they share, later −
-    earlier in the group's order (a multirun's sweep order, e.g. none then balanced)."""
-    scored = [(label, runs_seed_scores(runs, metric)) for label, runs in configs]
+@dataclass(frozen=True)
+class ConfigPair:
+    """Two configs of one run group that differ in one setting, paired by seed: `a` is the
+    one ahead (result = a − b, its mean ≥ 0), each labelled by that setting's value."""
+
+    group: str
+    a: str
+    b: str
+    result: Paired
+    runs_a: Sequence[Run]
+    runs_b: Sequence[Run]
+
+
+def config_pairs(group: RunGroup, metric: str) -> list[ConfigPair]:
+    """The group's configs compared two by two where they differ in exactly one setting (a
+    pair differing in two, a grid's diagonal, would confound them) and share two seeds."""
     out = []
-    for (a, sa), (b, sb) in itertools.combinations(scored, 2):
-        result = paired(sb, sa)
-        if result is not None:
-            out.append((b, a, result))
+    for (sa, ra), (sb, rb) in itertools.combinations(group.configs(), 2):
+        differ = [k for k in group.varying if repr(sa.get(k)) != repr(sb.get(k))]
+        if len(differ) != 1:
+            continue
+        key = differ[0]
+        scores_a, scores_b = runs_seed_scores(ra, metric), runs_seed_scores(rb, metric)
+        result = paired(scores_a, scores_b)
+        if result is None:
+            continue
+        label_a = f"{key.split('.')[-1]}={short_value(sa.get(key))}"
+        label_b = f"{key.split('.')[-1]}={short_value(sb.get(key))}"
+        if result.mean < 0:
+            result = paired(scores_b, scores_a)
+            label_a, label_b, ra, rb = label_b, label_a, rb, ra
+        out.append(ConfigPair(group.name, label_a, label_b, result, ra, rb))
     return out
 
 

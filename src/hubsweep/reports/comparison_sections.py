@@ -7,14 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from optuna.trial import TrialState
 
 from hubsweep.reports import comparison, cost, plots
-from hubsweep.reports.collect import Run, Study
+from hubsweep.reports.collect import RunGroup, Study
 from hubsweep.reports.markdown import figures, write_table
-from hubsweep.reports.tables import LABELS
-from hubsweep.study.liveness import compute_s
+from hubsweep.reports.tables import LABELS, seconds_per_run
 
 
 def warning_lines(study: Study) -> list[str]:
@@ -79,34 +77,36 @@ def _paired(studies: Sequence[Study], tables: Path) -> list[str]:
     ]
 
 
-def config_pairs(configs: Sequence[tuple[str, Sequence[Run]]], tables: Path) -> list[str]:
-    """The paired comparison of a run group's configs (a multirun grid over seeds), on the
-    test macro-F1 of the seeds they share; nothing where no two configs share two seeds."""
+def config_pairs(groups: Sequence[RunGroup], tables: Path) -> list[str]:
+    """The paired comparison of the configs within each run group (a multirun grid over
+    seeds) that differ in one setting, on the test macro-F1 of the seeds they share."""
     metric = "macro_f1"
-    rows = comparison.config_pair_rows(configs, metric)
-    if not rows:
+    pairs = [pair for group in groups for pair in comparison.config_pairs(group, metric)]
+    if not pairs:
         return []
-    runs = dict(configs)
-    seconds = {k: float(np.mean([compute_s(r.final) for r in v if r.final])) for k, v in configs}
     sentences = []
-    for a, b, r in rows:
-        n = len(runs[a])
+    for p in pairs:
+        seconds_a, seconds_b = seconds_per_run(p.runs_a), seconds_per_run(p.runs_b)
         cost_text = (
-            f"{a} at {seconds[a] / seconds[b]:.2g}× {b}'s time per run ({seconds[a]:.0f} s "
-            f"against {seconds[b]:.0f} s)"
-            if seconds[b] > 0
+            f"{p.a} at {seconds_a / seconds_b:.2g}× {p.b}'s time per run ({seconds_a:.0f} s "
+            f"against {seconds_b:.0f} s)"
+            if seconds_b > 0 and seconds_a > 0
             else ""
         )
-        phrase = f"one config each × {n} seeds"
-        sentences.append(f"- {comparison.pair_sentence(a, b, r, metric, phrase, cost_text)}")
-    table = comparison.pair_table(rows)
+        phrase = f"one config each × {len(p.result.seeds)} seeds"
+        where = f"{p.group}: " if len(groups) > 1 else ""
+        sentence = comparison.pair_sentence(p.a, p.b, p.result, metric, phrase, cost_text)
+        sentences.append(f"- {where}{sentence}")
+    table = comparison.pair_table([(p.a, p.b, p.result) for p in pairs])
+    if len(groups) > 1:
+        table.insert(0, "group", [p.group for p in pairs])
     return [
         "### Paired comparison of configs",
         "",
-        "Configs of one run directory that share seeds, compared on the per-seed differences "
-        f"of the test {LABELS[metric]} (later − earlier in the directory's order): their mean "
-        "with a 95% t-interval, an exact sign-flip permutation test, and the chance that one "
-        "config beats the other on one new seed.",
+        "The configs of a run directory that differ in one setting and share seeds, compared "
+        f"on the per-seed differences of the test {LABELS[metric]}, the one ahead first: their "
+        "mean with a 95% t-interval, an exact sign-flip permutation test, and the chance that "
+        "one config beats the other on one new seed.",
         "",
         *sentences,
         "",

@@ -26,6 +26,7 @@ from hubsweep.reports.tables import (
     LABELS,
     arms_table,
     runs_table,
+    short_value,
     top_trials,
     trials_table,
 )
@@ -325,16 +326,14 @@ def _runs_part(results: Results, tables: Path, out: Path, with_studies: bool) ->
             "text (hubsweep-adapt), once for every run on it: not in s / run.",
             "",
         ]
+    lines += config_pairs(groups, tables)
     curves, tested = {}, {}
     for group in groups:
-        labelled = []
         for settings, runs in group.configs():
             label = _config_label(group.name, settings, runs, len(groups) > 1)
-            labelled.append((label, runs))
             curves[label] = runs
             if any(r.test for r in runs):
                 tested[label] = runs
-        lines += config_pairs(labelled, tables)
     if not with_studies:
         models = _best_models((label, runs, "macro_f1", False) for label, runs in tested.items())
         lines += _figures(
@@ -371,6 +370,6 @@ def _best_models(candidates: Iterable[tuple[str, list[Run], str, bool]]) -> dict
 
 def _config_label(group: str, settings: dict, runs: list[Run], with_group: bool) -> str:
     """The settings that set this config apart, else its experiment's name."""
-    parts = [f"{k.split('.')[-1]}={v}" for k, v in settings.items()]
+    parts = [f"{k.split('.')[-1]}={short_value(v)}" for k, v in settings.items()]
     label = ", ".join(parts) or runs[0].setting("experiment_name") or os.path.basename(group)
     return f"{group}: {label}" if with_group else label

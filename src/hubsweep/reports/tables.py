@@ -11,7 +11,7 @@ import pandas as pd
 from optuna.trial import TrialState
 from scipy import stats
 
-from hubsweep.reports.collect import RunGroup, Study, last_reported
+from hubsweep.reports.collect import Run, RunGroup, Study, last_reported
 from hubsweep.results.layout import RunStatus
 from hubsweep.study.liveness import (
     CACHE_BUILD_TIME,
@@ -134,7 +134,7 @@ def _arm_rows(study: Study, classes: list[str]) -> tuple[dict, dict]:
             f"{row[RunStatus.FAILED]}"
             + (f" (+{row['running']} running)" if row["running"] else ""),
             f"best val {metric}": f"{best.value:.4f}" if best else "–",
-            **{k: _short(v) for k, v in params.items()},
+            **{k: short_value(v) for k, v in params.items()},
             "seeds": f"{len(tested)}",
             "test accuracy": spreads["accuracy"].text(),
             "accuracy 95% CI": _interval(spreads["accuracy"]),
@@ -158,12 +158,20 @@ def _base_steps(study: Study) -> int | None:
     return steps if isinstance(steps, int) else None
 
 
-def _short(value) -> str:
+def short_value(value) -> str:
+    """A setting or parameter as a table shows it; a list as the command line writes it."""
     if value is None:
         return "–"
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(short_value(v) for v in value) + "]"
     return str(value)
+
+
+def seconds_per_run(runs: Sequence[Run]) -> float:
+    """The mean compute seconds of the runs that finished (NaN where none did)."""
+    return _mean([compute_s(r.final) for r in runs if r.final and r.final.get("final")])
 
 
 def trials_table(study: Study) -> pd.DataFrame:
@@ -221,7 +229,7 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
             test = {m: Spread.of([r.test[m] for r in tested]) for m in SCORES}
             counts = pd.Series([r.status for r in runs]).value_counts().to_dict()
             statuses = ", ".join(f"{n} {s}" for s, n in counts.items())
-            wall = _mean([compute_s(r.final) for r in done])
+            wall = seconds_per_run(runs)
             recorded = [(r.final or {}).get("module_adaptation") for r in runs]
             adapted = next((a for a in recorded if a), None)
             row = {"group": group.name, **settings, "runs": len(runs)}
@@ -237,7 +245,7 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
             )
             text.append(
                 {
-                    **{k: _short(v) for k, v in row.items()},
+                    **{k: short_value(v) for k, v in row.items()},
                     "status": statuses,
                     "val accuracy": val["accuracy"].text(),
                     "val macro-F1": val["macro_f1"].text(),
