@@ -12,6 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hubsweep.errors import ConfigError
+from hubsweep.study.driver import FINGERPRINT_ATTR, QUESTION_ATTR
 from hubsweep.study.space import parse_space
 from hubsweep.study.storage import open_storage
 
@@ -74,6 +75,34 @@ def test_a_study_name_asked_another_question_is_refused(base, tmp_path):
     again = _sweep(*base, "sweep.study_name=q", "sweep.n_trials=3")
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(_study(directory, "q").trials) == 3
+
+
+def test_a_study_recorded_before_a_setting_existed_resumes_at_its_default(base, tmp_path):
+    first = _sweep(*base, "sweep.study_name=old", "sweep.n_trials=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    directory = tmp_path / "results" / "default" / "old"
+    # As an earlier release recorded it: no dataset.prefix_keys / text_separator yet.
+    study = _study(directory, "old")
+    question = study.user_attrs[QUESTION_ATTR]
+    for key in ("prefix_keys", "text_separator"):
+        del question["config"]["dataset"][key]
+    study.set_user_attr(QUESTION_ATTR, question)
+    study.set_user_attr(FINGERPRINT_ATTR, "recorded-by-an-earlier-release")
+
+    # With the new setting away from its default, it is another question, named.
+    line = _last_line(
+        _sweep(
+            *base, "sweep.study_name=old", "sweep.n_trials=2", "dataset.prefix_keys=[sectionName]"
+        )
+    )
+    assert "different question" in line and "config.dataset.prefix_keys: '<unset>'" in line
+    # At its default it is the same question: resumed, and recorded with the new settings.
+    again = _sweep(*base, "sweep.study_name=old", "sweep.n_trials=2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = _study(directory, "old")
+    assert len(study.trials) == 2
+    assert study.user_attrs[QUESTION_ATTR]["config"]["dataset"]["prefix_keys"] == []
+    assert study.user_attrs[FINGERPRINT_ATTR] != "recorded-by-an-earlier-release"
 
 
 # One trial at a time follows the same rule as a round of three: `-m slow` runs it (CI time).

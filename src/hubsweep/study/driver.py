@@ -28,7 +28,7 @@ from hubsweep.study import flat, storage
 from hubsweep.study.compose import ComposeSpec
 from hubsweep.study.finalists import race
 from hubsweep.study.liveness import tally
-from hubsweep.study.plan import StudyPlan, build_plans, describe_mismatch
+from hubsweep.study.plan import StudyPlan, build_plans, describe_mismatch, with_new_defaults
 from hubsweep.study.retrain import retrain_best, write_best_preset
 from hubsweep.study.warm_start import warm_start
 from hubsweep.study.workers import open_study_storage, run_workers
@@ -74,7 +74,19 @@ def open_study(plan: StudyPlan) -> optuna.Study:
         study.set_user_attr(QUESTION_ATTR, plan.question)
         study.set_user_attr(FINGERPRINT_ATTR, plan.fingerprint)
     elif stored != plan.fingerprint:
-        diffs = describe_mismatch(study.user_attrs.get(QUESTION_ATTR, {}), plan.question)
+        recorded = study.user_attrs.get(QUESTION_ATTR, {})
+        upgraded, added = with_new_defaults(recorded, plan.question)
+        if added and upgraded == plan.question:
+            log.info(
+                "study %s was recorded before %s existed; left at their defaults, it asks the "
+                "same question: recording it with them",
+                plan.name,
+                ", ".join(added),
+            )
+            study.set_user_attr(QUESTION_ATTR, plan.question)
+            study.set_user_attr(FINGERPRINT_ATTR, plan.fingerprint)
+            return study
+        diffs = describe_mismatch(recorded, plan.question)
         shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
         raise ConfigError(
             f"sweep.study_name={plan.settings.study_name}: study {plan.name!r} in "

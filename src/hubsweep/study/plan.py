@@ -10,6 +10,7 @@ refused, naming what differs.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hubsweep.config.paths import require_name
-from hubsweep.config.schema import validate
+from hubsweep.config.schema import GROUP_SCHEMAS, RunConfig, validate
 from hubsweep.config.sweep import SweepConfig
 from hubsweep.data.datasets import source_fingerprint
 from hubsweep.errors import ConfigError
@@ -306,3 +307,38 @@ def describe_mismatch(stored: dict, asked: dict) -> list[str]:
 
     walk(stored, asked, "")
     return diffs
+
+
+def _schema_defaults(config: dict) -> dict:
+    """The schemas' defaults for a run config's sections (a group's by its `name`)."""
+    defaults = OmegaConf.to_container(OmegaConf.structured(RunConfig), resolve=False)
+    for group, schemas in GROUP_SCHEMAS.items():
+        section = config.get(group)
+        name = section.get("name") if isinstance(section, dict) else None
+        schema = next(iter(schemas.values())) if len(schemas) == 1 else schemas.get(name)
+        if schema is not None:
+            defaults[group] = OmegaConf.to_container(OmegaConf.structured(schema), resolve=False)
+    return defaults
+
+
+def with_new_defaults(stored: dict, asked: dict) -> tuple[dict, list[str]]:
+    """The stored question with the settings a later release added, where this run leaves
+    them at their defaults (`dataset.prefix_keys: []`): a study recorded before they
+    existed asked the same question. Returns it and the dotted keys filled in."""
+    upgraded, added = copy.deepcopy(stored), []
+    defaults = _schema_defaults(asked.get("config", {}))
+
+    def fill(old: dict, new: dict, default: Any, where: str) -> None:
+        for key, value in new.items():
+            path = f"{where}.{key}" if where else key
+            default_value = default.get(key, "<none>") if isinstance(default, dict) else "<none>"
+            if key not in old:
+                if value == default_value:
+                    old[key] = copy.deepcopy(value)
+                    added.append(path)
+            elif isinstance(old[key], dict) and isinstance(value, dict):
+                fill(old[key], value, default_value, path)
+
+    if isinstance(upgraded.get("config"), dict):
+        fill(upgraded["config"], asked.get("config", {}), defaults, "")
+    return upgraded, added
