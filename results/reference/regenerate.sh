@@ -105,8 +105,15 @@ hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_tapt trainer.step
   embedding.preprocess_handle="$tapt/preprocess" embedding.handle="$tapt/encoder" \
   'trainer.seed=3,4,5'
 
+# The section name as input: the same winner at its 500 steps on the published pair, each
+# sentence read after its sectionName ("Discussion: These results ...") and as itself, on
+# the re-run seeds 3-5 (one grid, so the report pairs them by seed). About 18 min a run on
+# the 2-core AMD EPYC machine of 2026-12-06.
+hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_section trainer.steps=500 \
+  'dataset.prefix_keys=[sectionName],[]' 'trainer.seed=3,4,5'
+
 for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encoders \
-  encoders_steps encoders_class_weight encoders_tapt; do
+  encoders_steps encoders_class_weight encoders_tapt encoders_section; do
   hubsweep-report "results/$experiment" --output "$out/$experiment"
 done
 
