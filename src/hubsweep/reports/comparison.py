@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from hubsweep.reports import diagnostics
 from hubsweep.reports.collect import Run, RunGroup, Study
 from hubsweep.reports.stats import Curve, Paired, expected_max_curve, paired
-from hubsweep.reports.tables import LABELS, short_value
+from hubsweep.reports.tables import LABELS, setting_label
 from hubsweep.results.layout import RunStatus
 from hubsweep.study.liveness import compute_s
 
@@ -210,8 +210,7 @@ def config_pairs(group: RunGroup, metric: str) -> list[ConfigPair]:
         result = paired(scores_a, scores_b)
         if result is None:
             continue
-        label_a = f"{key.split('.')[-1]}={short_value(sa.get(key))}"
-        label_b = f"{key.split('.')[-1]}={short_value(sb.get(key))}"
+        label_a, label_b = setting_label(key, sa.get(key)), setting_label(key, sb.get(key))
         if result.mean < 0:
             result = paired(scores_b, scores_a)
             label_a, label_b, ra, rb = label_b, label_a, rb, ra

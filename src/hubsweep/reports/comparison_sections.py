@@ -87,12 +87,7 @@ def config_pairs(groups: Sequence[RunGroup], tables: Path) -> list[str]:
     sentences = []
     for p in pairs:
         seconds_a, seconds_b = seconds_per_run(p.runs_a), seconds_per_run(p.runs_b)
-        cost_text = (
-            f"{p.a} at {seconds_a / seconds_b:.2g}× {p.b}'s time per run ({seconds_a:.0f} s "
-            f"against {seconds_b:.0f} s)"
-            if seconds_b > 0 and seconds_a > 0
-            else ""
-        )
+        cost_text = cost.ratio_phrase(p.a, seconds_a, p.b, seconds_b, "time per run")
         phrase = f"one config each × {len(p.result.seeds)} seeds"
         where = f"{p.group}: " if len(groups) > 1 else ""
         sentence = comparison.pair_sentence(p.a, p.b, p.result, metric, phrase, cost_text)
@@ -116,7 +111,9 @@ def config_pairs(groups: Sequence[RunGroup], tables: Path) -> list[str]:
 
 
 def _ratio(costs: dict[str, cost.ArmCost], a: str, b: str) -> str:
-    return cost.ratio_phrase(costs[a], costs[b]) if a in costs and b in costs else ""
+    if a not in costs or b not in costs:
+        return ""
+    return cost.ratio_phrase(a, costs[a].per_trial_s, b, costs[b].per_trial_s)
 
 
 def _cost(studies: Sequence[Study], tables: Path, out: Path) -> list[str]:

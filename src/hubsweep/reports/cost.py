@@ -209,15 +209,15 @@ def budget_sentence(studies: Sequence[Study], costs: dict[str, ArmCost]) -> str:
     )
 
 
-def ratio_phrase(a: ArmCost, b: ArmCost) -> str:
-    """`a` against `b` in compute per trial, as the paired sentence says it."""
-    if b.per_trial_s <= 0:
+def ratio_phrase(a: str, a_s: float, b: str, b_s: float, per: str = "compute per trial") -> str:
+    """`a` against `b` in seconds `per` trial or run, as the paired sentences say it."""
+    if not b_s > 0 or a_s != a_s:  # no baseline, or a's runs all unfinished (NaN)
         return ""
-    ratio = a.per_trial_s / b.per_trial_s
-    return (
-        f"{a.arm} at {ratio:.2g}× {b.arm}'s compute per trial ({a.per_trial_s:.3g} s against "
-        f"{b.per_trial_s:.3g} s)"
-    )
+
+    def seconds(x: float) -> str:
+        return f"{x:.3g}" if x < 1000 else f"{x:.0f}"  # never 1.04e+03
+
+    return f"{a} at {a_s / b_s:.2g}× {b}'s {per} ({seconds(a_s)} s against {seconds(b_s)} s)"
 
 
 def pareto(costs: Sequence[ArmCost], minimize: bool) -> set[str]:

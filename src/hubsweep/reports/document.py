@@ -26,7 +26,7 @@ from hubsweep.reports.tables import (
     LABELS,
     arms_table,
     runs_table,
-    short_value,
+    setting_label,
     top_trials,
     trials_table,
 )
@@ -370,6 +370,6 @@ def _best_models(candidates: Iterable[tuple[str, list[Run], str, bool]]) -> dict
 
 def _config_label(group: str, settings: dict, runs: list[Run], with_group: bool) -> str:
     """The settings that set this config apart, else its experiment's name."""
-    parts = [f"{k.split('.')[-1]}={short_value(v)}" for k, v in settings.items()]
+    parts = [setting_label(k, v) for k, v in settings.items()]
     label = ", ".join(parts) or runs[0].setting("experiment_name") or os.path.basename(group)
     return f"{group}: {label}" if with_group else label

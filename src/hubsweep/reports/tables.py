@@ -169,6 +169,11 @@ def short_value(value) -> str:
     return str(value)
 
 
+def setting_label(key: str, value) -> str:
+    """`leaf=value` of a dotted config key, as run labels and paired sentences name it."""
+    return f"{key.split('.')[-1]}={short_value(value)}"
+
+
 def seconds_per_run(runs: Sequence[Run]) -> float:
     """The mean compute seconds of the runs that finished (NaN where none did)."""
     return _mean([compute_s(r.final) for r in runs if r.final and r.final.get("final")])
