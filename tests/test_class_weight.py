@@ -35,7 +35,7 @@ def test_balanced_weights_are_n_over_classes_times_count_and_average_one():
     np.testing.assert_allclose(weights, [10 / 18, 10 / 9, 10 / 3], rtol=1e-6)
     assert weights[labels].mean() == pytest.approx(1.0)
     assert CLASS_WEIGHTS["none"](labels, 3) is None
-    from hubsweep.config.schema import CLASS_WEIGHTINGS  # what validation allows
+    from hubsweep.config.validation import CLASS_WEIGHTINGS  # what validation allows
 
     assert set(CLASS_WEIGHTINGS) == set(CLASS_WEIGHTS)
 
@@ -118,7 +118,7 @@ def test_a_population_of_weighted_and_unweighted_members_trains_each_as_alone(
 
 
 def test_an_unknown_class_weighting_names_the_key_and_the_allowed_values(make_cfg):
-    from hubsweep.config.schema import validate
+    from hubsweep.config.validation import validate
 
     with pytest.raises(ConfigError, match=r"trainer.class_weight.*'inverse'.*none, balanced"):
         validate(make_cfg("trainer.class_weight=inverse"))

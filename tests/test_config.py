@@ -8,7 +8,7 @@ import sys
 import pytest
 from hydra.errors import HydraException
 
-from hubsweep.config.schema import validate
+from hubsweep.config.validation import validate
 from hubsweep.errors import ConfigError
 
 
@@ -79,6 +79,29 @@ def test_typos_and_wrong_types_fail_at_composition_naming_the_key(make_cfg, over
         (["dataset.source_dir=/no/such/dir"], "dataset.source_dir"),
         (["dataset.prefix_keys=[label]"], "dataset.prefix_keys"),  # the answer in the text
         (["dataset.prefix_keys=[sectionName,sectionName]"], "dataset.prefix_keys"),
+        # A frozen embedding learns nothing from a scaffold; the label is not one.
+        (["dataset.scaffold_keys=[sectionName]"], "dataset.scaffold_keys"),
+        (["embedding.trainable=true", "dataset.scaffold_keys=[label]"], "dataset.scaffold_keys"),
+        (
+            ["embedding.trainable=true", "dataset.scaffold_keys=[a,a]"],
+            "dataset.scaffold_keys",
+        ),
+        (
+            [
+                "embedding.trainable=true",
+                "dataset.scaffold_keys=[sectionName]",
+                "trainer.scaffold_weight=0",
+            ],
+            "trainer.scaffold_weight",
+        ),
+        (
+            [
+                "embedding.trainable=true",
+                "dataset.scaffold_keys=[sectionName]",
+                "dataset.scaffold_min_count=0",
+            ],
+            "dataset.scaffold_min_count",
+        ),
         (
             ["embedding.signature=serving_default", "embedding.trainable=true"],
             "embedding.trainable",

@@ -166,14 +166,14 @@ def test_layer_wise_decay_on_the_tiny_bert_steps_as_numpy(tiny_bert, make_cfg): 
     ],
 )
 def test_recipe_settings_where_they_do_not_apply_are_one_error(make_cfg, extra, message):
-    from hubsweep.config.schema import validate
+    from hubsweep.config.validation import validate
 
     with pytest.raises(ConfigError, match=message):
         validate(make_cfg(*extra))
 
 
 def test_layer_wise_decay_needs_adamw(tiny_bert, make_cfg):  # noqa: F811
-    from hubsweep.config.schema import validate
+    from hubsweep.config.validation import validate
 
     _, pair = tiny_bert
     cfg = _cfg(make_cfg, pair, "embedding.trainable=true", "embedding.layer_lr_decay=0.8", run="x")

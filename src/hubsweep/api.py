@@ -80,7 +80,7 @@ def _composed(
 
 def compose(*overrides: str, config_dir: str | Path | None = None) -> DictConfig:
     """The config `hubsweep-train overrides...` runs (`config_dir`: Hydra's -cd)."""
-    from hubsweep.config.schema import validate
+    from hubsweep.config.validation import validate
 
     cfg, _, _ = _composed(overrides, config_dir, "config")
     validate(cfg)
@@ -219,7 +219,7 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> Sweep:
     import optuna
 
     from hubsweep.config.paths import config_dir as project_config_dir
-    from hubsweep.config.schema import validate
+    from hubsweep.config.validation import validate
     from hubsweep.study.compose import ComposeSpec
     from hubsweep.study.driver import run_plans
     from hubsweep.study.plan import build_plans

@@ -90,7 +90,7 @@ class RunDirGuard(Callback):
 
 
 def _train_task(cfg) -> float | None:
-    from hubsweep.config.schema import validate
+    from hubsweep.config.validation import validate
 
     try:
         validate(cfg)
@@ -187,7 +187,7 @@ def _sweep_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from hubsweep.config.paths import config_dir
-    from hubsweep.config.schema import validate
+    from hubsweep.config.validation import validate
 
     hydra_cfg = HydraConfig.get()
     try:

@@ -24,7 +24,7 @@ from hubsweep.data.datasets import TextDataset, TextSplit, source_fingerprint
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = "dataset-v1"
+FORMAT_VERSION = "dataset-v2"  # v2: scaffold values
 SUBDIR = "datasets"
 
 
@@ -40,7 +40,11 @@ def _encode(data: TextDataset) -> str:
             "name": data.name,
             "label_names": list(data.label_names),
             "splits": {
-                role: {"texts": split.texts.tolist(), "labels": split.labels.tolist()}
+                role: {
+                    "texts": split.texts.tolist(),
+                    "labels": split.labels.tolist(),
+                    "scaffolds": None if split.scaffolds is None else split.scaffolds.tolist(),
+                }
                 for role, split in data.splits.items()
             },
         }
@@ -53,6 +57,9 @@ def _decode(text: str) -> TextDataset:
         role: TextSplit(
             texts=np.array(split["texts"], dtype=object),
             labels=np.array(split["labels"], dtype=np.int32),
+            scaffolds=None
+            if split["scaffolds"] is None
+            else np.array(split["scaffolds"], dtype=object).reshape(len(split["labels"]), -1),
         )
         for role, split in raw["splits"].items()
     }

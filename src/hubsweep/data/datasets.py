@@ -26,6 +26,7 @@ from hubsweep.data.records import (
     prefixes,
     read_csv,
     read_jsonl,
+    scaffold_value,
 )
 from hubsweep.errors import DataError, HubsweepError
 
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 class TextSplit:
     texts: np.ndarray  # object array of str
     labels: np.ndarray  # int32 label ids
+    # dataset.scaffold_keys' values, [n, keys] str (scaffold_value; "" missing); None: none.
+    scaffolds: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -60,6 +63,17 @@ class TextDataset:
             if missing:
                 absent[role] = missing
         return absent
+
+
+def scaffold_keys(cfg: DictConfig) -> list[str]:
+    """dataset.scaffold_keys (none for configs built by hand without the setting)."""
+    return list(cfg.get("scaffold_keys") or [])
+
+
+def _scaffold_array(columns: list[list[str]], n: int) -> np.ndarray | None:
+    if not columns:
+        return None
+    return np.array(columns, dtype=object).T.reshape(n, len(columns))
 
 
 def load_dataset(cfg: DictConfig, roles: Sequence[str] | None = None) -> TextDataset:
@@ -198,7 +212,12 @@ def _load_tfds(cfg: DictConfig, wanted: dict[str, str]) -> TextDataset:
     builder = tfds_builder(cfg)
     features = builder.info.features
     prefix_keys, separator = prefixes(cfg)
-    named = {"text_key": [cfg.text_key], "prefix_keys": prefix_keys, "label_key": [cfg.label_key]}
+    named = {
+        "text_key": [cfg.text_key],
+        "prefix_keys": prefix_keys,
+        "scaffold_keys": scaffold_keys(cfg),
+        "label_key": [cfg.label_key],
+    }
     for setting, keys in named.items():
         for key in keys:
             if key not in features:
@@ -229,7 +248,11 @@ def _load_tfds(cfg: DictConfig, wanted: dict[str, str]) -> TextDataset:
             ],
             dtype=object,
         )
-        splits[role] = TextSplit(texts, full[cfg.label_key].astype(np.int32))
+        scaffolds = [
+            [scaffold_value(v, TFDS_MISSING) for v in full[key]] for key in scaffold_keys(cfg)
+        ]
+        labels = full[cfg.label_key].astype(np.int32)
+        splits[role] = TextSplit(texts, labels, _scaffold_array(scaffolds, len(labels)))
     return TextDataset(cfg.name, label_names, splits)
 
 
@@ -269,7 +292,9 @@ def _load_local(cfg: DictConfig, wanted: dict[str, str]) -> TextDataset:
 def _to_split(rows: Iterator[Row], path: Path, cfg: DictConfig, to_id: LabelMapper) -> TextSplit:
     text_key, label_key = cfg.text_key, cfg.label_key
     prefix_keys, separator = prefixes(cfg)
+    aux_keys = scaffold_keys(cfg)
     texts, labels, fields = [], [], set()
+    scaffolds: list[list[str]] = [[] for _ in aux_keys]
     for lineno, record in rows:
         for key in (text_key, label_key):
             if record.get(key) is None:
@@ -285,14 +310,21 @@ def _to_split(rows: Iterator[Row], path: Path, cfg: DictConfig, to_id: LabelMapp
                 )
         fields.update(record)
         texts.append(join_fields([*heads, text], separator))
+        for column, key in zip(scaffolds, aux_keys, strict=True):
+            column.append(scaffold_value(record.get(key)))
         labels.append(to_id(path, lineno, label))
     if not texts:
         raise DataError(f"{path}: no examples")
     # A misspelt key would otherwise read every text without its prefix, without a word.
-    for key in prefix_keys:
-        if key not in fields:
-            raise DataError(
-                f"{path}: no record has {key!r} (dataset.prefix_keys); fields: "
-                f"{', '.join(sorted(fields))}"
-            )
-    return TextSplit(np.array(texts, dtype=object), np.array(labels, dtype=np.int32))
+    for setting, keys in (("prefix_keys", prefix_keys), ("scaffold_keys", aux_keys)):
+        for key in keys:
+            if key not in fields:
+                raise DataError(
+                    f"{path}: no record has {key!r} (dataset.{setting}); fields: "
+                    f"{', '.join(sorted(fields))}"
+                )
+    return TextSplit(
+        np.array(texts, dtype=object),
+        np.array(labels, dtype=np.int32),
+        _scaffold_array(scaffolds, len(labels)),
+    )

@@ -2,7 +2,8 @@
 
 JSON lines and CSV read as (line number, record) with every failure one error naming
 file:line; `LabelMapper`, the one rule from a file's label to a class id; `join_fields`,
-`dataset.prefix_keys` read into each text. `datasets` builds splits from these, and the
+`dataset.prefix_keys` read into each text; `scaffold_value`, how a `dataset.scaffold_keys`
+field's value is compared. `datasets` builds splits from these, and the
 offline TFDS builder checks the SciCite release files with the same reader.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -145,3 +147,23 @@ def join_fields(values: Sequence[Any], separator: str, missing: Sequence[str] = 
     *heads, text = values
     kept = [h.strip() for h in heads if isinstance(h, str) and h.strip()]
     return "".join(h + separator for h in kept if h not in missing) + text
+
+
+def scaffold_value(value: Any, missing: Sequence[str] = ()) -> str:
+    """A scaffold field's value as its class is named: lowercased, letters only, spaces
+    collapsed ("1. Introduction" and "INTRODUCTION" are both "introduction"; true is
+    "true"); "" for a missing one (None, NaN, blank, one of `missing`, a non-scalar)."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if hasattr(value, "item"):  # a NumPy scalar (TFDS)
+        value = value.item()
+    if (
+        value is None
+        or isinstance(value, dict | list)
+        or (isinstance(value, float) and value != value)
+    ):
+        return ""
+    text = str(value).strip()
+    if text in missing:
+        return ""
+    return " ".join(re.sub(r"[^a-z]+", " ", text.lower()).split())

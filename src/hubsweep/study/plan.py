@@ -23,8 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hubsweep.config.paths import require_name
-from hubsweep.config.schema import GROUP_SCHEMAS, RunConfig, validate
+from hubsweep.config.schema import GROUP_SCHEMAS, RunConfig
 from hubsweep.config.sweep import SweepConfig
+from hubsweep.config.validation import validate
 from hubsweep.data.datasets import source_fingerprint
 from hubsweep.errors import ConfigError
 from hubsweep.metrics import METRICS, lower_is_better

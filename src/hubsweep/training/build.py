@@ -3,6 +3,8 @@ training/classifier.py for the ways), and the frozen module's cached vectors."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -23,6 +25,9 @@ from hubsweep.training.classifier import (
 from hubsweep.training.encoder_path import encoder_classifier
 from hubsweep.training.head import build_head
 from hubsweep.training.optimizers import build_optimizer
+from hubsweep.training.scaffold import Scaffolds
+
+log = logging.getLogger(__name__)
 
 
 def _embed_in_batches(layer, texts: np.ndarray, batch_size: int) -> np.ndarray:
@@ -72,7 +77,19 @@ def build_classifier(
         layer.mixed = bool(t.mixed_precision)
         if layer.mixed:
             warn_if_bfloat16_emulated("trainer.mixed_precision")
-    args = (model, head, optimizer, data, t.eval_batch_size, t.class_weight)
+    scaffolds = None
+    if cfg.dataset.get("scaffold_keys"):  # the head's input width: its first layer's
+        scaffolds = Scaffolds(cfg, data, int(head.layers[0].kernel.shape[0]))
+        for key, share in scaffolds.labelled_fraction().items():
+            classes = scaffolds.classes[key]
+            log.info(
+                "scaffold %s: %d classes (%s), %.0f%% of the training examples labelled",
+                key,
+                len(classes),
+                ", ".join(classes),
+                100 * share,
+            )
+    args = (model, head, optimizer, data, t.eval_batch_size, t.class_weight, scaffolds)
     if not e.trainable and t.feature_cache:
         return FeatureClassifier(*args, features=frozen_features(cfg, data, cache, layer))
     if e.trainable and t.fast_path and getattr(layer, "layerwise", False):
@@ -83,7 +100,9 @@ def build_classifier(
         ids = {
             role: token_ids(tf.constant(list(split.texts))) for role, split in data.splits.items()
         }
-        plain_sgd = cfg.optimizer.name == "sgd" and not cfg.model.get("dropout", 0)
+        plain_sgd = (
+            cfg.optimizer.name == "sgd" and not cfg.model.get("dropout", 0) and scaffolds is None
+        )
         kind = CompiledTokenIdClassifier if plain_sgd and t.xla else TokenIdClassifier
         return kind(*args, table=table, ids=ids)
     texts = {role: tf.constant(list(split.texts)) for role, split in data.splits.items()}

@@ -22,6 +22,7 @@ import tf_keras as keras
 
 from hubsweep.data.datasets import TextDataset
 from hubsweep.embeddings.export import sqrtn_combine
+from hubsweep.training.scaffold import Scaffolds
 
 
 def _balanced(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -91,8 +92,10 @@ class Classifier:
         data: TextDataset,
         eval_batch_size: int,
         class_weight: str = "none",
+        scaffolds: Scaffolds | None = None,
     ) -> None:
         self.model, self.head, self.optimizer = model, head, optimizer
+        self.scaffolds = scaffolds
         labels = data.splits["train"].labels
         self.labels = tf.constant(labels)
         weights = CLASS_WEIGHTS[class_weight](np.asarray(labels), data.num_classes)
@@ -100,7 +103,7 @@ class Classifier:
         self.sizes = {role: len(split) for role, split in data.splits.items()}
         self.eval_batch_size = eval_batch_size
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        self.variables = self.trainable_variables()
+        self.variables = self.trainable_variables() + (scaffolds.variables if scaffolds else [])
         # Slots must exist before the first step: variables cannot be created in a loop.
         self.optimizer._create_all_weights(self.variables)
 
@@ -119,6 +122,19 @@ class Classifier:
     def forward(self, inputs, training: bool) -> tf.Tensor:
         return self.model(inputs, training=training)
 
+    def sentence_vectors(self, inputs, training: bool) -> tf.Tensor:
+        """What the head reads ([batch, dim]); the scaffold heads read it too."""
+        return self.model.layers[0](inputs, training=training)
+
+    def step_loss(self, idx: tf.Tensor) -> tf.Tensor:
+        """One training batch's loss: the label's, plus the scaffolds' where there are."""
+        inputs = self.gather("train", idx)
+        if self.scaffolds is None:
+            return self.loss(idx, self.forward(inputs, training=True))
+        vectors = self.sentence_vectors(inputs, training=True)
+        logits = self.head(vectors, training=True)
+        return self.loss(idx, logits) + self.scaffolds.loss(idx, vectors)
+
     @tf.function
     def train_chunk(self, order: tf.Tensor) -> tf.Tensor:
         """Run one step per row of `order` ([steps, batch] indices); return each step's loss."""
@@ -127,9 +143,7 @@ class Classifier:
         for i in tf.range(steps):
             idx = order[i]
             with tf.GradientTape() as tape:
-                logits = self.forward(self.gather("train", idx), training=True)
-                loss = self.loss(idx, logits)
-                loss += tf.add_n([0.0, *self.model.losses])
+                loss = self.step_loss(idx) + tf.add_n([0.0, *self.model.losses])
             grads = tape.gradient(loss, self.variables)
             self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
             losses = losses.write(i, loss)
@@ -203,8 +217,11 @@ class TokenIdClassifier(Classifier):
     def gather(self, role: str, idx: tf.Tensor) -> tf.RaggedTensor:
         return tf.gather(self.ids[role], idx)
 
+    def sentence_vectors(self, inputs, training: bool) -> tf.Tensor:
+        return sqrtn_combine(self.table, inputs)
+
     def forward(self, inputs, training: bool) -> tf.Tensor:
-        return self.head(sqrtn_combine(self.table, inputs), training=training)
+        return self.head(self.sentence_vectors(inputs, training), training=training)
 
 
 class CompiledTokenIdClassifier(TokenIdClassifier):

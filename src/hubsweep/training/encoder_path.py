@@ -84,14 +84,16 @@ class EncoderClassifier(Classifier):
         lengths = self.inputs[role].row_lengths().numpy()
         return length_batches(lengths, self.eval_batch_size, self.eval_tokens)
 
-    def forward(self, inputs, training: bool) -> tf.Tensor:
+    def sentence_vectors(self, inputs, training: bool) -> tf.Tensor:
         x, mask = inputs
         e = self.embedding
         if self.from_ids:
             x = e.hidden_below(x, mask, training)
         x = tf.cast(x, tf.float32)
-        sequence = e.hidden_above(x, mask, training)
-        return self.head(e.sentence_vectors(sequence, mask), training=training)
+        return e.sentence_vectors(e.hidden_above(x, mask, training), mask)
+
+    def forward(self, inputs, training: bool) -> tf.Tensor:
+        return self.head(self.sentence_vectors(inputs, training), training=training)
 
 
 def encoder_classifier(

@@ -19,7 +19,7 @@ import tf_keras as keras
 from omegaconf import DictConfig
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from hubsweep.config.schema import validate
+from hubsweep.config.validation import validate
 from hubsweep.data.datasets import TextDataset
 from hubsweep.embeddings.export import export_finetuned
 from hubsweep.errors import FULL_OR_READ_ONLY
