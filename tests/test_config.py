@@ -90,6 +90,14 @@ def test_typos_and_wrong_types_fail_at_composition_naming_the_key(make_cfg, over
             [
                 "embedding.trainable=true",
                 "dataset.scaffold_keys=[sectionName]",
+                "dataset.prefix_keys=[sectionName]",
+            ],
+            "dataset.scaffold_keys",
+        ),
+        (
+            [
+                "embedding.trainable=true",
+                "dataset.scaffold_keys=[sectionName]",
                 "trainer.scaffold_weight=0",
             ],
             "trainer.scaffold_weight",

@@ -112,8 +112,15 @@ hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_tapt trainer.step
 hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_section trainer.steps=500 \
   'dataset.prefix_keys=[sectionName],[]' 'trainer.seed=3,4,5'
 
+# The section name as a training-time scaffold (Cohan et al.'s structural scaffold): the
+# same winner at its 500 steps, an auxiliary head predicting each training sentence's
+# sectionName from its vector (weight 0.1, the default) or none, on seeds 3-5 in one grid;
+# the sentence alone at test time.
+hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_scaffold trainer.steps=500 \
+  'dataset.scaffold_keys=[sectionName],[]' 'trainer.seed=3,4,5'
+
 for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encoders \
-  encoders_steps encoders_class_weight encoders_tapt encoders_section; do
+  encoders_steps encoders_class_weight encoders_tapt encoders_section encoders_scaffold; do
   hubsweep-report "results/$experiment" --output "$out/$experiment"
 done
 

@@ -55,9 +55,9 @@ class DatasetConfig:
     # Structural scaffolds (Cohan et al. 2019): fields an auxiliary head predicts from each
     # training text, beside the label, so the encoder learns what they say (e.g. SciCite's
     # sectionName); never read into the text, and unused at evaluation: the model still
-    # classifies the text alone. Values are compared lowercased, letters only ("1.
-    # Introduction" is "introduction"); a value seen in fewer than scaffold_min_count
-    # training examples, or missing, adds no scaffold loss for its example.
+    # classifies the text alone. Values are compared case-folded, letters only ("1.
+    # Introduction" is "introduction"; digits where a value has no letters); a value seen in
+    # fewer than scaffold_min_count training examples, or missing, adds no scaffold loss.
     scaffold_keys: list[str] = field(default_factory=list)
     scaffold_min_count: int = 20
     label_key: str = "label"

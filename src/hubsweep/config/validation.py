@@ -205,6 +205,12 @@ def _validate_scaffolds(cfg: DictConfig) -> None:
             f"{key!r} is the dataset's {'label_key' if key == d.label_key else 'text_key'}",
         )
     require(len(set(keys)) == len(keys), "dataset.scaffold_keys", f"{keys} names a field twice")
+    read = sorted(set(keys) & set(d.get("prefix_keys") or []))
+    require(
+        not read,
+        "dataset.scaffold_keys",
+        f"{read} also in dataset.prefix_keys: a head would predict what its text says",
+    )
     require(d.scaffold_min_count >= 1, "dataset.scaffold_min_count", "must be at least 1")
     require(
         cfg.embedding.trainable,

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 class TextSplit:
     texts: np.ndarray  # object array of str
     labels: np.ndarray  # int32 label ids
-    # dataset.scaffold_keys' values, [n, keys] str (scaffold_value; "" missing); None: none.
+    # The training split's dataset.scaffold_keys values, [n, keys] str (scaffold_value; ""
+    # missing); None in the other splits (evaluation never reads them) and without scaffolds.
     scaffolds: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -65,9 +66,10 @@ class TextDataset:
         return absent
 
 
-def scaffold_keys(cfg: DictConfig) -> list[str]:
-    """dataset.scaffold_keys (none for configs built by hand without the setting)."""
-    return list(cfg.get("scaffold_keys") or [])
+def scaffold_keys(cfg: DictConfig, role: str = "train") -> list[str]:
+    """dataset.scaffold_keys read for the split with `role`: the training split's only
+    (none for configs built by hand without the setting)."""
+    return list(cfg.get("scaffold_keys") or []) if role == "train" else []
 
 
 def _scaffold_array(columns: list[list[str]], n: int) -> np.ndarray | None:
@@ -249,7 +251,7 @@ def _load_tfds(cfg: DictConfig, wanted: dict[str, str]) -> TextDataset:
             dtype=object,
         )
         scaffolds = [
-            [scaffold_value(v, TFDS_MISSING) for v in full[key]] for key in scaffold_keys(cfg)
+            [scaffold_value(v, TFDS_MISSING) for v in full[key]] for key in scaffold_keys(cfg, role)
         ]
         labels = full[cfg.label_key].astype(np.int32)
         splits[role] = TextSplit(texts, labels, _scaffold_array(scaffolds, len(labels)))
@@ -285,14 +287,16 @@ def _load_local(cfg: DictConfig, wanted: dict[str, str]) -> TextDataset:
             raise DataError(f"dataset.splits.{role}: file {path} does not exist")
         rows = read_jsonl(path) if cfg.source == "jsonl" else read_csv(path)
         to_id = LabelMapper(label_names, cfg.get("label_index"))
-        splits[role] = _to_split(rows, path, cfg, to_id)
+        splits[role] = _to_split(rows, path, cfg, to_id, scaffold_keys(cfg, role))
     return TextDataset(cfg.name, label_names, splits)
 
 
-def _to_split(rows: Iterator[Row], path: Path, cfg: DictConfig, to_id: LabelMapper) -> TextSplit:
+def _to_split(
+    rows: Iterator[Row], path: Path, cfg: DictConfig, to_id: LabelMapper, aux_keys: list[str]
+) -> TextSplit:
+    """`aux_keys`: the scaffold fields read for this split (the training split's)."""
     text_key, label_key = cfg.text_key, cfg.label_key
     prefix_keys, separator = prefixes(cfg)
-    aux_keys = scaffold_keys(cfg)
     texts, labels, fields = [], [], set()
     scaffolds: list[list[str]] = [[] for _ in aux_keys]
     for lineno, record in rows:

@@ -150,9 +150,10 @@ def join_fields(values: Sequence[Any], separator: str, missing: Sequence[str] = 
 
 
 def scaffold_value(value: Any, missing: Sequence[str] = ()) -> str:
-    """A scaffold field's value as its class is named: lowercased, letters only, spaces
-    collapsed ("1. Introduction" and "INTRODUCTION" are both "introduction"; true is
-    "true"); "" for a missing one (None, NaN, blank, one of `missing`, a non-scalar)."""
+    """A scaffold field's value as its class is named: case-folded, its words' letters only,
+    spaces collapsed ("1. Introduction" and "INTRODUCTION" are both "introduction", true is
+    "true", "Méthodes" "méthodes"); a value without letters keeps its digits ("2", "2 5" for
+    2.5); "" for a missing one (None, NaN, blank, one of `missing`, a list or an object)."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if hasattr(value, "item"):  # a NumPy scalar (TFDS)
@@ -166,4 +167,5 @@ def scaffold_value(value: Any, missing: Sequence[str] = ()) -> str:
     text = str(value).strip()
     if text in missing:
         return ""
-    return " ".join(re.sub(r"[^a-z]+", " ", text.lower()).split())
+    words = re.sub(r"[\W\d_]+", " ", text.casefold()).split()
+    return " ".join(words or re.sub(r"[\W_]+", " ", text).split())

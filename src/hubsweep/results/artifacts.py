@@ -141,14 +141,22 @@ class RunWriter:
         draw_learning_curve(self.run_dir, history, title)
 
 
-def _class_weight(run_dir: Path) -> str | None:
-    """The run's trainer.class_weight, from its config.yaml (None where unreadable)."""
+def _train_loss_terms(run_dir: Path) -> str:
+    """What the run's training loss holds that the validation loss does not, from its
+    config.yaml: class weights (trainer.class_weight), scaffold losses
+    (dataset.scaffold_keys); "" where neither or unreadable."""
     try:
         config = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
     except (OSError, yaml.YAMLError):
-        return None
-    trainer = config.get("trainer") if isinstance(config, dict) else None
-    return trainer.get("class_weight") if isinstance(trainer, dict) else None
+        return ""
+    config = config if isinstance(config, dict) else {}
+    trainer, dataset = config.get("trainer"), config.get("dataset")
+    terms = ""
+    if isinstance(trainer, dict) and trainer.get("class_weight") not in (None, "none"):
+        terms += ", class-weighted"
+    if isinstance(dataset, dict) and dataset.get("scaffold_keys"):
+        terms += ", + scaffolds"
+    return terms
 
 
 def draw_learning_curve(run_dir: Path, history: list[dict], title: str) -> None:
@@ -158,8 +166,8 @@ def draw_learning_curve(run_dir: Path, history: list[dict], title: str) -> None:
 
     if not history:
         return
-    # trainer.class_weight weighs the training loss, not the validation one.
-    class_weighted = _class_weight(Path(run_dir)) not in (None, "none")
+    # Class weights and scaffolds change the training loss, not the validation one.
+    terms = _train_loss_terms(Path(run_dir))
     steps = [h["step"] for h in history]
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_scores, ax_loss = fig.subplots(1, 2)
@@ -171,8 +179,7 @@ def draw_learning_curve(run_dir: Path, history: list[dict], title: str) -> None:
     ax_loss.plot(steps, [h["loss"] for h in history], color="tab:red", label="validation")
     if all("train_loss" in h for h in history):
         train = [h["train_loss"] for h in history]
-        weighted = ", class-weighted" if class_weighted else ""
-        label = f"train (mean since last eval{weighted})"
+        label = f"train (mean since last eval{terms})"
         ax_loss.plot(steps, train, color="tab:gray", label=label)
     ax_loss.set(xlabel="global step", ylabel="cross-entropy", title="loss")
     ax_loss.legend(loc="upper right")

@@ -32,6 +32,7 @@ HPARAM_KEYS = (
     "trainer.batch_size",
     "trainer.seed",
     "trainer.class_weight",
+    "trainer.scaffold_weight",
 )
 TRAIN_LOSS, LEARNING_RATE = "train/loss", "train/learning_rate"
 
@@ -46,6 +47,8 @@ def hparams_of(cfg: DictConfig) -> dict[str, bool | int | float | str]:
     chosen = {k: v for k, v in flat.items() if k.startswith(HPARAM_PREFIXES) or k in HPARAM_KEYS}
     if not flat.get("embedding.preprocess_handle"):
         chosen.pop("embedding.pooling", None)  # only BERT-family pairs pool
+    if not flat.get("dataset.scaffold_keys"):
+        chosen.pop("trainer.scaffold_weight", None)  # weighs nothing without scaffolds
     return {
         k: v if isinstance(v, bool | int | float | str) else str(list(v))
         for k, v in sorted(chosen.items())

@@ -100,10 +100,11 @@ def build_classifier(
         ids = {
             role: token_ids(tf.constant(list(split.texts))) for role, split in data.splits.items()
         }
-        plain_sgd = (
-            cfg.optimizer.name == "sgd" and not cfg.model.get("dropout", 0) and scaffolds is None
-        )
-        kind = CompiledTokenIdClassifier if plain_sgd and t.xla else TokenIdClassifier
+        plain_sgd = cfg.optimizer.name == "sgd" and not cfg.model.get("dropout", 0)
+        if plain_sgd and t.xla and scaffolds is not None:
+            log.info("scaffolds: the token-id path, not the compiled plain-SGD one")
+        compiled = plain_sgd and t.xla and scaffolds is None
+        kind = CompiledTokenIdClassifier if compiled else TokenIdClassifier
         return kind(*args, table=table, ids=ids)
     texts = {role: tf.constant(list(split.texts)) for role, split in data.splits.items()}
     return StringClassifier(*args, texts=texts)

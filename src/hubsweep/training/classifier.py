@@ -193,6 +193,8 @@ class FeatureClassifier(Classifier):
     def __init__(self, *args, features: dict[str, tf.Tensor]) -> None:
         self.features = features
         super().__init__(*args)
+        if self.scaffolds is not None:  # config validation refuses it before
+            raise ValueError("a frozen embedding's features cannot train a scaffold")
 
     def trainable_variables(self) -> list[tf.Variable]:
         return self.head.trainable_variables
@@ -237,6 +239,8 @@ class CompiledTokenIdClassifier(TokenIdClassifier):
 
     def __init__(self, *args, table: tf.Variable, ids: dict[str, tf.RaggedTensor]) -> None:
         super().__init__(*args, table=table, ids=ids)
+        if self.scaffolds is not None:  # build_classifier takes the token-id path instead
+            raise ValueError("the compiled plain-SGD path trains no scaffold")
         train = ids["train"]
         self.flat_ids = train.flat_values.numpy().astype(np.int32)
         self.starts = train.row_splits.numpy()[:-1]

@@ -32,7 +32,7 @@ def scaffold_classes(values: np.ndarray, key: str, min_count: int) -> tuple[str,
         raise DataError(
             f"dataset.scaffold_keys: {key!r} has {len(classes)} value(s) in at least "
             f"dataset.scaffold_min_count={min_count} training examples, a scaffold needs 2 "
-            f"(values compared lowercased, letters only; most common: {common})"
+            f"(values compared case-folded, letters only; most common: {common})"
         )
     return classes
 
@@ -45,7 +45,9 @@ class Scaffolds:
         self.keys = scaffold_keys(cfg.dataset)
         values = data.splits["train"].scaffolds
         if values is None or values.shape[1] != len(self.keys):
-            raise DataError("dataset.scaffold_keys: the training split holds no scaffold values")
+            raise DataError(
+                f"dataset.scaffold_keys: the training split holds no values of {self.keys}"
+            )
         self.classes: dict[str, tuple[str, ...]] = {}
         ids = np.full(values.shape, -1, np.int32)
         for k, key in enumerate(self.keys):
