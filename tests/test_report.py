@@ -372,3 +372,16 @@ def test_optuna_dashboard_opens_a_study_journal_as_it_is(experiment):
         server.terminate()
         server.wait(timeout=10)
     assert [s["study_name"] for s in summaries] == ["lr-frozen"]
+
+
+def test_long_bar_labels_break_after_a_setting_s_equals_sign():
+    from hubsweep.reports.plots import wrap_label
+
+    assert wrap_label("scaffold_keys=[sectionName]") == "scaffold_keys=\n[sectionName]"
+    assert wrap_label("trainer.class_weight=balanced").split("\n") == [
+        "trainer.class_weight=",
+        "balanced",
+    ]
+    assert wrap_label("minilm top2") == "minilm top2"  # short labels stay on one line
+    long = "dataset.prefix_keys=[sectionName,isKeyCitation]"
+    assert wrap_label(long).replace("\n", "") == long  # nothing lost

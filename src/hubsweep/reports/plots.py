@@ -4,6 +4,7 @@ returns the PNG it wrote, or None when the results hold nothing to draw."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,6 +57,18 @@ def learning_curves(
     return _save(fig, path)
 
 
+def wrap_label(label: str, width: int = 18) -> str:
+    """`label` on lines of about `width` characters, broken after a space, "=", "," or "/"
+    (a setting's label has no spaces: "scaffold_keys=[sectionName]"), so the labels of
+    neighbouring bars do not run into each other."""
+    lines = [""]
+    for piece in re.split(r"(?<=[ =,/])", label):
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def test_scores(
     scores: dict[str, list[Run]],
     path: Path,
@@ -64,7 +77,7 @@ def test_scores(
 ) -> Path | None:
     """Test accuracy and macro-F1 per run (points) over each label's mean (bar)."""
     rows = [
-        {hue: label, "metric": LABELS[m], "score": run.test[m]}
+        {hue: wrap_label(label), "metric": LABELS[m], "score": run.test[m]}
         for label, runs in scores.items()
         for run in runs
         if run.test
