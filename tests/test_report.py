@@ -385,3 +385,18 @@ def test_long_bar_labels_break_after_a_setting_s_equals_sign():
     assert wrap_label("minilm top2") == "minilm top2"  # short labels stay on one line
     long = "dataset.prefix_keys=[sectionName,isKeyCitation]"
     assert wrap_label(long).replace("\n", "") == long  # nothing lost
+
+
+def test_markdown_tables_keep_formatted_text_and_align_numbers_right(tmp_path):
+    import pandas as pd
+
+    from hubsweep.reports.markdown import write_table
+
+    text = pd.DataFrame(
+        {"comparison": ["a − b"], "mean difference": ["+0.0030"], "runs": [3], "p": [0.5]}
+    )
+    markdown = write_table(text, text, tmp_path, "t")
+    header, rule, row = markdown.splitlines()
+    assert "+0.0030" in row  # tabulate would print 0.003: no sign, one digit fewer
+    sides = ["left" if cell.startswith(":") else "right" for cell in rule.split("|")[1:-1]]
+    assert sides == ["left", "right", "right", "right"]

@@ -19,11 +19,33 @@ def shown(path: Path) -> str:
         return str(path)
 
 
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _as_formatted(text: pd.DataFrame) -> dict:
+    """tabulate's settings that keep columns of text as formatted ("+0.0030", where it
+    would print 0.003), numbers among them aligned right as it aligns numbers."""
+    columns = list(text.columns)
+    texts = [i for i, c in enumerate(columns) if text[c].map(type).eq(str).all()]
+    if not texts:
+        return {}
+    align = []
+    for i, c in enumerate(columns):
+        numeric = i not in texts or text[c].map(_is_number).all()
+        align.append("right" if numeric else "left")
+    return {"disable_numparse": texts, "colalign": align}
+
+
 def write_table(numbers: pd.DataFrame, text: pd.DataFrame, directory: Path, name: str) -> str:
     """CSV holds the numbers; Markdown and LaTeX the formatted text. Returns the Markdown."""
     directory.mkdir(parents=True, exist_ok=True)
     numbers.to_csv(directory / f"{name}.csv", index=False)
-    markdown = text.to_markdown(index=False, floatfmt=".4g")
+    markdown = text.to_markdown(index=False, floatfmt=".4g", **_as_formatted(text))
     (directory / f"{name}.md").write_text(markdown + "\n")
     latex = text.to_latex(index=False, escape=True, float_format="%.4g")
     (directory / f"{name}.tex").write_text(latex.replace("±", r"$\pm$"))
