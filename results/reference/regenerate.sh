@@ -118,9 +118,19 @@ hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_section trainer.s
 # the sentence alone at test time.
 hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_scaffold trainer.steps=500 \
   'dataset.scaffold_keys=[sectionName],[]' 'trainer.seed=3,4,5'
+# Heavier scaffolds, weights 0.3 and 1.0, on the same seeds; then the one validation
+# picks (1.0) re-run on new seeds 6-8. About 7 min a run on a 2-core AMD EPYC with
+# AVX512-BF16.
+hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_scaffold_weight \
+  trainer.steps=500 'dataset.scaffold_keys=[sectionName]' 'trainer.scaffold_weight=0.3,1.0' \
+  'trainer.seed=3,4,5'
+hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_scaffold_rerun \
+  trainer.steps=500 'dataset.scaffold_keys=[sectionName]' trainer.scaffold_weight=1.0 \
+  'trainer.seed=6,7,8'
 
 for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encoders \
-  encoders_steps encoders_class_weight encoders_tapt encoders_section encoders_scaffold; do
+  encoders_steps encoders_class_weight encoders_tapt encoders_section encoders_scaffold \
+  encoders_scaffold_weight encoders_scaffold_rerun; do
   hubsweep-report "results/$experiment" --output "$out/$experiment"
 done
 
