@@ -262,22 +262,28 @@ def test_a_prefix_key_no_record_has_or_a_number_is_one_error(tmp_path):
         load_dataset(_local_cfg(tmp_path, prefix_keys=["section"], text_separator=": "))
 
 
-def test_scicite_section_names_as_prefixes_through_tfds_and_as_jsonl_agree(scicite_dir, tmp_path):
-    # TFDS stores a missing sectionName as "nan"; the JSON-lines reader sees NaN: both go
-    # without a prefix, so the two paths give the same texts.
-    prefix = {"prefix_keys": ["sectionName"], "text_separator": ": "}
+def scicite_through_tfds_and_jsonl(scicite_dir, data_dir, **settings):
+    """The SciCite release files loaded both ways, with the same dataset `settings`: as the
+    TFDS builder prepares them (into `data_dir`), and read as JSON lines."""
     tfds_data = load_dataset(
-        _scicite_cfg(source_dir=str(scicite_dir), data_dir=str(tmp_path), **prefix)
+        _scicite_cfg(source_dir=str(scicite_dir), data_dir=str(data_dir), **settings)
     )
     jsonl = OmegaConf.create(
         {
             **_scicite_cfg(source_dir=str(scicite_dir)),
             "source": "jsonl",
             "splits": {"train": "train.jsonl", "validation": "dev.jsonl", "test": "test.jsonl"},
-            **prefix,
+            **settings,
         }
     )
-    local = load_dataset(jsonl)
+    return tfds_data, load_dataset(jsonl)
+
+
+def test_scicite_section_names_as_prefixes_through_tfds_and_as_jsonl_agree(scicite_dir, tmp_path):
+    # TFDS stores a missing sectionName as "nan"; the JSON-lines reader sees NaN: both go
+    # without a prefix, so the two paths give the same texts.
+    prefix = {"prefix_keys": ["sectionName"], "text_separator": ": "}
+    tfds_data, local = scicite_through_tfds_and_jsonl(scicite_dir, tmp_path, **prefix)
     texts = sorted(tfds_data.splits["test"].texts)
     assert texts == sorted(local.splits["test"].texts)
     assert sum(t.startswith("Introduction: ") for t in texts) == 36  # i % 5 != 0 of 45

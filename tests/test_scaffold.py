@@ -18,7 +18,7 @@ from hubsweep.training.build import build_classifier
 from hubsweep.training.run import train_and_evaluate
 from hubsweep.training.scaffold import Scaffolds
 
-from .test_data import _local_cfg, _scicite_cfg
+from .test_data import _local_cfg, _write, scicite_through_tfds_and_jsonl
 from .test_transformer import _cfg, tiny_bert  # noqa: F401  (fixture)
 
 NO_DROPOUT = ("embedding.hidden_dropout=0", "embedding.attention_dropout=0")
@@ -41,10 +41,6 @@ def test_scaffold_values_are_compared_lowercased_letters_only():
     assert scaffold_value("nan", ("nan",)) == "" and scaffold_value("nan") == "nan"
     assert scaffold_value("Méthodes") == "méthodes" and scaffold_value("ÉTUDE 2") == "étude"
     assert scaffold_value(3) == "3" and scaffold_value("2.5") == "2 5"  # no letters: digits
-
-
-def _write(path, lines):
-    path.write_text("\n".join(lines) + "\n")
 
 
 def test_scaffold_fields_are_read_beside_the_text_and_kept_by_the_dataset_cache(tmp_path):
@@ -84,18 +80,7 @@ def test_scicite_scaffolds_through_tfds_and_as_jsonl_agree(scicite_dir, tmp_path
     # TFDS stores isKeyCitation as a bool and a missing sectionName as "nan"; JSON lines a
     # bool and NaN: the same values either way.
     keys = {"scaffold_keys": ["sectionName", "isKeyCitation"]}
-    tfds_data = load_dataset(
-        _scicite_cfg(source_dir=str(scicite_dir), data_dir=str(tmp_path), **keys)
-    )
-    jsonl = OmegaConf.create(
-        {
-            **_scicite_cfg(source_dir=str(scicite_dir)),
-            "source": "jsonl",
-            "splits": {"train": "train.jsonl", "validation": "dev.jsonl", "test": "test.jsonl"},
-            **keys,
-        }
-    )
-    local = load_dataset(jsonl)
+    tfds_data, local = scicite_through_tfds_and_jsonl(scicite_dir, tmp_path, **keys)
 
     def rows(data):
         split = data.splits["train"]

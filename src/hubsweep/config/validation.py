@@ -179,16 +179,20 @@ def validate(cfg: DictConfig) -> None:
     _validate_scaffolds(cfg)
 
 
-def _validate_prefixes(d: DictConfig) -> None:
-    """A prefix that is the label would put the answer into the text."""
-    keys = list(d.prefix_keys)
+def _validate_fields(d: DictConfig, setting: str, keys: list[str]) -> None:
+    """Fields read beside the text (`dataset.<setting>`): neither the label (the answer in
+    the text or the auxiliary loss) nor the text itself, none named twice."""
     for key in keys:
         require(
             key not in (d.text_key, d.label_key),
-            "dataset.prefix_keys",
+            f"dataset.{setting}",
             f"{key!r} is the dataset's {'label_key' if key == d.label_key else 'text_key'}",
         )
-    require(len(set(keys)) == len(keys), "dataset.prefix_keys", f"{keys} names a field twice")
+    require(len(set(keys)) == len(keys), f"dataset.{setting}", f"{keys} names a field twice")
+
+
+def _validate_prefixes(d: DictConfig) -> None:
+    _validate_fields(d, "prefix_keys", list(d.prefix_keys))
 
 
 def _validate_scaffolds(cfg: DictConfig) -> None:
@@ -198,13 +202,7 @@ def _validate_scaffolds(cfg: DictConfig) -> None:
     keys = list(d.get("scaffold_keys") or [])
     if not keys:
         return
-    for key in keys:
-        require(
-            key not in (d.text_key, d.label_key),
-            "dataset.scaffold_keys",
-            f"{key!r} is the dataset's {'label_key' if key == d.label_key else 'text_key'}",
-        )
-    require(len(set(keys)) == len(keys), "dataset.scaffold_keys", f"{keys} names a field twice")
+    _validate_fields(d, "scaffold_keys", keys)
     read = sorted(set(keys) & set(d.get("prefix_keys") or []))
     require(
         not read,
