@@ -411,6 +411,30 @@ def test_a_bad_arm_is_refused_before_any_study_starts(make_cfg, fixture_override
     )
 
 
+def test_arms_validate_their_own_configs_not_the_base(fixture_overrides, tmp_path):
+    """hubsweep-sweep: a scaffold needs a trained embedding. The base config is frozen, so on
+    its own it is invalid, but no trial runs it: the arm that trains passes, and the frozen
+    arm is the one error, named."""
+    done = subprocess.run(
+        [
+            shutil.which("hubsweep-sweep"),
+            *fixture_overrides,
+            f"results_dir={tmp_path / 'results'}",
+            "dataset.scaffold_keys=[sectionName]",
+            "+arms.tuned=['embedding.trainable=true']",
+            "+arms.frozen=['embedding.trainable=false']",
+            *FAST_SWEEP,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    (line,) = [x for x in done.stderr.splitlines() if "scaffold_keys" in x]
+    assert "arms.frozen: dataset.scaffold_keys: needs embedding.trainable=true" in line
+    assert not list((tmp_path / "results").rglob("*.journal"))
+
+
 def test_a_tracking_callback_by_name_logs_every_trial(sweep):
     """sweep.callbacks=[mlflow]: Optuna's own MLflowCallback; one MLflow run per trial with
     its parameters and objective, read back with MLflow's client."""

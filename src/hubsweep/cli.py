@@ -187,11 +187,12 @@ def _sweep_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from hubsweep.config.paths import config_dir
-    from hubsweep.config.validation import validate
 
     hydra_cfg = HydraConfig.get()
     try:
-        validate(cfg)
+        # No validate(cfg) here: with arms the base config is no trial's config (an arm can
+        # make it valid, e.g. embedding.trainable=true under a scaffold); build_plans
+        # validates each trial's config and names its arm.
         _quiet_tensorflow()
         from hubsweep.study.compose import ComposeSpec
         from hubsweep.study.driver import run_sweep
