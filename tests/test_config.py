@@ -137,6 +137,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         (["optimizer=nadam"], "Available options in 'optimizer'"),
         (["trainer.steps=0"], "trainer.steps: must be a positive integer"),
         (["trainer.eval_batch_tokens=0"], "trainer.eval_batch_tokens: must be a positive integer"),
+        # Hydra's own message names neither the override nor the fix
+        (["dataset.prefix_keys=[sectionName"], "override 'dataset.prefix_keys=[sectionName'"),
+        (["+arms.adam=[optimizer=adam]"], "quote each list item that holds '='"),
     ],
 )
 def test_cli_reports_bad_input_in_one_message_and_exits_non_zero(args, expected, tmp_path):

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -131,6 +132,12 @@ def _hydra_app(command: str, task, config_name: str = "config") -> None:
     _reporting_hydra_errors(command, main(task))
 
 
+# A list item holding "=" unquoted (`+arms.adam=[optimizer=adam]`): Hydra's grammar reads
+# it as a broken key=value, and its message then names neither the override nor the fix.
+_UNQUOTED_ITEM = re.compile(r"=\[[^'\"\]]*=")
+_QUOTE_HINT = "quote each list item that holds '=': \"+arms.adam=['optimizer=adam']\""
+
+
 def _reporting_hydra_errors(command: str, main) -> None:
     """Run a Hydra app; a disk that is full (or read-only) when Hydra writes its own files
     (.hydra/, the log) is one line naming the file, as every error of ours is.
@@ -138,7 +145,7 @@ def _reporting_hydra_errors(command: str, main) -> None:
     Hydra prints what escapes it with a traceback unless HYDRA_FULL_ERROR is set, in which
     case it re-raises: so it is set here, and Hydra's compact errors are printed as Hydra
     prints them. A user who set HYDRA_FULL_ERROR gets every error raised, as Hydra does."""
-    from hydra.errors import CompactHydraException
+    from hydra.errors import CompactHydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
     if os.environ.get("HYDRA_FULL_ERROR"):
@@ -151,6 +158,10 @@ def _reporting_hydra_errors(command: str, main) -> None:
         message = str(e)
         if isinstance(e.__cause__, OmegaConfBaseException):
             message += os.linesep + str(e.__cause__)
+        if isinstance(e, OverrideParseException) and e.override not in message:
+            message = f"{command}: error: override {e.override!r}: {message}"
+            if _UNQUOTED_ITEM.search(e.override):
+                message += os.linesep + _QUOTE_HINT
         sys.stderr.write(message + os.linesep)
         raise SystemExit(1) from None
     except OSError as e:
