@@ -4,6 +4,8 @@ trials included), single runs, a grid, and an interrupted study."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -400,3 +402,46 @@ def test_markdown_tables_keep_formatted_text_and_align_numbers_right(tmp_path):
     assert "+0.0030" in row  # tabulate would print 0.003: no sign, one digit fewer
     sides = ["left" if cell.startswith(":") else "right" for cell in rule.split("|")[1:-1]]
     assert sides == ["left", "right", "right", "right"]
+
+
+def test_the_report_shows_the_commands_that_made_its_runs_and_they_make_them_again(
+    tmp_path, fixture_overrides
+):
+    """Runs made by hubsweep-train, a grid (-m) and a single run: the report's Reproduce
+    section gives each command line from Hydra's own record, and the grid's line, run
+    again elsewhere, makes the same runs."""
+    exe = shutil.which("hubsweep-train")
+    grid = [*fixture_overrides, *SMALL_RUN, "trainer.evaluate_test=true"]
+    grid += ["experiment_name=made", "trainer.seed=0,1", "dataset.prefix_keys=[sectionName],[]"]
+
+    def run(args: list[str], results: Path) -> None:
+        proc = subprocess.run(
+            [exe, *args, f"results_dir={results}"], capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run(["-m", *grid], tmp_path / "first")
+    run([*fixture_overrides, *SMALL_RUN, "experiment_name=made"], tmp_path / "first")
+    report = tmp_path / "first" / "made" / "report"
+    proc = subprocess.run(
+        [shutil.which("hubsweep-report"), str(report.parent)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (report / "report.md").read_text()
+    blocks = re.findall(r"The runs of `([^`]+)`:\n\n```bash\n(.*?)\n```", text, re.S)
+    assert [name.split("/")[0] for name, _ in blocks] == ["multirun", "runs"]
+    (grid_line,) = blocks[0][1].splitlines()
+    assert grid_line.startswith("hubsweep-train -m ")
+    assert "'dataset.prefix_keys=[sectionName],[]'" in grid_line and "trainer.seed=0,1" in grid_line
+    assert blocks[1][1].splitlines()[0].startswith("hubsweep-train dataset.source_dir=")
+
+    args = shlex.split(grid_line)[1:]  # as a user would paste it, with results elsewhere
+    assert [a for a in args if a.startswith("results_dir=")] == [
+        f"results_dir={tmp_path / 'first'}"
+    ]
+    run([a for a in args if not a.startswith("results_dir=")], tmp_path / "again")
+    scores = {}
+    for results in ("first", "again"):
+        (made,) = (tmp_path / results / "made" / "multirun").iterdir()
+        scores[results] = [read_final(made / str(job))["test"]["macro_f1"] for job in range(4)]
+    assert scores["again"] == scores["first"]

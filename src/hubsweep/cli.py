@@ -178,16 +178,6 @@ def train() -> None:
     _hydra_app("hubsweep-train", _train_task)
 
 
-def _added_config_dirs(hydra_cfg) -> tuple[str, ...]:
-    """Config dirs the command line added (--config-dir, hydra.searchpath): trials need them."""
-    added = ("command-line", "hydra.searchpath in command-line", "hydra.searchpath in main")
-    return tuple(
-        f"{source.schema}://{source.path}"
-        for source in hydra_cfg.runtime.config_sources
-        if source.provider in added
-    )
-
-
 def _interrupted(message: str) -> None:
     """Ctrl-C: one line on stderr, and the exit status of a process stopped by SIGINT."""
     print(message, file=sys.stderr)
@@ -205,10 +195,10 @@ def _sweep_task(cfg) -> None:
         # make it valid, e.g. embedding.trainable=true under a scaffold); build_plans
         # validates each trial's config and names its arm.
         _quiet_tensorflow()
-        from hubsweep.study.compose import ComposeSpec
+        from hubsweep.study.compose import ComposeSpec, added_config_dirs
         from hubsweep.study.driver import run_sweep
 
-        compose = ComposeSpec(str(config_dir()), _added_config_dirs(hydra_cfg), ())
+        compose = ComposeSpec(str(config_dir()), added_config_dirs(hydra_cfg), ())
         choice = hydra_cfg.runtime.choices.get("sweep")
         summary = run_sweep(cfg, hydra_cfg.overrides.task, compose, choice)
     except Interrupted as e:

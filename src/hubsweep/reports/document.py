@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -17,6 +16,7 @@ from hubsweep.errors import HubsweepError
 from hubsweep.metrics import MACRO_RULE
 from hubsweep.reports import plots
 from hubsweep.reports.collect import Results, Run, Study, best_model, collect
+from hubsweep.reports.commands import group_commands, retrain_commands
 from hubsweep.reports.comparison_sections import comparison_part, config_pairs, warning_lines
 from hubsweep.reports.markdown import figures as _figures
 from hubsweep.reports.markdown import shown as _shown
@@ -41,7 +41,6 @@ from hubsweep.results.layout import (
     best_preset_path,
     holds_run,
 )
-from hubsweep.study.compose import search_path_args
 from hubsweep.study.flat import stop_sentence
 from hubsweep.study.storage import mask
 
@@ -49,16 +48,6 @@ log = logging.getLogger(__name__)
 
 RUN_SCORES_TITLE = "Test scores of each config, one point per run"
 RUN_CURVES_TITLE = "Validation curves of each config: mean ± std over its runs"
-
-
-def _retrain_command(study: Study) -> list[str]:
-    dirs = search_path_args(study.info.get("config_dirs", []), _shown(study.directory))
-    lines = []
-    for run in study.retrain:
-        seed = run.setting("trainer.seed")
-        args = [*dirs, "experiment=best", f"trainer.seed={seed}", "trainer.evaluate_test=true"]
-        lines.append(f"{shlex.join(['hubsweep-train', *args])}   # {_shown(run.directory)}")
-    return lines
 
 
 def _params_text(params: dict) -> str:
@@ -110,8 +99,12 @@ def _reproduce(results: Results, out: Path) -> list[str]:
         lines += ["The studies (running a command again resumes its study):", "", "```bash"]
         lines += sorted(mask(c) for c in commands)
         lines += ["```", ""]
+    for group in results.groups:
+        made = group_commands(group.runs)
+        if made:
+            lines += [f"The runs of `{group.name}`:", "", "```bash", *map(mask, made), "```", ""]
     for study in results.studies:
-        retrain = _retrain_command(study)
+        retrain = retrain_commands(study)
         if retrain:
             lines += [
                 f"{study.label}: the best config's runs with test, one per seed:",

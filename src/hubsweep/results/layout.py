@@ -43,6 +43,11 @@ FINAL_FILE = "final.json"
 PREDICTIONS_FILE = "predictions.csv"
 CURVE_FILE = "learning_curve.png"
 EXPORTED_MODULE_DIR = "module"
+# Hydra's own record of a command: each run's overrides, and a grid's command line.
+HYDRA_RECORD_DIR = ".hydra"
+HYDRA_OVERRIDES_FILE = "overrides.yaml"
+HYDRA_CONFIG_FILE = "hydra.yaml"
+MULTIRUN_FILE = "multirun.yaml"
 # Files whose presence means a directory already belongs to a run.
 RUN_MARKERS = (METRICS_FILE, FINAL_FILE, CONFIG_FILE)
 

@@ -23,6 +23,17 @@ class ComposeSpec:
     overrides: tuple[str, ...]
 
 
+def added_config_dirs(hydra_cfg) -> tuple[str, ...]:
+    """Config dirs the command line added (--config-dir, hydra.searchpath), from Hydra's
+    runtime config (a live one, or the `.hydra/hydra.yaml` a run keeps): trials need them."""
+    added = ("command-line", "hydra.searchpath in command-line", "hydra.searchpath in main")
+    return tuple(
+        f"{source.schema}://{source.path}"
+        for source in hydra_cfg.runtime.config_sources
+        if source.provider in added
+    )
+
+
 def search_path_args(search_path: Sequence[str], config_dir: str | None = None) -> list[str]:
     """Command-line arguments that compose from the same config dirs again: `config_dir` as
     Hydra's --config-dir, and the dirs a study added (--config-dir, hydra.searchpath) as

@@ -1,0 +1,72 @@
+"""The commands that made a report's runs, for its "Reproduce" section: a grid's command line
+from Hydra's `multirun.yaml`, a single run's from its `.hydra/` record, and a study
+winner's re-runs from the study. Read as the runs left them; a run without Hydra's record
+(made through the Python API) has no command to show, and none is made up."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from hubsweep.reports.collect import Run, Study
+from hubsweep.reports.markdown import shown
+from hubsweep.results.layout import (
+    HYDRA_CONFIG_FILE,
+    HYDRA_OVERRIDES_FILE,
+    HYDRA_RECORD_DIR,
+    MULTIRUN_FILE,
+)
+from hubsweep.study.compose import added_config_dirs, search_path_args
+
+
+def _load(path: Path):
+    try:
+        return OmegaConf.load(path) if path.is_file() else None
+    except (OSError, OmegaConfBaseException, ValueError):
+        return None
+
+
+def _command(hydra, overrides: Sequence[str], multirun: bool) -> str | None:
+    """`hubsweep-<job> [-m] [config dirs] overrides...` from Hydra's config of the command."""
+    try:
+        job = str(hydra.job.name)
+        dirs = search_path_args(added_config_dirs(hydra))
+    except (AttributeError, OmegaConfBaseException):
+        return None
+    return shlex.join([f"hubsweep-{job}", *(["-m"] if multirun else []), *dirs, *overrides])
+
+
+def group_commands(runs: Sequence[Run]) -> list[str]:
+    """The commands a directory's runs came from: a grid's one command line, or each single
+    run's (distinct ones, in run order)."""
+    if not runs:
+        return []
+    grid = _load(runs[0].directory.parent / MULTIRUN_FILE)
+    if grid is not None and OmegaConf.select(grid, "hydra.overrides.task") is not None:
+        command = _command(grid.hydra, list(grid.hydra.overrides.task), multirun=True)
+        return [command] if command else []
+    commands: list[str] = []
+    for run in runs:
+        record = run.directory / HYDRA_RECORD_DIR
+        overrides, hydra = _load(record / HYDRA_OVERRIDES_FILE), _load(record / HYDRA_CONFIG_FILE)
+        if overrides is None or hydra is None or not OmegaConf.is_list(overrides):
+            continue
+        command = _command(hydra.hydra, [str(o) for o in overrides], multirun=False)
+        if command and command not in commands:
+            commands.append(command)
+    return commands
+
+
+def retrain_commands(study: Study) -> list[str]:
+    """A study winner's runs with test, one per seed, each beside the run it made."""
+    dirs = search_path_args(study.info.get("config_dirs", []), shown(study.directory))
+    lines = []
+    for run in study.retrain:
+        seed = run.setting("trainer.seed")
+        args = [*dirs, "experiment=best", f"trainer.seed={seed}", "trainer.evaluate_test=true"]
+        lines.append(f"{shlex.join(['hubsweep-train', *args])}   # {shown(run.directory)}")
+    return lines
