@@ -236,3 +236,11 @@ def test_the_reproduce_commands_of_a_study_from_a_users_config_dir_run_as_printe
             [shutil.which(argv[0]), *argv[1:]], capture_output=True, text=True, cwd=tmp_path
         )
         assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
+
+
+def test_a_sweep_without_a_search_space_is_one_error_listing_them(tmp_path):
+    """hubsweep-sweep alone: the study directory is named after its space, and there is none."""
+    line = _last_line(_sweep(f"results_dir={tmp_path}", cwd=tmp_path))
+    assert line.startswith("hubsweep-sweep: error: sweep: no search space chosen")
+    assert "finetune, lr, lr_batch_steps" in line
+    assert not list(tmp_path.iterdir())  # nothing written

@@ -421,7 +421,17 @@ def test_the_report_shows_the_commands_that_made_its_runs_and_they_make_them_aga
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     run(["-m", *grid], tmp_path / "first")
-    run([*fixture_overrides, *SMALL_RUN, "experiment_name=made"], tmp_path / "first")
+    # An interpolation stays as typed; a run whose Hydra record was cut short shows none.
+    single = [*fixture_overrides, *SMALL_RUN, "experiment_name=made"]
+    run([*single, "trainer.eval_every=${trainer.steps}"], tmp_path / "first")
+    run([*single, "trainer.seed=1"], tmp_path / "first")
+    (cut,) = [
+        d
+        for d in (tmp_path / "first" / "made" / "runs").iterdir()
+        if "seed=1" in (d / ".hydra" / "overrides.yaml").read_text()
+    ]
+    hydra_yaml = cut / ".hydra" / "hydra.yaml"
+    hydra_yaml.write_text(hydra_yaml.read_text()[:200] + "\n  - [unclosed")
     report = tmp_path / "first" / "made" / "report"
     proc = subprocess.run(
         [shutil.which("hubsweep-report"), str(report.parent)], capture_output=True, text=True
@@ -433,7 +443,11 @@ def test_the_report_shows_the_commands_that_made_its_runs_and_they_make_them_aga
     (grid_line,) = blocks[0][1].splitlines()
     assert grid_line.startswith("hubsweep-train -m ")
     assert "'dataset.prefix_keys=[sectionName],[]'" in grid_line and "trainer.seed=0,1" in grid_line
-    assert blocks[1][1].splitlines()[0].startswith("hubsweep-train dataset.source_dir=")
+    (single_line,) = blocks[1][1].splitlines()
+    assert single_line.startswith("hubsweep-train dataset.source_dir=")
+    assert single_line.endswith(
+        "'trainer.eval_every=${trainer.steps}' " + f"results_dir={tmp_path / 'first'}"
+    )
 
     args = shlex.split(grid_line)[1:]  # as a user would paste it, with results elsewhere
     assert [a for a in args if a.startswith("results_dir=")] == [

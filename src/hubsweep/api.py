@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, open_dict
 
+from hubsweep.config.paths import MAIN_CONFIG
 from hubsweep.errors import ConfigError
 
 _CACHES: dict[str, Any] = {}  # cache_dir -> TrialCache: what the runs of this process share
@@ -82,7 +83,7 @@ def compose(*overrides: str, config_dir: str | Path | None = None) -> DictConfig
     """The config `hubsweep-train overrides...` runs (`config_dir`: Hydra's -cd)."""
     from hubsweep.config.validation import validate
 
-    cfg, _, _ = _composed(overrides, config_dir, "config")
+    cfg, _, _ = _composed(overrides, config_dir, MAIN_CONFIG)
     validate(cfg)
     return cfg
 
@@ -225,7 +226,7 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> Sweep:
     from hubsweep.study.plan import build_plans
     from hubsweep.study.workers import open_study_storage
 
-    cfg, choices, search = _composed(overrides, config_dir, "config")
+    cfg, choices, search = _composed(overrides, config_dir, MAIN_CONFIG)
     validate(cfg)
     spec = ComposeSpec(str(project_config_dir()), search, ())
     plans = build_plans(cfg, list(overrides), spec, choices.get("sweep"))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from hubsweep.config.paths import MAIN_CONFIG
 from hubsweep.errors import FULL_OR_READ_ONLY, HubsweepError, Interrupted
 
 log = logging.getLogger("hubsweep")
@@ -78,7 +79,22 @@ class RunDirGuard(Callback):
     # The directory Hydra is about to write into (named when a write there fails).
     directory: Path | None = None
 
+    @staticmethod
+    def _check_sweep_chosen(config) -> None:
+        """hubsweep-sweep's directory is named after its space: without one, say so (Hydra
+        would fail resolving hydra.run.dir, with a traceback)."""
+        if config.hydra.job.name != "sweep" or config.get("sweep") is not None:
+            return
+        from hubsweep.config.paths import config_dir
+
+        spaces = sorted(p.stem for p in (config_dir() / "sweep").glob("*.yaml"))
+        raise SystemExit(
+            "hubsweep-sweep: error: sweep: no search space chosen; give sweep=<a space: "
+            f"{', '.join(spaces)}, or your own> or an experiment=... that names one"
+        )
+
     def on_run_start(self, config, **kwargs) -> None:
+        self._check_sweep_chosen(config)
         self._check_names(config)
         run_dir = RunDirGuard.directory = Path(config.hydra.run.dir)
         self._check(config, "hydra.run.dir", run_dir, [run_dir])
@@ -113,7 +129,7 @@ def _train_task(cfg) -> float | None:
     return result.best[result.selection_metric] if result.best else None
 
 
-def _hydra_app(command: str, task, config_name: str = "config") -> None:
+def _hydra_app(command: str, task, config_name: str = MAIN_CONFIG) -> None:
     import hydra
 
     from hubsweep.config.paths import check_yaml_syntax, config_dir, extra_config_dirs
@@ -134,7 +150,7 @@ def _hydra_app(command: str, task, config_name: str = "config") -> None:
 
 # A list item holding "=" unquoted (`+arms.adam=[optimizer=adam]`): Hydra's grammar reads
 # it as a broken key=value, and its message then names neither the override nor the fix.
-_UNQUOTED_ITEM = re.compile(r"=\[[^'\"\]]*=")
+_UNQUOTED_ITEM = re.compile(r"[\[,]\s*[\w.+~/-]+=")
 _QUOTE_HINT = "quote each list item that holds '=': \"+arms.adam=['optimizer=adam']\""
 
 
@@ -148,6 +164,8 @@ def _reporting_hydra_errors(command: str, main) -> None:
     from hydra.errors import CompactHydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
+    from hubsweep.study.storage import mask
+
     if os.environ.get("HYDRA_FULL_ERROR"):
         main()
         return
@@ -160,9 +178,9 @@ def _reporting_hydra_errors(command: str, main) -> None:
             message += os.linesep + str(e.__cause__)
         if isinstance(e, OverrideParseException) and e.override not in message:
             message = f"{command}: error: override {e.override!r}: {message}"
-            if _UNQUOTED_ITEM.search(e.override):
+            if _UNQUOTED_ITEM.search(e.override.partition("=")[2]):
                 message += os.linesep + _QUOTE_HINT
-        sys.stderr.write(message + os.linesep)
+        sys.stderr.write(mask(message) + os.linesep)
         raise SystemExit(1) from None
     except OSError as e:
         if e.errno not in FULL_OR_READ_ONLY:
@@ -188,19 +206,21 @@ def _sweep_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from hubsweep.config.paths import config_dir
+    from hubsweep.study.compose import ComposeSpec, added_config_dirs
+    from hubsweep.study.plan import build_plans
 
     hydra_cfg = HydraConfig.get()
     try:
-        # No validate(cfg) here: with arms the base config is no trial's config (an arm can
-        # make it valid, e.g. embedding.trainable=true under a scaffold); build_plans
-        # validates each trial's config and names its arm.
-        _quiet_tensorflow()
-        from hubsweep.study.compose import ComposeSpec, added_config_dirs
-        from hubsweep.study.driver import run_sweep
-
+        # Not validate(cfg): with arms the base config is no trial's config (an arm can make
+        # it valid, e.g. embedding.trainable=true under a scaffold). The plans validate each
+        # trial's config, naming its arm, before TensorFlow is imported.
         compose = ComposeSpec(str(config_dir()), added_config_dirs(hydra_cfg), ())
         choice = hydra_cfg.runtime.choices.get("sweep")
-        summary = run_sweep(cfg, hydra_cfg.overrides.task, compose, choice)
+        plans = build_plans(cfg, hydra_cfg.overrides.task, compose, choice)
+        _quiet_tensorflow()
+        from hubsweep.study.driver import run_plans
+
+        summary = run_plans(plans)
     except Interrupted as e:
         _interrupted(str(e))
     except KeyboardInterrupt:

@@ -12,6 +12,8 @@ from typing import Any
 from hubsweep.errors import ConfigError, SetupError, require
 
 CONFIG_DIR_ENV = "HUBSWEEP_CONFIG_DIR"
+# The primary config of hubsweep-train and hubsweep-sweep, in the config root.
+MAIN_CONFIG = "config"
 
 
 def config_dir() -> Path:

@@ -9,9 +9,11 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hubsweep.config.paths import MAIN_CONFIG
 from hubsweep.reports.collect import Run, Study
 from hubsweep.reports.markdown import shown
 from hubsweep.results.layout import (
@@ -26,18 +28,27 @@ from hubsweep.study.compose import added_config_dirs, search_path_args
 def _load(path: Path):
     try:
         return OmegaConf.load(path) if path.is_file() else None
-    except (OSError, OmegaConfBaseException, ValueError):
-        return None
+    except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError):
+        return None  # a record cut short (a full disk): no command, not a failed report
+
+
+def _overrides(node) -> list[str]:
+    """The overrides as typed: `${...}` in them stays unresolved, as Hydra reads them."""
+    return [str(o) for o in OmegaConf.to_container(node, resolve=False)]
 
 
 def _command(hydra, overrides: Sequence[str], multirun: bool) -> str | None:
-    """`hubsweep-<job> [-m] [config dirs] overrides...` from Hydra's config of the command."""
+    """`hubsweep-<job> [-m] [config dirs] overrides...` from Hydra's config of the command.
+    Its hydra.* overrides (run and grid directories) are not Hydra's task overrides and are
+    left out: a re-run writes a new directory."""
     try:
         job = str(hydra.job.name)
-        dirs = search_path_args(added_config_dirs(hydra))
+        args = search_path_args(added_config_dirs(hydra))
+        if hydra.job.config_name != MAIN_CONFIG:
+            args = ["--config-name", str(hydra.job.config_name), *args]
     except (AttributeError, OmegaConfBaseException):
         return None
-    return shlex.join([f"hubsweep-{job}", *(["-m"] if multirun else []), *dirs, *overrides])
+    return shlex.join([f"hubsweep-{job}", *(["-m"] if multirun else []), *args, *overrides])
 
 
 def group_commands(runs: Sequence[Run]) -> list[str]:
@@ -47,7 +58,7 @@ def group_commands(runs: Sequence[Run]) -> list[str]:
         return []
     grid = _load(runs[0].directory.parent / MULTIRUN_FILE)
     if grid is not None and OmegaConf.select(grid, "hydra.overrides.task") is not None:
-        command = _command(grid.hydra, list(grid.hydra.overrides.task), multirun=True)
+        command = _command(grid.hydra, _overrides(grid.hydra.overrides.task), multirun=True)
         return [command] if command else []
     commands: list[str] = []
     for run in runs:
@@ -55,7 +66,7 @@ def group_commands(runs: Sequence[Run]) -> list[str]:
         overrides, hydra = _load(record / HYDRA_OVERRIDES_FILE), _load(record / HYDRA_CONFIG_FILE)
         if overrides is None or hydra is None or not OmegaConf.is_list(overrides):
             continue
-        command = _command(hydra.hydra, [str(o) for o in overrides], multirun=False)
+        command = _command(hydra.hydra, _overrides(overrides), multirun=False)
         if command and command not in commands:
             commands.append(command)
     return commands

@@ -13,6 +13,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hubsweep.config.paths import MAIN_CONFIG
+
 
 @dataclass(frozen=True)
 class ComposeSpec:
@@ -70,7 +72,7 @@ def compose_config(spec: ComposeSpec, extra: Sequence[str], with_hydra: bool = F
     search = [f"hydra.searchpath=[{','.join(spec.search_path)}]"] if spec.search_path else []
     with _hydra(spec):
         return compose(
-            "config",
+            MAIN_CONFIG,
             overrides=[*search, *spec.overrides, *extra],
             return_hydra_config=with_hydra,
         )
