@@ -231,6 +231,31 @@ def test_cost_traces_back_to_the_trials_and_the_verdict_states_the_ratio(report,
     assert cost.loc[dear, "pareto"] == better
 
 
+def test_a_one_arm_report_says_what_its_answer_cost(report, experiment, tmp_path):
+    """A study reported alone still gets its cost (no front or plot of one point): the same
+    numbers as in the two-arm report, and the total in minutes in a sentence."""
+    proc = subprocess.run(
+        [
+            shutil.which("hubsweep-report"),
+            str(experiment / "lr" / "frozen"),
+            "--output",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    alone = pd.read_csv(tmp_path / "tables" / "cost.csv")
+    both = pd.read_csv(report / "tables" / "cost.csv").set_index("arm")
+    assert list(alone.arm) == ["frozen"] and "pareto" not in alone
+    for column in alone.columns.drop("arm"):
+        assert alone.loc[0, column] == pytest.approx(both.loc["frozen", column])
+    text = (tmp_path / "report.md").read_text()
+    assert "## Compute" in text and "Pareto" not in text
+    total, search = alone.loc[0, "total_s"] / 60, alone.loc[0, "search_s"] / 60
+    assert f"{total:.1f} min in all (the search {search:.1f}," in text
+
+
 def test_the_report_says_how_the_arms_budgets_differ(report, experiment):
     from hubsweep.reports import cost
     from hubsweep.reports.collect import read_study

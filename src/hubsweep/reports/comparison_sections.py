@@ -116,25 +116,42 @@ def _ratio(costs: dict[str, cost.ArmCost], a: str, b: str) -> str:
     return cost.ratio_phrase(a, costs[a].per_trial_s, b, costs[b].per_trial_s)
 
 
+_WHAT_IT_COST = (
+    "What each arm's answer cost: its finished trials' wall seconds (a population "
+    "member's share of its program's), training seconds (stepping only), and the "
+    "finalists' and test re-runs' on top. Per trial, the wall seconds leave out the cache "
+    "builds (embedding a module's splits, loading the datasets: once per cache_dir, so "
+    "the first arm to need them pays for every arm after it; the totals keep them), and "
+    "so does a module's adaptation (hubsweep-adapt, once per adapted pair, before any "
+    "trial: in the first arm's total on it)."
+)
+
+
 def _cost(studies: Sequence[Study], tables: Path, out: Path) -> list[str]:
     by_arm = cost.arm_costs(studies)
     costs = list(by_arm.values())
-    if len(costs) < 2:
+    if not costs:
         return []
     metric, minimize = studies[0].metric, studies[0].minimize
     numbers, text = cost.cost_table(costs, metric, minimize)
-    front = cost.pareto(costs, minimize)
     label = LABELS.get(metric, metric)
+    if len(costs) == 1:  # what the one answer cost; no front or plot of one point
+        numbers, text = numbers.drop(columns="pareto"), text.drop(columns="Pareto front")
+        return [
+            "## Compute",
+            "",
+            _WHAT_IT_COST,
+            "",
+            cost.budget_sentence(studies, by_arm),
+            "",
+            write_table(numbers, text, tables, "cost"),
+            "",
+        ]
+    front = cost.pareto(costs, minimize)
     return [
         "## Quality against compute",
         "",
-        "What each arm's answer cost: its finished trials' wall seconds (a population "
-        "member's share of its program's), training seconds (stepping only), and the "
-        "finalists' and test re-runs' on top. Per trial, the wall seconds leave out the cache "
-        "builds (embedding a module's splits, loading the datasets: once per cache_dir, so "
-        "the first arm to need them pays for every arm after it; the totals keep them), and "
-        "so does a module's adaptation (hubsweep-adapt, once per adapted pair, before any "
-        "trial: in the first arm's total on it). An arm is on the Pareto front when no other "
+        f"{_WHAT_IT_COST} An arm is on the Pareto front when no other "
         f"arm scores at least as well for no more compute per trial. Quality: test {label} "
         "over the re-run seeds (where an arm was not re-run with test: its winner's "
         "validation score over the finalists' re-runs, else in the search). "

@@ -200,6 +200,13 @@ def budget_sentence(studies: Sequence[Study], costs: dict[str, ArmCost]) -> str:
             )
             + "."
         )
+    if len(costs) == 1:
+        (only,) = costs.values()
+        return (
+            f"The budget: {next(iter(groups))}; {only.total_s / 60:.1f} min in all "
+            f"(the search {only.search_s / 60:.1f}, the finalists and re-runs "
+            f"{(only.finalists_s + only.retrain_s) / 60:.1f}).{spread}"
+        )
     if len(groups) == 1:
         return f"Every arm had the same budget: {next(iter(groups))}.{spread}"
     described = "; ".join(f"{', '.join(arms)}: {budget}" for budget, arms in groups.items())
