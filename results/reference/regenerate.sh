@@ -130,16 +130,25 @@ hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_scaffold_rerun \
 # The scaffold searched, not guessed: the all-layers arm's study (16 trials, Hyperband,
 # steps up to 500) with the scaffold weight a sixth parameter (0.1-3, log), finalists
 # raced, the winner re-run with test on 3 seeds; timed alone on a 2-core AMD EPYC with
-# AVX512-BF16 (encoders_full_scaffold/: is an arm within the hour?).
+# AVX512-BF16 (encoders_full_scaffold/: the search 57 min, the arm 92 min in all).
 hubsweep-sweep experiment=encoders_finetuned experiment_name=encoders_full_scaffold \
   '~arms.top2' '~arms.full_tapt' sweep.params.steps.high=500 \
   'dataset.scaffold_keys=[sectionName]' \
   '+sweep.params.scaffold_weight={key: trainer.scaffold_weight, type: float, low: 0.1, high: 3.0, log: true}' \
   dataset.source_dir="$data/scicite" trainer.progress=false
+# Its winner, as the study wrote it (experiment/best.yaml), re-run with test on new seeds
+# 6-8: does the score survive re-running? Beside it, the unscaffolded winner on the same
+# seeds (is it the seeds?). About 5 min a run.
+hubsweep-train -m --config-dir results/encoders_full_scaffold/finetune/full experiment=best \
+  experiment_name=encoders_full_scaffold_rerun 'trainer.seed=6,7,8' trainer.evaluate_test=true \
+  trainer.progress=false
+hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_full_scaffold_rerun \
+  trainer.steps=500 'trainer.seed=6,7,8'
 
 for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encoders \
   encoders_steps encoders_class_weight encoders_tapt encoders_section encoders_scaffold \
-  encoders_scaffold_weight encoders_scaffold_rerun encoders_full_scaffold; do
+  encoders_scaffold_weight encoders_scaffold_rerun encoders_full_scaffold \
+  encoders_full_scaffold_rerun; do
   hubsweep-report "results/$experiment" --output "$out/$experiment"
 done
 

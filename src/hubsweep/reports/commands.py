@@ -37,13 +37,21 @@ def _overrides(node) -> list[str]:
     return [str(o) for o in OmegaConf.to_container(node, resolve=False)]
 
 
+def _typed(source: str) -> str:
+    """A config dir as the reader types it (Hydra records it absolute): relative to the
+    working directory when inside it."""
+    scheme, sep, path = source.partition("://")
+    return f"{scheme}://{shown(Path(path))}" if sep and scheme == "file" else source
+
+
 def _command(hydra, overrides: Sequence[str], multirun: bool) -> str | None:
     """`hubsweep-<job> [-m] [config dirs] overrides...` from Hydra's config of the command.
     Its hydra.* overrides (run and grid directories) are not Hydra's task overrides and are
     left out: a re-run writes a new directory."""
     try:
         job = str(hydra.job.name)
-        args = search_path_args(added_config_dirs(hydra))
+        dirs = [_typed(d) for d in added_config_dirs(hydra)]
+        args = search_path_args(dirs)
         if hydra.job.config_name != MAIN_CONFIG:
             args = ["--config-name", str(hydra.job.config_name), *args]
     except (AttributeError, OmegaConfBaseException):
