@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from hubsweep.config.paths import MAIN_CONFIG
-from hubsweep.errors import FULL_OR_READ_ONLY, HubsweepError, Interrupted
+from hubsweep.errors import FULL_OR_READ_ONLY, HubsweepError, Interrupted, override_error
 
 log = logging.getLogger("hubsweep")
 
@@ -148,12 +147,6 @@ def _hydra_app(command: str, task, config_name: str = MAIN_CONFIG) -> None:
     _reporting_hydra_errors(command, main(task))
 
 
-# A list item holding "=" unquoted (`+arms.adam=[optimizer=adam]`): Hydra's grammar reads
-# it as a broken key=value, and its message then names neither the override nor the fix.
-_UNQUOTED_ITEM = re.compile(r"[\[,]\s*[\w.+~/-]+=")
-_QUOTE_HINT = "quote each list item that holds '=': \"+arms.adam=['optimizer=adam']\""
-
-
 def _reporting_hydra_errors(command: str, main) -> None:
     """Run a Hydra app; a disk that is full (or read-only) when Hydra writes its own files
     (.hydra/, the log) is one line naming the file, as every error of ours is.
@@ -177,9 +170,7 @@ def _reporting_hydra_errors(command: str, main) -> None:
         if isinstance(e.__cause__, OmegaConfBaseException):
             message += os.linesep + str(e.__cause__)
         if isinstance(e, OverrideParseException) and e.override not in message:
-            message = f"{command}: error: override {e.override!r}: {message}"
-            if _UNQUOTED_ITEM.search(e.override.partition("=")[2]):
-                message += os.linesep + _QUOTE_HINT
+            message = override_error(command, e.override, message)
         sys.stderr.write(mask(message) + os.linesep)
         raise SystemExit(1) from None
     except OSError as e:
