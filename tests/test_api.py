@@ -149,3 +149,18 @@ def test_the_tutorial_notebook_runs_end_to_end(
         "text/html" in o.get("data", {}) and "<table>" in o.data["text/html"] for o in outputs
     )
     assert list((tmp_path / "results" / "frozen_vs_finetuned").rglob("report/report.md"))
+
+
+def test_sweep_validates_each_arm_not_the_base_as_the_cli_does(fixture_overrides, tmp_path):
+    """A scaffold on a frozen base is fine where every arm fine-tunes; the frozen arm is the
+    one error, named; no sweep chosen is the CLI's error too."""
+    args = [*fixture_overrides, f"results_dir={tmp_path}", "dataset.scaffold_keys=[sectionName]"]
+    arms = [
+        "+arms.tuned=['embedding.trainable=true']",
+        "+arms.frozen=['embedding.trainable=false']",
+    ]
+    with pytest.raises(ConfigError, match=r"^arms\.frozen: dataset\.scaffold_keys: needs"):
+        hubsweep.sweep(*args, *arms, "sweep=lr")
+    with pytest.raises(ConfigError, match="no search space chosen; give sweep=<a space: finetune"):
+        hubsweep.sweep(*args, *arms)
+    assert not list(tmp_path.rglob("*.journal"))

@@ -220,14 +220,14 @@ def sweep(*overrides: str, config_dir: str | Path | None = None) -> Sweep:
     import optuna
 
     from hubsweep.config.paths import config_dir as project_config_dir
-    from hubsweep.config.validation import validate
     from hubsweep.study.compose import ComposeSpec
     from hubsweep.study.driver import run_plans
     from hubsweep.study.plan import build_plans
     from hubsweep.study.workers import open_study_storage
 
+    # As hubsweep-sweep: each arm's config is validated by build_plans; the base alone is
+    # no trial's config.
     cfg, choices, search = _composed(overrides, config_dir, MAIN_CONFIG)
-    validate(cfg)
     spec = ComposeSpec(str(project_config_dir()), search, ())
     plans = build_plans(cfg, list(overrides), spec, choices.get("sweep"))
     summary = run_plans(plans)

@@ -84,13 +84,9 @@ class RunDirGuard(Callback):
         would fail resolving hydra.run.dir, with a traceback)."""
         if config.hydra.job.name != "sweep" or config.get("sweep") is not None:
             return
-        from hubsweep.config.paths import config_dir
+        from hubsweep.study.plan import no_search_space
 
-        spaces = sorted(p.stem for p in (config_dir() / "sweep").glob("*.yaml"))
-        raise SystemExit(
-            "hubsweep-sweep: error: sweep: no search space chosen; give sweep=<a space: "
-            f"{', '.join(spaces)}, or your own> or an experiment=... that names one"
-        )
+        raise SystemExit(f"hubsweep-sweep: error: {no_search_space()}")
 
     def on_run_start(self, config, **kwargs) -> None:
         self._check_sweep_chosen(config)

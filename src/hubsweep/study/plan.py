@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hubsweep.config.paths import require_name
+from hubsweep.config.paths import config_dir, require_name
 from hubsweep.config.schema import GROUP_SCHEMAS, RunConfig
 from hubsweep.config.sweep import SweepConfig
 from hubsweep.config.validation import validate
@@ -136,10 +136,20 @@ class StudyPlan:
         }
 
 
+def no_search_space() -> ConfigError:
+    """The error for a sweep with `sweep` unset, naming the spaces there are (hubsweep-sweep
+    raises it before Hydra names the study directory after the space)."""
+    spaces = sorted(p.stem for p in (config_dir() / "sweep").glob("*.yaml"))
+    return ConfigError(
+        f"sweep: no search space chosen; give sweep=<a space: {', '.join(spaces)}, or your "
+        "own> or an experiment=... that names one"
+    )
+
+
 def _typed_sweep(cfg: DictConfig, choice: str | None) -> SweepConfig:
     """cfg.sweep checked against the schema, also for a user's YAML that does not extend it."""
     if cfg.sweep is None:
-        raise ConfigError("sweep: choose a search space, e.g. sweep=lr_batch_steps")
+        raise no_search_space()
     where = f" (sweep={choice})" if choice else ""
     try:
         merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), cfg.sweep)
