@@ -310,6 +310,26 @@ def test_runs_and_grids_are_tabulated_with_seeds_pooled(report, experiment):
         )
 
 
+def test_configs_of_several_groups_are_labelled_by_the_settings_that_differ(report, experiment):
+    # The single runs (trainable false by default) are the grid's trainable=false config
+    # run again: the two share a label and so get their group's name; the grid's other
+    # config is told apart by its setting alone, not by its directory.
+    from hubsweep.reports.collect import collect
+    from hubsweep.reports.document import _config_labels
+
+    groups = collect(experiment).groups
+    assert {g.name for g in groups} == {"runs", "multirun/grid"}
+    labels = _config_labels(groups)
+    assert sorted(labels) == [
+        "multirun/grid: trainable=False",
+        "runs: trainable=False",
+        "trainable=True",
+    ]
+    assert [r.setting("embedding.trainable") for r in labels["trainable=True"]] == [True] * 2
+    runs = pd.read_csv(report / "tables" / "runs.csv")
+    assert list(runs.loc[runs.group == "runs", "embedding.trainable"]) == [False]
+
+
 def test_a_grids_configs_are_compared_paired_by_seed(report, experiment):
     # The grid runs both configs on seeds 0 and 1: the report pairs them by seed, the
     # config ahead first, as a study's arms are paired.

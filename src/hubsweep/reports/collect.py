@@ -54,7 +54,9 @@ class RunGroup:
 
     name: str
     runs: list[Run]
-    varying: list[str] = field(default_factory=list)  # config keys that differ between configs
+    # The config keys that differ between the report's configs, this group's and the
+    # others': what labels a config, so several grids' configs are told apart by settings.
+    varying: list[str] = field(default_factory=list)
 
     def configs(self) -> list[tuple[dict[str, Any], list[Run]]]:
         """(the varying settings, the runs with them) per distinct config; seeds pooled."""
@@ -365,10 +367,11 @@ def collect(root: Path, allowed_storages: Sequence[str] = ()) -> Results:
     for d in below:
         if (d / CONFIG_FILE).is_file() and (d / METRICS_FILE).is_file():
             by_parent.setdefault(d.parent, []).append(read_run(d))
-    groups = []
-    for parent, runs in by_parent.items():
-        name = str(parent.relative_to(root)) if parent != root else "."
-        groups.append(RunGroup(name, runs, _varying_keys(runs)))
+    varying = _varying_keys([run for runs in by_parent.values() for run in runs])
+    groups = [
+        RunGroup(str(parent.relative_to(root)) if parent != root else ".", runs, varying)
+        for parent, runs in by_parent.items()
+    ]
     return Results(root, studies, groups)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -15,7 +16,7 @@ import pandas as pd
 from hubsweep.errors import HubsweepError
 from hubsweep.metrics import MACRO_RULE
 from hubsweep.reports import plots
-from hubsweep.reports.collect import Results, Run, Study, best_model, collect
+from hubsweep.reports.collect import Results, Run, RunGroup, Study, best_model, collect
 from hubsweep.reports.commands import group_commands, retrain_commands
 from hubsweep.reports.comparison_sections import comparison_part, config_pairs, warning_lines
 from hubsweep.reports.markdown import figures as _figures
@@ -320,13 +321,8 @@ def _runs_part(results: Results, tables: Path, out: Path, with_studies: bool) ->
             "",
         ]
     lines += config_pairs(groups, tables)
-    curves, tested = {}, {}
-    for group in groups:
-        for settings, runs in group.configs():
-            label = _config_label(group.name, settings, runs, len(groups) > 1)
-            curves[label] = runs
-            if any(r.test for r in runs):
-                tested[label] = runs
+    curves = _config_labels(groups)
+    tested = {label: runs for label, runs in curves.items() if any(r.test for r in runs)}
     if not with_studies:
         models = _best_models((label, runs, "macro_f1", False) for label, runs in tested.items())
         lines += _figures(
@@ -361,8 +357,17 @@ def _best_models(candidates: Iterable[tuple[str, list[Run], str, bool]]) -> dict
     return {label: run for label, run in picked.items() if run is not None}
 
 
-def _config_label(group: str, settings: dict, runs: list[Run], with_group: bool) -> str:
-    """The settings that set this config apart, else its experiment's name."""
-    parts = [setting_label(k, v) for k, v in settings.items()]
-    label = ", ".join(parts) or runs[0].setting("experiment_name") or os.path.basename(group)
-    return f"{group}: {label}" if with_group else label
+def _config_labels(groups: list[RunGroup]) -> dict[str, list[Run]]:
+    """Each config's runs by label: the settings that set it apart from the report's other
+    configs (in any group), else its experiment's name; a label two groups share (the same
+    config run twice) gets its group's name in front."""
+    configs = []
+    for group in groups:
+        for settings, runs in group.configs():
+            label = ", ".join(setting_label(k, v) for k, v in settings.items())
+            fallback = runs[0].setting("experiment_name") or os.path.basename(group.name)
+            configs.append((group.name, label or fallback, runs))
+    counts = Counter(label for _, label, _ in configs)
+    return {
+        f"{group}: {label}" if counts[label] > 1 else label: runs for group, label, runs in configs
+    }
