@@ -24,6 +24,7 @@ from hubsweep.study.liveness import (
     recover_stale_trials,
     retry_once,
     tally,
+    usable_cores,
 )
 from hubsweep.study.storage import Heartbeat, open_storage, resolve
 from hubsweep.study.workers import sampler_seed
@@ -279,7 +280,23 @@ def test_three_workers_finish_exactly_n_trials(sweep, storage, request):
     assert len({t.number for t in complete}) == 7
     run_dirs = [t.user_attrs["run_dirs"][0] for t in complete]
     assert len(set(run_dirs)) == 7
+    # Each worker a process of its own with its share of the cores (at least one).
+    assert {t.user_attrs["threads"] for t in complete} == {max(1, usable_cores() // 3)}
     assert all((Path(d) / "final.json").is_file() for d in run_dirs)
+
+
+def test_worker_threads_set_the_threads_of_each_worker(sweep):
+    from hubsweep.errors import ConfigError
+
+    _, _, study = sweep("sweep.study_name=threads", "sweep.workers=2", "sweep.worker_threads=1")
+    assert {t.user_attrs["threads"] for t in study.trials} == {1}
+    with pytest.raises(ConfigError, match=r"sweep\.worker_threads: must be >= 0"):
+        sweep("sweep.worker_threads=-1")
+
+
+def test_one_worker_runs_in_this_process_on_every_core(sweep):
+    _, _, study = sweep("sweep.study_name=one_worker")
+    assert {t.user_attrs["threads"] for t in study.trials} == {usable_cores()}
 
 
 def test_sqlite_with_several_workers_is_refused(sweep, tmp_path):

@@ -123,7 +123,8 @@ _WHAT_IT_COST = (
     "builds (embedding a module's splits, loading the datasets: once per cache_dir, so "
     "the first arm to need them pays for every arm after it; the totals keep them), and "
     "so does a module's adaptation (hubsweep-adapt, once per adapted pair, before any "
-    "trial: in the first arm's total on it)."
+    "trial: in the first arm's total on it). Elapsed: the same by the clock, where trials "
+    "side by side (several workers or hosts) count once."
 )
 
 

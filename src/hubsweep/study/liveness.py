@@ -14,6 +14,7 @@ same rule fails and retries stale trials.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -40,6 +41,7 @@ FAIL_REASON = "fail_reason"  # the trial's own values failed it: it counts
 ENV_FAILURE = "environment_failure"  # the environment failed it: it does not count
 SURPLUS = "surplus"
 HOST = "host"  # the machine a trial ran on: its run files live there
+THREADS = "threads"  # TensorFlow's threads within an op in the worker that ran the trial
 DIED_TWICE = "worker died twice"
 INTERRUPTED = "interrupted"  # stopped by Ctrl-C: failed, not counted, queued again
 RETRY_OF = "retry_of"  # the trial a queued retry repeats
@@ -68,6 +70,24 @@ def compute_s(record: Mapping) -> float | None:
 def worker_host() -> str:
     """This machine's name, as a trial or a claim records it."""
     return socket.gethostname()
+
+
+def mark_worker(trial) -> None:
+    """Where a trial runs: the machine (its run files live there) and the threads of its
+    worker's TensorFlow (its seconds depend on them; 0, TensorFlow's default, is every core
+    this process may run on)."""
+    import tensorflow as tf
+
+    threads = tf.config.threading.get_intra_op_parallelism_threads()
+    trial.set_user_attr(HOST, worker_host())
+    trial.set_user_attr(THREADS, threads or usable_cores())
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def counts_toward_target(t: FrozenTrial) -> bool:

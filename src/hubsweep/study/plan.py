@@ -72,6 +72,7 @@ class StudySettings:
     pruner_percentile: float
     storage: str | None
     workers: int
+    worker_threads: int
     population: int
     seeds_per_trial: int
     finalists: int
@@ -169,6 +170,7 @@ def _settings(s: SweepConfig) -> StudySettings:
         (s.pruner in PRUNERS, "sweep.pruner", f"{s.pruner!r}: one of {', '.join(PRUNERS)}"),
         (s.n_trials > 0, "sweep.n_trials", "must be positive"),
         (s.workers > 0, "sweep.workers", "must be positive"),
+        (s.worker_threads >= 0, "sweep.worker_threads", "must be >= 0 (0: cores ÷ workers)"),
         (s.population > 0, "sweep.population", "must be positive (1: one trial at a time)"),
         (s.seeds_per_trial > 0, "sweep.seeds_per_trial", "must be positive"),
         (s.finalists > 0, "sweep.finalists", "must be positive (1: the best trial wins)"),

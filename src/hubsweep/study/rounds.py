@@ -25,7 +25,7 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from hubsweep.study.liveness import HOST, INTERRUPTED, RETRY_OF, heartbeat, worker_host
+from hubsweep.study.liveness import INTERRUPTED, RETRY_OF, heartbeat, mark_worker
 from hubsweep.study.storage import StorageWriteError
 from hubsweep.study.trial import Objective, SurplusTrial
 from hubsweep.training.population import blocker, group_key
@@ -75,7 +75,7 @@ def _ask(study: optuna.Study, objective: Objective, n: int) -> list[optuna.Trial
             log.info("%s", e)
             study.tell(trial, state=TrialState.FAIL)
             continue
-        trial.set_user_attr(HOST, worker_host())
+        mark_worker(trial)
         trials.append(trial)
     return trials
 

@@ -23,14 +23,13 @@ from hubsweep.study.liveness import (
     CACHE_BUILD_TIME,
     ENV_FAILURE,
     FAIL_REASON,
-    HOST,
     RUN_COSTS,
     RUN_DIRS,
     SURPLUS,
     TRAIN_TIME,
     WALL_TIME,
     counts_toward_target,
-    worker_host,
+    mark_worker,
 )
 from hubsweep.study.plan import StudyPlan
 
@@ -79,7 +78,7 @@ class Objective:
         from hubsweep.study.liveness import heartbeat
 
         self.check_budget(trial)
-        trial.set_user_attr(HOST, worker_host())
+        mark_worker(trial)
         with heartbeat(trial.study, trial, self.plan.settings.heartbeat_s):
             return self.settle(trial, lambda: self.run_alone(trial, self.configs(trial)))
 

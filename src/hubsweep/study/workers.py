@@ -1,9 +1,10 @@
 """Workers: processes that run trials of one plan until the study has its budget.
 
-`sweep.workers=N` starts N-1 spawned processes beside this one; on other machines the same
-`hubsweep-sweep` command against the same storage adds more. A worker stops when the study
-has `n_trials` finished trials, when `sweep.timeout_s` passes, when the search went flat
-(`sweep.stop_when_flat`, study/flat.py), or, with an error, after
+`sweep.workers=N` (N > 1) starts N spawned processes, each with its share of this machine's
+cores (`sweep.worker_threads`), and waits for them; one worker runs in this process. On
+other machines the same `hubsweep-sweep` command against the same storage adds more. A
+worker stops when the study has `n_trials` finished trials, when `sweep.timeout_s` passes,
+when the search went flat (`sweep.stop_when_flat`, study/flat.py), or, with an error, after
 `sweep.max_environment_failures` trials in a row failed for reasons outside their values.
 """
 
@@ -23,7 +24,13 @@ import optuna
 from hubsweep.errors import HubsweepError
 from hubsweep.study import flat, storage
 from hubsweep.study.algorithms import make_pruner, make_sampler
-from hubsweep.study.liveness import recover_stale_trials, retry_once, tally, waiting_note
+from hubsweep.study.liveness import (
+    recover_stale_trials,
+    retry_once,
+    tally,
+    usable_cores,
+    waiting_note,
+)
 from hubsweep.study.plan import StudyPlan
 from hubsweep.study.rounds import round_size, run_round
 from hubsweep.study.tracking import make_callbacks
@@ -69,11 +76,18 @@ def sampler_seed(base: int, index: int, existing: int) -> int:
     return int(np.random.SeedSequence([base, index, existing]).generate_state(1)[0])
 
 
+def thread_share(workers: int, worker_threads: int) -> int:
+    """Threads for each of `workers` processes on this machine: `worker_threads`, else its
+    cores (those this process may run on) shared evenly, at least one each."""
+    return worker_threads or max(1, usable_cores() // workers)
+
+
 def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -> None:
     """Run trials until the study has `n_trials` finished trials (or the timeout passes)."""
     if parent_pid is not None:
         _watch_parent(parent_pid)
         logging.basicConfig(level=logging.INFO, format=f"[worker {index}] %(message)s")
+        _limit_threads(thread_share(plan.settings.workers, plan.settings.worker_threads))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     s = plan.settings
     objective = Objective(plan, plan_cache(plan))
@@ -126,15 +140,25 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
             )
 
 
+def _limit_threads(threads: int) -> None:
+    """TensorFlow's thread pools of this process, before its first op creates them."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    log.info("%d thread(s) of TensorFlow", threads)
+
+
 INTERRUPTED_EXIT = 130  # a process stopped by SIGINT, as shells report it
 PASS_ON_AFTER_S = 2.0  # how long a Ctrl-C'd parent waits before interrupting its workers
 
 
-def _child(plan: StudyPlan, index: int, parent_pid: int) -> None:
+def _child(plan: StudyPlan, index: int, parent_pid: int, errors) -> None:
     try:
         run_worker(plan, index, parent_pid)
     except HubsweepError as e:
         log.error("%s", e)
+        errors.put(f"worker {index}: {e}")  # the parent's one error says what went wrong
         raise SystemExit(2) from None
     except KeyboardInterrupt:  # its running trials are requeued; the parent says so
         # The parent passes the terminal's Ctrl-C on: a copy that lands now has nothing to
@@ -144,16 +168,23 @@ def _child(plan: StudyPlan, index: int, parent_pid: int) -> None:
 
 
 def run_workers(plan: StudyPlan) -> None:
-    """This process and `sweep.workers - 1` spawned ones; an error in any is raised here."""
+    """One worker in this process, or `sweep.workers` spawned ones (this process then only
+    waits, so its TensorFlow keeps every core for the finalists and re-runs after the
+    search); an error in any is raised here."""
+    if plan.settings.workers == 1:
+        run_worker(plan)
+        return
     ctx = multiprocessing.get_context("spawn")
+    errors = ctx.SimpleQueue()
     children = [
-        ctx.Process(target=_child, args=(plan, i, os.getpid()), daemon=False)
-        for i in range(1, plan.settings.workers)
+        ctx.Process(target=_child, args=(plan, i, os.getpid(), errors), daemon=False)
+        for i in range(plan.settings.workers)
     ]
     for child in children:
         child.start()
     try:
-        run_worker(plan)
+        for child in children:
+            child.join()
     except KeyboardInterrupt:
         # Ctrl-C in a terminal reaches every worker; a SIGINT sent to this process alone
         # is passed on, so each worker requeues its own running trials before it ends. Passed
@@ -173,8 +204,12 @@ def run_workers(plan: StudyPlan) -> None:
     finally:
         for child in children:
             child.join()
-    failed = [i for i, c in enumerate(children, start=1) if c.exitcode not in (0, INTERRUPTED_EXIT)]
+    failed = [i for i, c in enumerate(children) if c.exitcode not in (0, INTERRUPTED_EXIT)]
     if failed:
+        said = []
+        while not errors.empty():
+            said.append(errors.get())
         raise EnvironmentFailure(
-            f"worker(s) {failed} of study {plan.name} stopped with an error (see sweep.log)"
+            "; ".join(said)
+            or f"worker(s) {failed} of study {plan.name} stopped with an error (see sweep.log)"
         )
