@@ -48,3 +48,37 @@ def test_feature_cache_builds_are_counted_once_and_left_out_of_compute_per_trial
     per_trial = np.mean([compute_s(t.user_attrs) for t in second])
     assert costs["second"].per_trial_s == pytest.approx(per_trial)
     assert costs["first"].search_s == pytest.approx(sum(t.user_attrs[WALL_TIME] for t in first))
+
+
+def test_elapsed_time_counts_trials_side_by_side_once():
+    # Two workers' trials overlapping from 10 to 20 s, then a gap (a study resumed later)
+    # and a trial alone; a trial still running has no end yet: 40 s ran, not the 50 s the
+    # finished trials took between them, nor the 100 s from the first start to the last end.
+    from datetime import datetime, timedelta
+
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import FrozenTrial, TrialState
+
+    from hubsweep.reports.cost import running_s
+
+    t0 = datetime(2026, 12, 7)
+
+    def trial(number: int, start: float, end: float | None) -> FrozenTrial:
+        return FrozenTrial(
+            number=number,
+            state=TrialState.COMPLETE if end is not None else TrialState.RUNNING,
+            value=0.5 if end is not None else None,
+            datetime_start=t0 + timedelta(seconds=start),
+            datetime_complete=t0 + timedelta(seconds=end) if end is not None else None,
+            params={"x": 0.1},
+            distributions={"x": FloatDistribution(0, 1)},
+            user_attrs={},
+            system_attrs={},
+            intermediate_values={},
+            trial_id=number,
+        )
+
+    trials = [trial(0, 0, 20), trial(1, 10, 30), trial(2, 90, 100), trial(3, 95, None)]
+    assert running_s(trials) == pytest.approx(40.0)
+    assert running_s([trial(0, 0, 20), trial(1, 5, 15)]) == pytest.approx(20.0)
+    assert running_s([]) == 0.0

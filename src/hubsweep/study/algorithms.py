@@ -8,8 +8,8 @@ import optuna
 
 from hubsweep.study.space import Param
 
-# Each takes (params, seed, pending): `pending` says trials are asked several at a time (a
-# population), for samplers that can account for the ones still running.
+# Each takes (params, seed, pending): `pending` says other trials run while one is sampled
+# (a population asked at once, or other workers), for samplers that can account for them.
 SamplerFactory = Callable[[tuple[Param, ...], int, bool], optuna.samplers.BaseSampler]
 PrunerFactory = Callable[..., optuna.pruners.BasePruner]
 

@@ -98,7 +98,9 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
     study = optuna.load_study(
         study_name=plan.name,
         storage=backend,
-        sampler=make_sampler(s.sampler, plan.params, seed, pending=population > 1),
+        # Trials of this round, or of the other workers here, are pending while this one
+        # samples: TPE counts them (Optuna's constant liar) so as not to sample near-copies.
+        sampler=make_sampler(s.sampler, plan.params, seed, pending=population > 1 or s.workers > 1),
         pruner=make_pruner(
             s.pruner, s.pruner_startup_trials, s.pruner_warmup_steps, s.pruner_percentile
         ),
