@@ -93,6 +93,29 @@ def test_the_finalists_pick_the_truly_better_config_over_a_lucky_draw(lucky_stud
     assert row.split("|")[1].strip() == "1"  # trial 1's row of the finalists' table
 
 
+def test_an_unraced_winner_is_re_run_on_seeds_after_the_searchs(
+    make_cfg, fixture_overrides, tmp_path
+):
+    # sweep.finalists=1: the search's best wins unraced. Its re-runs with test start after
+    # the search's seed 0 (before: at it, training the draw that won on its luck again and
+    # averaging its test score in). A summary stored with the old seeds is not taken as done.
+    from hubsweep.results.artifacts import read_run
+    from hubsweep.study.retrain import RETRAIN_ATTR
+
+    args = [f"results_dir={tmp_path / 'results'}", *SMALL_RUN, *SPACE, "sweep.finalists=1"]
+    cfg = make_cfg(*args)
+    [plan] = build_plans(cfg, [*fixture_overrides, *args], ComposeSpec(CONF, (), ()))
+    study = open_study(plan)
+    study.add_trial(create_trial(params={LR: 0.5}, distributions=DIST, value=0.8))
+    stale = {"best_trial": 0, "seeds": 2, "statuses": ["completed"] * 2}
+    study.set_user_attr(RETRAIN_ATTR, stale)
+    retrain = finish_study(plan, 0.0)["retrain"]
+    assert [Path(d).name for d in retrain["run_dirs"]] == ["trial0000-seed1", "trial0000-seed2"]
+    seeds = [read_run(Path(d)).setting("trainer.seed") for d in retrain["run_dirs"]]
+    assert seeds == [cfg.trainer.seed + 1, cfg.trainer.seed + 2]
+    assert retrain["first_seed"] == 1
+
+
 def test_a_finished_race_is_not_run_again_and_an_interrupted_one_resumes(lucky_study):
     plan, study = lucky_study
     first = race(plan, study)

@@ -66,9 +66,11 @@ def finalist_seed_indices(plan: StudyPlan) -> list[int]:
 
 def retrain_offset(plan: StudyPlan) -> int:
     """The re-runs with test take seeds after the search's and the finalists' (the same for
-    every arm, so arms stay paired): their validation scores are fresh draws too."""
+    every arm, so arms stay paired): their validation scores are fresh draws too. Unraced
+    (`sweep.finalists=1`) they start after the search's: seed 0 would train the winning
+    trial again, the draw chosen for its luck on validation."""
     s = plan.settings
-    return s.seeds_per_trial + s.finalist_seeds if s.finalists > 1 else 0
+    return s.seeds_per_trial + (s.finalist_seeds if s.finalists > 1 else 0)
 
 
 def race(plan: StudyPlan, study: optuna.Study) -> dict:

@@ -85,7 +85,7 @@ def retrain_best(plan: StudyPlan, best: optuna.trial.FrozenTrial, study: optuna.
         if done is not None:
             return done
         runs = _retrain_runs(plan, best)
-        summary = _summary(best, runs)
+        summary = {**_summary(best, runs), "first_seed": retrain_offset(plan)}
         (Path(plan.directory) / RETRAIN_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         for k, run in enumerate(runs):
             study.set_user_attr(RETRAIN_RUN_ATTR.format(k), run_record(run))
@@ -101,6 +101,7 @@ def _done(plan: StudyPlan, best: optuna.trial.FrozenTrial, study: optuna.Study) 
         isinstance(summary, dict)
         and summary.get("best_trial") == best.number
         and summary.get("seeds") == plan.settings.retrain_best_seeds
+        and summary.get("first_seed") == retrain_offset(plan)
         and summary.get("statuses") == [RunStatus.COMPLETED] * summary["seeds"]
     ):
         if summary.get("host") != worker_host():
