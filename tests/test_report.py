@@ -265,7 +265,7 @@ def test_the_report_says_how_the_arms_budgets_differ(report, experiment):
     assert "The arms' budgets differ: partial: 4 trials of the `partial` space" in text
     assert (
         "frozen, finetuned: 5 trials of the `lr` space (optimizer.learning_rate; grid "
-        "sampler, median pruner), 3 finalist(s) × 3 seeds, the winner re-run over 3 seeds"
+        "sampler, median pruner), 3 finalists × 3 seeds, the winner re-run over 3 seeds"
     ) in text
     per_trial = pd.read_csv(report / "tables" / "cost.csv").set_index("arm")["wall_s_per_trial"]
     dear = per_trial.idxmax()
@@ -280,8 +280,10 @@ def test_the_report_says_how_the_arms_budgets_differ(report, experiment):
         "n_trials": 16,
         "study_name": "finetune",
         "pruner": "hyperband",
+        "finalists": 1,
     }
     sentence = cost.budget_sentence(studies, costs)
+    assert "hyperband pruner), no finalists' race, the winner re-run over 3 seeds" in sentence
     assert sentence.startswith("The arms' budgets differ: frozen: 5 trials of the `lr` space")
     assert "finetuned: 16 trials of the `finetune` space" in sentence
     assert "hyperband pruner" in sentence

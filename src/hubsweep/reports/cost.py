@@ -186,10 +186,15 @@ def _budget_of(study: Study) -> str:
     pruner = sweep.get("pruner", "none")
     pruning = "no pruner" if pruner in (None, "none") else f"{pruner} pruner"
     space = ", ".join(p.get("key", name) for name, p in (sweep.get("params") or {}).items())
+    finalists = sweep.get("finalists", 1)
+    race = (
+        f"{finalists} finalists × {sweep.get('finalist_seeds', 0)} seeds"
+        if finalists > 1
+        else "no finalists' race"
+    )
     return (
         f"{sweep.get('n_trials')} trials of the `{sweep.get('study_name')}` space ({space}; "
-        f"{sweep.get('sampler', 'tpe')} sampler, {pruning}), {sweep.get('finalists', 1)} "
-        f"finalist(s) × {sweep.get('finalist_seeds', 0)} seeds, the winner re-run over "
+        f"{sweep.get('sampler', 'tpe')} sampler, {pruning}), {race}, the winner re-run over "
         f"{sweep.get('retrain_best_seeds', 0)} seeds"
     )
 
