@@ -491,3 +491,40 @@ def test_trials_leave_learning_curve_pngs_to_the_end_of_the_study(sweep):
     assert drawn == {best}
     png = Path(study.trials[best].user_attrs["run_dirs"][0]) / "learning_curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _judged_at_first_evaluation(pruner) -> list[bool]:
+    """Trials after a finished one of 250 steps, each worse than the last at step 125."""
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    first = study.ask()
+    first.report(0.8, 125)
+    first.report(0.8, 250)
+    study.tell(first, 0.8)
+    pruned = []
+    for i in range(12):
+        trial = study.ask()
+        trial.report(0.79 - 0.01 * i, 125)
+        pruned.append(trial.should_prune())
+        study.tell(trial, state=TrialState.PRUNED if pruned[-1] else TrialState.FAIL)
+    return pruned
+
+
+def test_hyperband_counts_to_the_most_steps_a_trial_can_train(make_cfg, fixture_overrides):
+    # trainer.steps searched up to 500, and the first trial to finish drew 250. Left to
+    # Optuna's "auto", Hyperband takes 250 as every trial's budget: one bracket, and each
+    # later trial is judged at its first evaluation. Given the range's top, a second bracket
+    # first judges its trials at step 300.
+    from hubsweep.study.algorithms import make_pruner
+    from hubsweep.study.plan import build_plans
+
+    auto = _judged_at_first_evaluation(optuna.pruners.HyperbandPruner(min_resource=100))
+    assert auto == [False] + [True] * 11
+    ours = _judged_at_first_evaluation(make_pruner("hyperband", 0, 100, 25.0, 500))
+    assert 3 <= ours.count(False) < 12
+
+    for args, most in (
+        (["sweep=lr_batch_steps", "sweep.params.steps.high=5000"], 5000),
+        (["sweep=lr", "trainer.steps=300"], 300),
+    ):
+        [plan] = build_plans(make_cfg(*args), [*fixture_overrides, *args], COMPOSE)
+        assert plan.max_steps == most

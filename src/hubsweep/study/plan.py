@@ -105,6 +105,7 @@ class StudyPlan:
     cache_dir: str | None
     command: str
     question_json: str
+    max_steps: int  # the most steps a trial can train: what multi-fidelity pruners count to
 
     @property
     def question(self) -> dict:
@@ -287,9 +288,19 @@ def build_plans(
                 question_json=json.dumps(
                     _question(settings, params, trial_cfg, hashed), sort_keys=True, default=str
                 ),
+                max_steps=_max_steps(params, trial_cfg),
             )
         )
     return plans
+
+
+def _max_steps(params: tuple[Param, ...], trial_cfg: DictConfig) -> int:
+    """The most steps a trial of the arm can train: the searched range's top, else the
+    arm's trainer.steps."""
+    for p in params:
+        if p.key == "trainer.steps":
+            return int(max(p.choices) if p.type == "categorical" else p.high)
+    return int(trial_cfg.trainer.steps)
 
 
 def _checked(spec: ComposeSpec, arm: str | None) -> DictConfig:

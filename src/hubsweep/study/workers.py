@@ -102,7 +102,11 @@ def run_worker(plan: StudyPlan, index: int = 0, parent_pid: int | None = None) -
         # samples: TPE counts them (Optuna's constant liar) so as not to sample near-copies.
         sampler=make_sampler(s.sampler, plan.params, seed, pending=population > 1 or s.workers > 1),
         pruner=make_pruner(
-            s.pruner, s.pruner_startup_trials, s.pruner_warmup_steps, s.pruner_percentile
+            s.pruner,
+            s.pruner_startup_trials,
+            s.pruner_warmup_steps,
+            s.pruner_percentile,
+            plan.max_steps,
         ),
     )
     callbacks = make_callbacks(s.callbacks, plan.directory, s.metric)
