@@ -7,6 +7,7 @@ the classes in 60 steps and 1e-5 does not. The race must pick 0.5."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -99,6 +100,7 @@ def test_an_unraced_winner_is_re_run_on_seeds_after_the_searchs(
     # sweep.finalists=1: the search's best wins unraced. Its re-runs with test start after
     # the search's seed 0 (before: at it, training the draw that won on its luck again and
     # averaging its test score in). A summary stored with the old seeds is not taken as done.
+    from hubsweep.reports.collect import read_study
     from hubsweep.results.artifacts import read_run
     from hubsweep.study.retrain import RETRAIN_ATTR
 
@@ -114,6 +116,12 @@ def test_an_unraced_winner_is_re_run_on_seeds_after_the_searchs(
     seeds = [read_run(Path(d)).setting("trainer.seed") for d in retrain["run_dirs"]]
     assert seeds == [cfg.trainer.seed + 1, cfg.trainer.seed + 2]
     assert retrain["first_seed"] == 1
+    # A re-run of the old seed 0 left in the directory is not one of the study's re-runs.
+    shutil.copytree(
+        retrain["run_dirs"][0], Path(retrain["run_dirs"][0]).with_name("trial0000-seed0")
+    )
+    found = read_study(Path(plan.directory))
+    assert [r.directory.name for r in found.retrain] == ["trial0000-seed1", "trial0000-seed2"]
 
 
 def test_a_finished_race_is_not_run_again_and_an_interrupted_one_resumes(lucky_study):

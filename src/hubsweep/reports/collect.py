@@ -302,10 +302,22 @@ def read_study(directory: Path, allowed_storages: Sequence[str] = ()) -> Study:
     found.finalists = raced if isinstance(raced, dict) else {}
     best = found.winner
     if best is not None:
-        found.retrain = [read_run(d) for d in retrain_run_dirs(directory, best.number)]
+        found.retrain = _retrain_here(directory, study.user_attrs, best.number)
         if not found.retrain:
             found.retrain, found.retrain_host = _stored_retrain(study.user_attrs, best.number)
     return found
+
+
+def _retrain_here(directory: Path, attrs: dict, best: int) -> list[Run]:
+    """The best config's re-runs on this host: those the study's re-run summary names (the
+    directory may also hold re-runs of seeds the study no longer uses, as a study resumed
+    after `sweep.finalists=1` stopped re-running the search's own seed), else all there."""
+    dirs = retrain_run_dirs(directory, best)
+    summary = attrs.get(RETRAIN_ATTR)
+    if isinstance(summary, dict) and summary.get("best_trial") == best and summary.get("run_dirs"):
+        named = {Path(d).name for d in summary["run_dirs"]}
+        dirs = [d for d in dirs if d.name in named]
+    return [read_run(d) for d in dirs]
 
 
 def _stored_retrain(attrs: dict, best: int) -> tuple[list[Run], str | None]:
