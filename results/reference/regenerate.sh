@@ -144,11 +144,30 @@ hubsweep-train -m --config-dir results/encoders_full_scaffold/finetune/full expe
   trainer.progress=false
 hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_full_scaffold_rerun \
   trainer.steps=500 'trainer.seed=6,7,8'
+# Both fine-tuned arms within the hour: two workers side by side (one core each), no
+# finalists' race for the all-layers arm (the winner re-run with test on seeds 1-3, after
+# the search's), then its winner on five more seeds (4-8). encoders_full_workers/ and
+# encoders_top2_workers/ ran before Hyperband counted to the steps range's top (one bracket:
+# 13 and 12 of 16 trials pruned); encoders_full_hyperband/ is the all-layers arm's study
+# again with it (2026-12-07, a 2-core AMD EPYC with AVX512-BF16).
+full_scaffold_searched=(experiment=encoders_finetuned '~arms.top2' '~arms.full_tapt'
+  sweep.params.steps.high=500 'dataset.scaffold_keys=[sectionName]'
+  '+sweep.params.scaffold_weight={key: trainer.scaffold_weight, type: float, low: 0.1, high: 3.0, log: true}'
+  sweep.workers=2 sweep.finalists=1 dataset.source_dir="$data/scicite" trainer.progress=false)
+hubsweep-sweep "${full_scaffold_searched[@]}" experiment_name=encoders_full_workers
+hubsweep-train -m --config-dir results/encoders_full_workers/finetune/full experiment=best \
+  experiment_name=encoders_full_workers_rerun 'trainer.seed=4,5,6,7,8' \
+  trainer.evaluate_test=true trainer.progress=false
+hubsweep-sweep experiment=encoders_finetuned experiment_name=encoders_top2_workers \
+  '~arms.full' '~arms.full_tapt' sweep.workers=2 dataset.source_dir="$data/scicite" \
+  trainer.progress=false
+hubsweep-sweep "${full_scaffold_searched[@]}" experiment_name=encoders_full_hyperband
 
 for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encoders \
   encoders_steps encoders_class_weight encoders_tapt encoders_section encoders_scaffold \
   encoders_scaffold_weight encoders_scaffold_rerun encoders_full_scaffold \
-  encoders_full_scaffold_rerun; do
+  encoders_full_scaffold_rerun encoders_full_workers encoders_full_workers_rerun \
+  encoders_top2_workers encoders_full_hyperband; do
   hubsweep-report "results/$experiment" --output "$out/$experiment"
 done
 

@@ -37,8 +37,8 @@ class SweepConfig:
     # Threads (within an op, and ops side by side) of each worker's TensorFlow when
     # workers > 1, every worker then a process of its own; 0: this machine's cores shared
     # evenly among them, so they do not contend for the same cores. One worker runs in this
-    # process on TensorFlow's default (every core). On 2 cores, two one-thread workers
-    # fine-tuned MiniLM at 1.2x one two-thread worker's steps (docs/speed.md).
+    # process on TensorFlow's default (every core). On 2 cores, two one-thread workers ran
+    # a MiniLM fine-tuning study's trials at 1.34x one two-thread worker's (docs/speed.md).
     worker_threads: int = 0
     # Trials asked at once by each worker (study/rounds.py); those on a frozen module's
     # cached features train together as stacked heads. 16 measured fastest for a 100-trial
