@@ -313,17 +313,23 @@ def _retrain_here(directory: Path, attrs: dict, best: int) -> list[Run]:
     directory may also hold re-runs of seeds the study no longer uses, as a study resumed
     after `sweep.finalists=1` stopped re-running the search's own seed), else all there."""
     dirs = retrain_run_dirs(directory, best)
-    summary = attrs.get(RETRAIN_ATTR)
-    if isinstance(summary, dict) and summary.get("best_trial") == best and summary.get("run_dirs"):
+    summary = _retrain_summary(attrs, best)
+    if summary and summary.get("run_dirs"):
         named = {Path(d).name for d in summary["run_dirs"]}
         dirs = [d for d in dirs if d.name in named]
     return [read_run(d) for d in dirs]
 
 
+def _retrain_summary(attrs: dict, best: int) -> dict | None:
+    """The study's stored re-run summary, if it is of the best trial's re-runs."""
+    summary = attrs.get(RETRAIN_ATTR)
+    return summary if isinstance(summary, dict) and summary.get("best_trial") == best else None
+
+
 def _stored_retrain(attrs: dict, best: int) -> tuple[list[Run], str | None]:
     """The best config's re-runs as the host that ran them stored them in the storage."""
-    summary = attrs.get(RETRAIN_ATTR)
-    if not isinstance(summary, dict) or summary.get("best_trial") != best:
+    summary = _retrain_summary(attrs, best)
+    if summary is None:
         return [], None
     records = [attrs.get(RETRAIN_RUN_ATTR.format(k)) for k in range(summary.get("seeds", 0))]
     runs = [run_from_record(r) for r in records if isinstance(r, dict)]
