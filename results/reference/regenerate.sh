@@ -2,11 +2,13 @@
 # Rebuild every reference report from nothing: the CORD-19 Swivel and Word2Vec modules, the
 # experiments on the SciCite release files, their reports into results/reference/, and the
 # tutorial notebook executed and rendered.
-# About 10 hours on the faster 2-core machines, twice that on the slower: the searched
-# fine-tuned MiniLM arms take most of it (on the faster: top 2 about 80 min, all layers
-# about 100 min, MiniLM adapted to SciCite's text about 35 min and all layers on it about
-# 100 min, the first winner at twice the steps 40 min, with and without class weights
-# 50 min, on the adapted pair 25 min).
+# About 19 hours on the faster 2-core machines (a 2-core AMD EPYC with AVX512-BF16), more
+# on the slower: the searched fine-tuned MiniLM arms and their checks take most of it (on
+# the faster: top 2 about 80 min, all layers about 100 min, MiniLM adapted to SciCite's
+# text about 26 min and all layers on it about 100 min, the first winner at twice the
+# steps 40 min, with and without class weights 50 min, on the adapted pair 25 min, the
+# section-name runs about 3.5 hours, the two-worker studies and their re-runs about 3
+# hours; each block's own comment gives its time).
 # Usage: bash results/reference/regenerate.sh [OUTPUT_ROOT]
 # (OUTPUT_ROOT defaults to results/reference; give another to compare with the committed ones).
 set -euo pipefail
@@ -27,8 +29,9 @@ minilm=modules/minilm
   --output "$minilm"
 # MiniLM's masked-LM pretraining continued on SciCite's training sentences (task-adaptive
 # pretraining; 2000 steps, 7.8 epochs, 75 min of training on the 2-core machine of
-# 2026-12-06, 15 of them beside a CI run): the pair of the encoders_finetuned full_tapt arm
-# and of encoders_tapt. A pair already there is used only if it was adapted for those
+# 2026-12-06, 15 of them beside a CI run; 26 min on a 2-core AMD EPYC with AVX512-BF16,
+# 2026-12-07): the pair of the encoders_finetuned full_tapt arm, of encoders_tapt and of
+# encoders_tapt_scaffold. A pair already there is used only if it was adapted for those
 # 2000 steps (hubsweep-adapt's default is 4000: another module, other numbers).
 tapt=modules/minilm-tapt-scicite
 tapt_steps=2000
@@ -150,10 +153,11 @@ hubsweep-train -m "${full_winner[@]}" experiment_name=encoders_full_scaffold_rer
 # encoders_top2_workers/ ran before Hyperband counted to the steps range's top (one bracket:
 # 13 and 12 of 16 trials pruned); encoders_full_hyperband/ is the all-layers arm's study
 # again with it (2026-12-07, a 2-core AMD EPYC with AVX512-BF16).
-full_scaffold_searched=(experiment=encoders_finetuned '~arms.top2' '~arms.full_tapt'
-  sweep.params.steps.high=500 'dataset.scaffold_keys=[sectionName]'
+scaffold_searched=(sweep.params.steps.high=500 'dataset.scaffold_keys=[sectionName]'
   '+sweep.params.scaffold_weight={key: trainer.scaffold_weight, type: float, low: 0.1, high: 3.0, log: true}'
   sweep.workers=2 sweep.finalists=1 dataset.source_dir="$data/scicite" trainer.progress=false)
+full_scaffold_searched=(experiment=encoders_finetuned '~arms.top2' '~arms.full_tapt'
+  "${scaffold_searched[@]}")
 hubsweep-sweep "${full_scaffold_searched[@]}" experiment_name=encoders_full_workers
 hubsweep-train -m --config-dir results/encoders_full_workers/finetune/full experiment=best \
   experiment_name=encoders_full_workers_rerun 'trainer.seed=4,5,6,7,8' \
@@ -162,12 +166,21 @@ hubsweep-sweep experiment=encoders_finetuned experiment_name=encoders_top2_worke
   '~arms.full' '~arms.full_tapt' sweep.workers=2 dataset.source_dir="$data/scicite" \
   trainer.progress=false
 hubsweep-sweep "${full_scaffold_searched[@]}" experiment_name=encoders_full_hyperband
+# Both levers at once, searched: the scaffold weight in the space and the pair adapted to
+# SciCite's text (the full_tapt arm), two workers, no finalists' race, the winner re-run
+# with test on seeds 1-3, then on three more (4-6).
+hubsweep-sweep experiment=encoders_finetuned experiment_name=encoders_tapt_scaffold \
+  '~arms.top2' '~arms.full' "${scaffold_searched[@]}"
+hubsweep-train -m --config-dir results/encoders_tapt_scaffold/finetune/full_tapt experiment=best \
+  experiment_name=encoders_tapt_scaffold_rerun 'trainer.seed=4,5,6' \
+  trainer.evaluate_test=true trainer.progress=false
 
 for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encoders \
   encoders_steps encoders_class_weight encoders_tapt encoders_section encoders_scaffold \
   encoders_scaffold_weight encoders_scaffold_rerun encoders_full_scaffold \
   encoders_full_scaffold_rerun encoders_full_workers encoders_full_workers_rerun \
-  encoders_top2_workers encoders_full_hyperband; do
+  encoders_top2_workers encoders_full_hyperband encoders_tapt_scaffold \
+  encoders_tapt_scaffold_rerun; do
   hubsweep-report "results/$experiment" --output "$out/$experiment"
 done
 
