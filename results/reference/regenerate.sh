@@ -166,6 +166,11 @@ hubsweep-sweep experiment=encoders_finetuned experiment_name=encoders_top2_worke
   '~arms.full' '~arms.full_tapt' sweep.workers=2 dataset.source_dir="$data/scicite" \
   trainer.progress=false
 hubsweep-sweep "${full_scaffold_searched[@]}" experiment_name=encoders_full_hyperband
+# The top-2 arm again as the preset runs it, with two workers, Hyperband now counting to
+# 750 steps (encoders_top2_hyperband/: 27 min by the clock).
+hubsweep-sweep experiment=encoders_finetuned experiment_name=encoders_top2_hyperband \
+  '~arms.full' '~arms.full_tapt' sweep.workers=2 dataset.source_dir="$data/scicite" \
+  trainer.progress=false
 # Both levers at once, searched: the scaffold weight in the space and the pair adapted to
 # SciCite's text (the full_tapt arm), two workers, no finalists' race, the winner re-run
 # with test on seeds 1-3, then on three more (4-6).
@@ -179,8 +184,8 @@ for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encod
   encoders_steps encoders_class_weight encoders_tapt encoders_section encoders_scaffold \
   encoders_scaffold_weight encoders_scaffold_rerun encoders_full_scaffold \
   encoders_full_scaffold_rerun encoders_full_workers encoders_full_workers_rerun \
-  encoders_top2_workers encoders_full_hyperband encoders_tapt_scaffold \
-  encoders_tapt_scaffold_rerun; do
+  encoders_top2_workers encoders_full_hyperband encoders_top2_hyperband \
+  encoders_tapt_scaffold encoders_tapt_scaffold_rerun; do
   hubsweep-report "results/$experiment" --output "$out/$experiment"
 done
 
