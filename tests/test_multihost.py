@@ -189,9 +189,9 @@ def test_three_hosts_one_study_one_killed_mid_trial(
         # Kill host b's worker while one of its trials runs. Which trial died is read from
         # the storage afterwards: the one seen running may finish between the read and the
         # signal, and then the kill lands in the trial host b took next.
-        killed = False
+        signalled = False
         deadline = time.time() + 240
-        while not killed and time.time() < deadline:
+        while not signalled and time.time() < deadline:
             try:
                 study = optuna.load_study(study_name=STUDY, storage=storage)
             except KeyError:
@@ -200,10 +200,10 @@ def test_three_hosts_one_study_one_killed_mid_trial(
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if t.user_attrs.get(HOST) == "host-b" and t.intermediate_values:
                     procs["b"].send_signal(signal.SIGKILL)
-                    killed = True
+                    signalled = True
                     break
             time.sleep(0.2)
-        assert killed, "host b never ran a trial"
+        assert signalled, "host b never ran a trial"
         outputs = {}
         for host, proc in procs.items():
             outputs[host] = proc.communicate(timeout=300)[0]
