@@ -162,15 +162,13 @@ hubsweep-sweep "${full_scaffold_searched[@]}" experiment_name=encoders_full_work
 hubsweep-train -m --config-dir results/encoders_full_workers/finetune/full experiment=best \
   experiment_name=encoders_full_workers_rerun 'trainer.seed=4,5,6,7,8' \
   trainer.evaluate_test=true trainer.progress=false
-hubsweep-sweep experiment=encoders_finetuned experiment_name=encoders_top2_workers \
-  '~arms.full' '~arms.full_tapt' sweep.workers=2 dataset.source_dir="$data/scicite" \
-  trainer.progress=false
+top2_two_workers=(experiment=encoders_finetuned '~arms.full' '~arms.full_tapt'
+  sweep.workers=2 dataset.source_dir="$data/scicite" trainer.progress=false)
+hubsweep-sweep "${top2_two_workers[@]}" experiment_name=encoders_top2_workers
 hubsweep-sweep "${full_scaffold_searched[@]}" experiment_name=encoders_full_hyperband
 # The top-2 arm again as the preset runs it, with two workers, Hyperband now counting to
 # 750 steps (encoders_top2_hyperband/: 27 min by the clock).
-hubsweep-sweep experiment=encoders_finetuned experiment_name=encoders_top2_hyperband \
-  '~arms.full' '~arms.full_tapt' sweep.workers=2 dataset.source_dir="$data/scicite" \
-  trainer.progress=false
+hubsweep-sweep "${top2_two_workers[@]}" experiment_name=encoders_top2_hyperband
 # Both levers at once, searched: the scaffold weight in the space and the pair adapted to
 # SciCite's text (the full_tapt arm), two workers, no finalists' race, the winner re-run
 # with test on seeds 1-3, then on three more (4-6).
