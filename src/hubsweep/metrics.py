@@ -39,15 +39,21 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def classification_metrics(
-    labels: np.ndarray, logits: np.ndarray, label_names: tuple[str, ...]
+    labels: np.ndarray,
+    logits: np.ndarray,
+    label_names: tuple[str, ...],
+    offsets: np.ndarray | None = None,
 ) -> dict:
+    """The metrics of one split. `offsets`: added to the logits before the argmax that
+    decides each example's class (training/decision.py); the loss is the model's own."""
     n = len(label_names)
     # A diverging model's logits overflow; its loss is then reported as inf/NaN, not raised.
     with np.errstate(over="ignore", invalid="ignore"):
         log_probs = logits - logits.max(axis=1, keepdims=True)
         log_probs = log_probs - np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
         loss = float(-log_probs[np.arange(len(labels)), labels].mean())
-    cm = confusion_matrix(labels, logits.argmax(axis=1), n)
+    decided = logits if offsets is None else logits + offsets
+    cm = confusion_matrix(labels, decided.argmax(axis=1), n)
     tp = np.diag(cm).astype(np.float64)
     precision = _ratio(tp, cm.sum(axis=0))
     recall = _ratio(tp, cm.sum(axis=1))

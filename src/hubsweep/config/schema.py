@@ -156,6 +156,11 @@ class TrainerConfig:
     # counts them; "none": every example alike. The reported train loss is the weighted
     # one (the learning curve says so); evaluation losses never are.
     class_weight: str = "none"
+    # Which class the trained model names (training/decision.py): "argmax", the largest
+    # logit; "tuned_offsets", the largest after per-class offsets fitted on the final
+    # model's validation logits to maximise selection_metric, then applied to test and
+    # predictions.csv. Evaluations a study selects on stay argmax.
+    decision: str = "argmax"
 
 
 @dataclass

@@ -11,12 +11,13 @@ from omegaconf import DictConfig
 from hubsweep.config.paths import require_name
 from hubsweep.config.schema import GROUP_SCHEMAS
 from hubsweep.errors import require
-from hubsweep.metrics import METRICS
+from hubsweep.metrics import METRICS, SCORES
 
 DATASET_SOURCES = ("tfds", "jsonl", "csv")
 SPLIT_ROLES = ("train", "validation", "test")
 WARMUP_DECAYS = ("linear", "cosine")
 CLASS_WEIGHTINGS = ("none", "balanced")  # training/classifier.py's CLASS_WEIGHTS
+DECISION_RULES = ("argmax", "tuned_offsets")  # training/decision.py's DECISIONS
 
 
 def _check_name(cfg: DictConfig, group: str) -> None:
@@ -103,6 +104,18 @@ def validate(cfg: DictConfig) -> None:
         "trainer.selection_metric",
         f"{t.selection_metric!r} is not one of {', '.join(METRICS)}",
     )
+    require(
+        t.decision in DECISION_RULES,
+        "trainer.decision",
+        f"{t.decision!r} is not one of {', '.join(DECISION_RULES)}",
+    )
+    if t.decision != "argmax":
+        require(
+            t.selection_metric in SCORES,
+            "trainer.decision",
+            f"{t.decision} fits offsets to a score; trainer.selection_metric "
+            f"{t.selection_metric!r} is not one (allowed: {', '.join(SCORES)})",
+        )
     require(cfg.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0")
 
     d = cfg.dataset

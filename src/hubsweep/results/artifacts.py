@@ -124,14 +124,13 @@ class RunWriter:
         labels: np.ndarray,
         probabilities: np.ndarray,
         label_names: tuple[str, ...],
+        predictions: np.ndarray,
     ) -> None:
+        """One row per example: its text, label, the decided class (the run's decision
+        rule: not always the most probable one) and each class's probability."""
         names = np.array(label_names)
         frame = pd.DataFrame(
-            {
-                "text": texts,
-                "label": names[labels],
-                "prediction": names[probabilities.argmax(axis=1)],
-            }
+            {"text": texts, "label": names[labels], "prediction": names[predictions]}
         )
         for i, name in enumerate(label_names):
             frame[f"p_{name}"] = probabilities[:, i].round(6)

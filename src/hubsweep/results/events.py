@@ -33,6 +33,7 @@ HPARAM_KEYS = (
     "trainer.seed",
     "trainer.class_weight",
     "trainer.scaffold_weight",
+    "trainer.decision",
 )
 TRAIN_LOSS, LEARNING_RATE = "train/loss", "train/learning_rate"
 

@@ -15,15 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import tf_keras as keras
 from omegaconf import DictConfig
 
 from hubsweep.data.datasets import TextDataset
 from hubsweep.embeddings.transformer.adapted import adaptation_summary
-from hubsweep.metrics import MACRO_RULE, lower_is_better, softmax
+from hubsweep.metrics import MACRO_RULE, classification_metrics, lower_is_better, softmax
 from hubsweep.results.artifacts import RunWriteError, RunWriter
 from hubsweep.results.events import EventLog
 from hubsweep.results.layout import RunStatus
+from hubsweep.training.decision import DECISIONS
 from hubsweep.training.loop import LoopResult
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,10 @@ class RunResult:
     # The embedding is a pair `hubsweep-adapt` wrote: its adaptation_summary (once per
     # module, not in this run's seconds).
     module_adaptation: dict | None = None
+    # trainer.decision other than argmax: its rule, each class's offset, and the selection
+    # metric with argmax and with the offsets, on validation (fitted there: optimistic)
+    # and, when tested, on test.
+    decision: dict | None = None
     history: list[dict] = field(default_factory=list, repr=False)
     # The trained classifier (embedding layer first), for programmatic use; not serialised.
     model: keras.Model | None = field(default=None, repr=False, compare=False)
@@ -102,6 +108,8 @@ class RunRecorder:
         self.loop: LoopResult | None = None
         self.best: dict | None = None
         self.test: dict | None = None
+        self.offsets: np.ndarray | None = None  # the decision rule's (training/decision.py)
+        self.decision: dict | None = None
         self.events: EventLog | None = None
         self.result: RunResult | None = None
         self.trained_with = 1  # set by a population to its size, with the run's share
@@ -163,15 +171,46 @@ class RunRecorder:
     def trained(self, loop: LoopResult) -> None:
         """The loop has ended. Training always ends right after a validation evaluation (the
         last step, or the one the reporter stopped at), so its logits are the final
-        model's: they become predictions.csv, unless the run diverged."""
+        model's: the decision rule's offsets are fitted on them, and they become
+        predictions.csv, unless the run diverged."""
         self.loop = loop
         if loop.status != RunStatus.DIVERGED:
-            split = self.data.splits["validation"]
+            split, names = self.data.splits["validation"], self.data.label_names
+            rule = self.cfg.trainer.decision
+            self.offsets = DECISIONS[rule](split.labels, loop.last_logits, names, self.metric)
+            decided = loop.last_logits
+            if self.offsets is not None:
+                decided = loop.last_logits + self.offsets
+                before, after = (
+                    classification_metrics(split.labels, loop.last_logits, names, o)[self.metric]
+                    for o in (None, self.offsets)
+                )
+                self.decision = {
+                    "rule": rule,
+                    "offsets": dict(zip(names, self.offsets.round(4).tolist(), strict=True)),
+                    "validation_argmax": before,
+                    "validation_fitted": after,
+                }
+                log.info(
+                    "decision %s: offsets %s; validation %s %.4f -> %.4f (fitted there)",
+                    rule,
+                    self.decision["offsets"],
+                    self.metric,
+                    before,
+                    after,
+                )
             self.writer.write_predictions(
-                split.texts, split.labels, softmax(loop.last_logits), self.data.label_names
+                split.texts, split.labels, softmax(loop.last_logits), names, decided.argmax(1)
             )
 
-    def record_test(self, metrics: dict) -> None:
+    def record_test(self, logits: np.ndarray) -> None:
+        """The final model's test logits, decided by the run's rule (and, beside the rule's
+        figures in `decision`, the selection metric argmax would have scored)."""
+        split, names = self.data.splits["test"], self.data.label_names
+        metrics = classification_metrics(split.labels, logits, names, self.offsets)
+        if self.decision is not None:
+            argmax = classification_metrics(split.labels, logits, names)[self.metric]
+            self.decision.update(test_argmax=argmax, test_decided=metrics[self.metric])
         step = self.loop.steps_done
         self.test = metrics
         self.record(step, "test", metrics, None)
@@ -244,6 +283,7 @@ class RunRecorder:
             wall_share_s=wall if self.wall_share_s is None else self.wall_share_s,
             cache_build_s=self._cache_build_s(),
             module_adaptation=adaptation_summary(self.cfg.embedding.handle),
+            decision=self.decision,
             history=history,
             model=self.model,
         )

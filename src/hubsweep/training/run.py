@@ -23,13 +23,12 @@ from hubsweep.config.validation import validate
 from hubsweep.data.datasets import TextDataset
 from hubsweep.embeddings.export import export_finetuned
 from hubsweep.errors import FULL_OR_READ_ONLY
-from hubsweep.metrics import classification_metrics
 from hubsweep.results.artifacts import RunWriteError
 from hubsweep.results.layout import EXPORTED_MODULE_DIR, RunStatus
 from hubsweep.training.build import build_classifier, frozen_features
 from hubsweep.training.classifier import Classifier
 from hubsweep.training.head import build_head
-from hubsweep.training.loop import evaluate, run_loop
+from hubsweep.training.loop import run_loop
 from hubsweep.training.population import (
     Member,
     blocker,
@@ -121,7 +120,7 @@ def _train(cfg: DictConfig, recorder: RunRecorder, cache: TrialCache) -> RunResu
         if t.export_module:
             _export_module(cfg, classifier, Path(recorder.writer.run_dir))
         if t.evaluate_test and loop.status == RunStatus.COMPLETED:
-            recorder.record_test(evaluate(classifier, data, "test")[0])
+            recorder.record_test(classifier.logits("test"))
     return recorder.finish(loop.status)
 
 
@@ -151,9 +150,7 @@ def _train_compiled(
     if loop.status != RunStatus.DIVERGED:
         recorder.model = _trained_model(cfg, program, layer, data.num_classes)
         if t.evaluate_test and loop.status == RunStatus.COMPLETED:
-            logits = eval_logits(program, features["test"], t.eval_batch_size)[0]
-            split = data.splits["test"]
-            recorder.record_test(classification_metrics(split.labels, logits, data.label_names))
+            recorder.record_test(eval_logits(program, features["test"], t.eval_batch_size)[0])
     return recorder.finish(loop.status)
 
 
