@@ -13,6 +13,7 @@ import pytest
 
 from hubsweep.errors import ConfigError
 from hubsweep.metrics import classification_metrics
+from hubsweep.reports.document import build_report
 from hubsweep.training.decision import DECISIONS, OFFSET_GRID, fit_offsets
 from hubsweep.training.run import train_and_evaluate
 
@@ -94,10 +95,13 @@ def test_a_tuned_run_trains_as_argmax_and_decides_test_by_its_validation_offsets
     make_cfg,
     imbalanced,  # noqa: F811
     path,
+    tmp_path,
 ):
     common = (*imbalanced, path, "trainer.evaluate_test=true")
-    argmax = train_and_evaluate(make_cfg(*common, run="argmax"))
-    tuned = train_and_evaluate(make_cfg(*common, "trainer.decision=tuned_offsets", run="tuned"))
+    argmax = train_and_evaluate(make_cfg(*common, run="results/argmax/run"))
+    tuned = train_and_evaluate(
+        make_cfg(*common, "trainer.decision=tuned_offsets", run="results/tuned/run")
+    )
     np.testing.assert_array_equal(_curve(tuned), _curve(argmax))  # the same training
     assert argmax.decision is None
     d = tuned.decision
@@ -124,6 +128,20 @@ def test_a_tuned_run_trains_as_argmax_and_decides_test_by_its_validation_offsets
     probabilities = rows[[f"p_{n}" for n in NAMES]].to_numpy()
     decided = (np.log(np.maximum(probabilities, 1e-12)) + offsets).argmax(axis=1)
     assert rows["prediction"].tolist() == [NAMES[i] for i in decided]
+
+    # The report's runs table: the tuned row says what argmax would have scored on test and
+    # the offsets' gain over it; a report of argmax runs alone has no such columns.
+    report = build_report(Path(tuned.run_dir).parents[1], tmp_path / "report")
+    table = pd.read_csv(report.parent / "tables" / "runs.csv").set_index("group")
+    assert table.loc["tuned", "test_macro_f1_mean"] == pytest.approx(d["test_decided"])
+    assert table.loc["tuned", "test_argmax_mean"] == pytest.approx(d["test_argmax"])
+    gain = d["test_decided"] - d["test_argmax"]
+    assert table.loc["tuned", "decision_gain_mean"] == pytest.approx(gain)
+    assert np.isnan(table.loc["argmax", "test_argmax_mean"])
+    assert "decision − argmax (test)" in report.read_text()
+    alone = build_report(Path(argmax.run_dir).parent, tmp_path / "alone")
+    assert "test_argmax_mean" not in pd.read_csv(alone.parent / "tables" / "runs.csv")
+    assert "by argmax" not in alone.read_text()
 
 
 def test_an_unknown_rule_and_a_loss_to_fit_name_the_key(make_cfg):

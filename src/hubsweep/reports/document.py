@@ -24,6 +24,8 @@ from hubsweep.reports.markdown import shown as _shown
 from hubsweep.reports.markdown import write_table
 from hubsweep.reports.tables import (
     ADAPTATION_COLUMN,
+    ARGMAX_COLUMN,
+    GAIN_COLUMN,
     LABELS,
     arms_table,
     runs_table,
@@ -318,6 +320,14 @@ def _runs_part(results: Results, tables: Path, out: Path, with_studies: bool) ->
         lines += [
             f"{ADAPTATION_COLUMN}: the rows' module was first adapted to the task's training "
             "text (hubsweep-adapt), once for every run on it: not in s / run.",
+            "",
+        ]
+    if ARGMAX_COLUMN in text:
+        lines += [
+            f"{ARGMAX_COLUMN}, {GAIN_COLUMN}: the rows decide by per-class offsets fitted on "
+            "validation (`trainer.decision`); the first is their test selection metric had "
+            "they decided by argmax, the second the offsets' gain over it, paired by run, in "
+            "points. Validation columns are argmax's.",
             "",
         ]
     lines += config_pairs(groups, tables)

@@ -26,6 +26,9 @@ SCORES = ("accuracy", "macro_f1")
 LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "loss": "loss"}
 # A module adapted by hubsweep-adapt: its one-time cost, beside the runs' or arms' seconds.
 ADAPTATION_COLUMN = "module adaptation (min)"
+# Runs that decide by a tuned rule (trainer.decision): their test selection metric had
+# they decided by argmax, and the rule's gain over it paired by run.
+ARGMAX_COLUMN, GAIN_COLUMN = "test by argmax", "decision − argmax (test)"
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,27 @@ def top_trials(trials: pd.DataFrame, studies: Sequence[Study], k: int) -> pd.Dat
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _decision_spreads(tested: Sequence[Run]) -> tuple[Spread, Spread]:
+    """Over the tested runs that decide by a tuned rule (final.json's `decision`): their
+    test selection metric by argmax, and the rule's minus it, run by run."""
+    pairs = [
+        (d["test_argmax"], d["test_decided"])
+        for r in tested
+        if (d := (r.final or {}).get("decision")) and "test_argmax" in d
+    ]
+    return Spread.of([a for a, _ in pairs]), Spread.of([b - a for a, b in pairs])
+
+
+def _signed(spread: Spread) -> str:
+    """A paired gain in points: +0.41 ± 0.52 [-0.02, +0.85]; "–" with no pairs."""
+    if spread.n == 0:
+        return "–"
+    mean, std, low, high = (100 * v for v in (spread.mean, spread.std, spread.low, spread.high))
+    if spread.n == 1:
+        return f"{mean:+.2f}"
+    return f"{mean:+.2f} ± {std:.2f} [{low:+.2f}, {high:+.2f}]"
+
+
 def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per distinct config in each run group, seeds pooled: (numbers, formatted)."""
     numbers, text = [], []
@@ -237,6 +261,7 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
             wall = seconds_per_run(runs)
             recorded = [(r.final or {}).get("module_adaptation") for r in runs]
             adapted = next((a for a in recorded if a), None)
+            argmax, gain = _decision_spreads(tested)
             row = {"group": group.name, **settings, "runs": len(runs)}
             numbers.append(
                 {
@@ -245,6 +270,8 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     **_columns(test, "test"),
                     "wall_time_s": wall,
                     "module_adaptation_s": adapted["seconds"] if adapted else 0.0,
+                    **argmax.columns("test_argmax"),
+                    **gain.columns("decision_gain"),
                     "statuses": statuses,
                 }
             )
@@ -258,11 +285,17 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "test macro-F1": test["macro_f1"].text(True),
                     "s / run": f"{wall:.1f}" if done else "–",
                     ADAPTATION_COLUMN: f"{adapted['seconds'] / 60:.1f}" if adapted else "–",
+                    ARGMAX_COLUMN: argmax.text(True),
+                    GAIN_COLUMN: _signed(gain),
                 }
             )
     numbers, text = pd.DataFrame(numbers), pd.DataFrame(text)
     if not numbers.empty and not numbers["module_adaptation_s"].any():
         numbers = numbers.drop(columns="module_adaptation_s")
         text = text.drop(columns=ADAPTATION_COLUMN)
+    if not numbers.empty and numbers["test_argmax_mean"].isna().all():
+        decision = [c for c in numbers if c.startswith(("test_argmax_", "decision_gain_"))]
+        numbers = numbers.drop(columns=decision)
+        text = text.drop(columns=[ARGMAX_COLUMN, GAIN_COLUMN])
     # A setting that varies in one group only is blank in the others' rows.
     return numbers, text.fillna("")
