@@ -2,13 +2,13 @@
 # Rebuild every reference report from nothing: the CORD-19 Swivel and Word2Vec modules, the
 # experiments on the SciCite release files, their reports into results/reference/, and the
 # tutorial notebook executed and rendered.
-# About 19 hours on the faster 2-core machines (a 2-core AMD EPYC with AVX512-BF16), more
+# About 20 hours on the faster 2-core machines (a 2-core AMD EPYC with AVX512-BF16), more
 # on the slower: the searched fine-tuned MiniLM arms and their checks take most of it (on
 # the faster: top 2 about 80 min, all layers about 100 min, MiniLM adapted to SciCite's
 # text about 26 min and all layers on it about 100 min, the first winner at twice the
 # steps 40 min, with and without class weights 50 min, on the adapted pair 25 min, the
 # section-name runs about 3.5 hours, the two-worker studies and their re-runs about 3
-# hours; each block's own comment gives its time).
+# hours, the decision rule's runs an hour; each block's own comment gives its time).
 # Usage: bash results/reference/regenerate.sh [OUTPUT_ROOT]
 # (OUTPUT_ROOT defaults to results/reference; give another to compare with the committed ones).
 set -euo pipefail
@@ -177,13 +177,30 @@ hubsweep-sweep experiment=encoders_finetuned experiment_name=encoders_tapt_scaff
 hubsweep-train -m --config-dir results/encoders_tapt_scaffold/finetune/full_tapt experiment=best \
   experiment_name=encoders_tapt_scaffold_rerun 'trainer.seed=4,5,6' \
   trainer.evaluate_test=true trainer.progress=false
+# The decision rule: encoders_full_workers/'s winner, by its values (a two-worker study does
+# not repeat trial for trial), each run deciding test by per-class offsets fitted on its
+# validation logits (trainer.decision=tuned_offsets); final.json keeps what argmax scored on
+# the same run, and the report pairs the two. Seeds 1-8 (encoders_decision/: 33 min), then
+# six new ones, 9-14 (encoders_decision_rerun/: 25 min).
+winner_decided=(experiment=encoders_finetuned embedding.trainable=true
+  embedding.layer_lr_decay=0.9 trainer.mixed_precision=true
+  optimizer.learning_rate=0.0001816283337525252 schedule.warmup_fraction=0.10450219941789951
+  optimizer.weight_decay=0.03170925391504378 trainer.batch_size=16 trainer.steps=500
+  'dataset.scaffold_keys=[sectionName]' trainer.scaffold_weight=0.42694966206821394
+  trainer.decision=tuned_offsets trainer.evaluate_test=true dataset.source_dir="$data/scicite"
+  trainer.progress=false)
+hubsweep-train -m "${winner_decided[@]}" experiment_name=encoders_decision \
+  'trainer.seed=1,2,3,4,5,6,7,8'
+hubsweep-train -m "${winner_decided[@]}" experiment_name=encoders_decision_rerun \
+  'trainer.seed=9,10,11,12,13,14'
 
 for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encoders \
   encoders_steps encoders_class_weight encoders_tapt encoders_section encoders_scaffold \
   encoders_scaffold_weight encoders_scaffold_rerun encoders_full_scaffold \
   encoders_full_scaffold_rerun encoders_full_workers encoders_full_workers_rerun \
   encoders_top2_workers encoders_full_hyperband encoders_top2_hyperband \
-  encoders_tapt_scaffold encoders_tapt_scaffold_rerun; do
+  encoders_tapt_scaffold encoders_tapt_scaffold_rerun encoders_decision \
+  encoders_decision_rerun; do
   hubsweep-report "results/$experiment" --output "$out/$experiment"
 done
 
