@@ -2,13 +2,14 @@
 # Rebuild every reference report from nothing: the CORD-19 Swivel and Word2Vec modules, the
 # experiments on the SciCite release files, their reports into results/reference/, and the
 # tutorial notebook executed and rendered.
-# About 20 hours on the faster 2-core machines (a 2-core AMD EPYC with AVX512-BF16), more
+# About 20.5 hours on the faster 2-core machines (a 2-core AMD EPYC with AVX512-BF16), more
 # on the slower: the searched fine-tuned MiniLM arms and their checks take most of it (on
 # the faster: top 2 about 80 min, all layers about 100 min, MiniLM adapted to SciCite's
 # text about 26 min and all layers on it about 100 min, the first winner at twice the
 # steps 40 min, with and without class weights 50 min, on the adapted pair 25 min, the
 # section-name runs about 3.5 hours, the two-worker studies and their re-runs about 3
-# hours, the decision rule's runs an hour; each block's own comment gives its time).
+# hours, the decision rule's runs and the winner on the adapted pair 100 min; each block's
+# own comment gives its time).
 # Usage: bash results/reference/regenerate.sh [OUTPUT_ROOT]
 # (OUTPUT_ROOT defaults to results/reference; give another to compare with the committed ones).
 set -euo pipefail
@@ -193,6 +194,21 @@ hubsweep-train -m "${winner_decided[@]}" experiment_name=encoders_decision \
   'trainer.seed=1,2,3,4,5,6,7,8'
 hubsweep-train -m "${winner_decided[@]}" experiment_name=encoders_decision_rerun \
   'trainer.seed=9,10,11,12,13,14'
+# The same winner, by argmax, on the pair adapted to SciCite's text (the full_tapt arm's
+# handles), on the new seeds 9-14, paired with encoders_decision_rerun/'s argmax scores
+# (encoders_tapt_winner/: 25 min), then on three more, 15-17 (encoders_tapt_winner_rerun/:
+# 13 min).
+winner_on_tapt=(experiment=encoders_finetuned embedding.trainable=true
+  embedding.layer_lr_decay=0.9 trainer.mixed_precision=true
+  optimizer.learning_rate=0.0001816283337525252 schedule.warmup_fraction=0.10450219941789951
+  optimizer.weight_decay=0.03170925391504378 trainer.batch_size=16 trainer.steps=500
+  'dataset.scaffold_keys=[sectionName]' trainer.scaffold_weight=0.42694966206821394
+  embedding.preprocess_handle="$tapt/preprocess" embedding.handle="$tapt/encoder"
+  trainer.evaluate_test=true dataset.source_dir="$data/scicite" trainer.progress=false)
+hubsweep-train -m "${winner_on_tapt[@]}" experiment_name=encoders_tapt_winner \
+  'trainer.seed=9,10,11,12,13,14'
+hubsweep-train -m "${winner_on_tapt[@]}" experiment_name=encoders_tapt_winner_rerun \
+  'trainer.seed=15,16,17'
 
 for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encoders \
   encoders_steps encoders_class_weight encoders_tapt encoders_section encoders_scaffold \
@@ -200,7 +216,7 @@ for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encod
   encoders_full_scaffold_rerun encoders_full_workers encoders_full_workers_rerun \
   encoders_top2_workers encoders_full_hyperband encoders_top2_hyperband \
   encoders_tapt_scaffold encoders_tapt_scaffold_rerun encoders_decision \
-  encoders_decision_rerun; do
+  encoders_decision_rerun encoders_tapt_winner encoders_tapt_winner_rerun; do
   hubsweep-report "results/$experiment" --output "$out/$experiment"
 done
 
