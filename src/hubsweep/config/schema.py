@@ -161,6 +161,11 @@ class TrainerConfig:
     # model's validation logits to maximise selection_metric, then applied to test and
     # predictions.csv. Evaluations a study selects on stay argmax.
     decision: str = "argmax"
+    # Evaluate an exponential moving average of the trained weights (training/averaging.py):
+    # after each step average <- decay * average + (1 - decay) * weights, bias-corrected;
+    # validation, test, predictions and an exported module see the average, training the
+    # raw weights. 0: off (the trained weights); 0.99 averages over ~the last 100 steps.
+    ema_decay: float = 0.0
 
 
 @dataclass

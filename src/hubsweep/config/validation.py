@@ -116,6 +116,11 @@ def validate(cfg: DictConfig) -> None:
             f"{t.decision} fits offsets to a score; trainer.selection_metric "
             f"{t.selection_metric!r} is not one (allowed: {', '.join(SCORES)})",
         )
+    require(
+        0 <= t.ema_decay < 1,
+        "trainer.ema_decay",
+        f"must be in [0, 1) (0: off; 0.99 averages ~100 steps), got {t.ema_decay}",
+    )
     require(cfg.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0")
 
     d = cfg.dataset

@@ -34,6 +34,7 @@ HPARAM_KEYS = (
     "trainer.class_weight",
     "trainer.scaffold_weight",
     "trainer.decision",
+    "trainer.ema_decay",
 )
 TRAIN_LOSS, LEARNING_RATE = "train/loss", "train/learning_rate"
 

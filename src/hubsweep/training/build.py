@@ -89,7 +89,7 @@ def build_classifier(
                 ", ".join(classes),
                 100 * share,
             )
-    args = (model, head, optimizer, data, t.eval_batch_size, t.class_weight, scaffolds)
+    args = (model, head, optimizer, data, t.eval_batch_size, t.class_weight, scaffolds, t.ema_decay)
     if not e.trainable and t.feature_cache:
         return FeatureClassifier(*args, features=frozen_features(cfg, data, cache, layer))
     if e.trainable and t.fast_path and getattr(layer, "layerwise", False):
@@ -103,7 +103,7 @@ def build_classifier(
         plain_sgd = cfg.optimizer.name == "sgd" and not cfg.model.get("dropout", 0)
         if plain_sgd and t.xla and scaffolds is not None:
             log.info("scaffolds: the token-id path, not the compiled plain-SGD one")
-        compiled = plain_sgd and t.xla and scaffolds is None
+        compiled = plain_sgd and t.xla and scaffolds is None and not t.ema_decay
         kind = CompiledTokenIdClassifier if compiled else TokenIdClassifier
         return kind(*args, table=table, ids=ids)
     texts = {role: tf.constant(list(split.texts)) for role, split in data.splits.items()}

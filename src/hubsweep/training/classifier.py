@@ -22,6 +22,7 @@ import tf_keras as keras
 
 from hubsweep.data.datasets import TextDataset
 from hubsweep.embeddings.export import sqrtn_combine
+from hubsweep.training.averaging import WeightAverage
 from hubsweep.training.scaffold import Scaffolds
 
 
@@ -93,6 +94,7 @@ class Classifier:
         eval_batch_size: int,
         class_weight: str = "none",
         scaffolds: Scaffolds | None = None,
+        ema_decay: float = 0.0,
     ) -> None:
         self.model, self.head, self.optimizer = model, head, optimizer
         self.scaffolds = scaffolds
@@ -106,6 +108,9 @@ class Classifier:
         self.variables = self.trainable_variables() + (scaffolds.variables if scaffolds else [])
         # Slots must exist before the first step: variables cannot be created in a loop.
         self.optimizer._create_all_weights(self.variables)
+        # What evaluations see while it is set (`trainer.ema_decay`; the scaffolds' heads
+        # decide no logits): the trained variables' average, swapped in and out.
+        self.average = WeightAverage(self.trainable_variables(), ema_decay) if ema_decay else None
 
     def trainable_variables(self) -> list[tf.Variable]:
         return self.model.trainable_variables
@@ -146,6 +151,8 @@ class Classifier:
                 loss = self.step_loss(idx) + tf.add_n([0.0, *self.model.losses])
             grads = tape.gradient(loss, self.variables)
             self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
+            if self.average is not None:
+                self.average.update()
             losses = losses.write(i, loss)
         return losses.stack()
 
@@ -164,9 +171,23 @@ class Classifier:
         then served from the tf.function's own cache."""
         return self._eval_logits.get_concrete_function(role, tf.TensorSpec([None], tf.int64))
 
+    def use_average(self) -> None:
+        """When training ends: the averaged weights (`trainer.ema_decay`) become the model's,
+        for test, predictions and an exported module alike."""
+        if self.average is not None:
+            self.average.assign_average()
+            self.average = None
+
     def logits(self, role: str) -> np.ndarray:
         """The model's logits for every row of `role`, in the split's order, computed batch
-        by batch as `eval_batches` groups the rows."""
+        by batch as `eval_batches` groups the rows; while training with `trainer.ema_decay`,
+        the averaged weights'."""
+        if self.average is None:
+            return self._logits(role)
+        with self.average.swapped_in():
+            return self._logits(role)
+
+    def _logits(self, role: str) -> np.ndarray:
         batches = self.eval_batches(role)
         program = self._eval_program(role)
         pieces = np.concatenate([program(tf.constant(b, tf.int64)).numpy() for b in batches])
@@ -241,6 +262,8 @@ class CompiledTokenIdClassifier(TokenIdClassifier):
         super().__init__(*args, table=table, ids=ids)
         if self.scaffolds is not None:  # build_classifier takes the token-id path instead
             raise ValueError("the compiled plain-SGD path trains no scaffold")
+        if self.average is not None:  # build_classifier takes the token-id path instead
+            raise ValueError("the compiled plain-SGD path keeps no averaged weights")
         train = ids["train"]
         self.flat_ids = train.flat_values.numpy().astype(np.int32)
         self.starts = train.row_splits.numpy()[:-1]

@@ -92,6 +92,8 @@ def blocker(cfg: DictConfig, alone: bool = False) -> str | None:
         return "optimizer.clipnorm (a population does not clip gradients)"
     if cfg.model.get("dropout", 0) > 0:
         return "dropout (a population draws no dropout masks)"
+    if t.ema_decay:
+        return "trainer.ema_decay (a population keeps no averaged weights)"
     if not alone and (t.evaluate_test or t.export_module):
         return "trainer.evaluate_test / trainer.export_module (trials need neither)"
     return None

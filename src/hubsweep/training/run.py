@@ -115,6 +115,7 @@ def _train(cfg: DictConfig, recorder: RunRecorder, cache: TrialCache) -> RunResu
         progress=t.progress,
         buckets=t.length_buckets,
     )
+    classifier.use_average()
     recorder.trained(loop)
     if loop.status != RunStatus.DIVERGED:
         if t.export_module:
