@@ -4,12 +4,17 @@ training itself is unchanged."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
 from hubsweep.errors import ConfigError
 from hubsweep.metrics import classification_metrics
+from hubsweep.reports.document import build_report
 from hubsweep.training.averaging import WeightAverage
 from hubsweep.training.build import build_classifier
 from hubsweep.training.loop import run_loop
@@ -83,11 +88,12 @@ def test_each_evaluation_scores_the_average_of_the_weights_after_every_step(make
 def test_a_fine_tuned_encoder_trains_as_without_and_is_tested_with_its_average(
     tiny_bert,  # noqa: F811
     make_cfg,
+    tmp_path,
 ):
     pair = tiny_bert[1]
-    plain = train_and_evaluate(_cfg(make_cfg, pair, *FINE_TUNE, run="plain"))
+    plain = train_and_evaluate(_cfg(make_cfg, pair, *FINE_TUNE, run="results/plain/run"))
     averaged = train_and_evaluate(
-        _cfg(make_cfg, pair, *FINE_TUNE, "trainer.ema_decay=0.9", run="ema")
+        _cfg(make_cfg, pair, *FINE_TUNE, "trainer.ema_decay=0.9", run="results/ema/run")
     )
     assert averaged.training_path == plain.training_path == "encoder token ids"
     curve, reference = _curve(averaged), _curve(plain)
@@ -98,6 +104,23 @@ def test_a_fine_tuned_encoder_trains_as_without_and_is_tested_with_its_average(
     expected = classification_metrics(labels, logits, list(averaged.test["per_class"]))
     assert averaged.test["loss"] == pytest.approx(expected["loss"], rel=1e-4)
     assert averaged.test["confusion_matrix"] == expected["confusion_matrix"]
+
+    # final.json pairs the average with the weights as trained, which are the plain run's.
+    block = json.loads((Path(averaged.run_dir) / "final.json").read_text())["averaging"]
+    assert block["decay"] == 0.9 and plain.averaging is None
+    assert block["validation_averaged"] == averaged.final["macro_f1"]
+    assert block["validation_trained"] == pytest.approx(plain.final["macro_f1"], abs=1e-6)
+    assert block["test_averaged"] == averaged.test["macro_f1"]
+    assert block["test_trained"] == pytest.approx(plain.test["macro_f1"], abs=1e-6)
+    # The report's runs table shows the pair for the averaged runs only.
+    report = build_report(Path(averaged.run_dir).parents[1], tmp_path / "report")
+    table = pd.read_csv(report.parent / "tables" / "runs.csv").set_index("group")
+    assert table.loc["ema", "test_trained_mean"] == pytest.approx(block["test_trained"])
+    gain = block["test_averaged"] - block["test_trained"]
+    assert table.loc["ema", "averaging_gain_mean"] == pytest.approx(gain)
+    assert np.isnan(table.loc["plain", "averaging_gain_mean"])
+    assert "average − trained (test)" in report.read_text()
+    assert "decision − argmax" not in report.read_text()
 
 
 def test_a_decay_outside_0_1_names_the_key_and_a_frozen_run_leaves_the_population(make_cfg):

@@ -24,9 +24,8 @@ from hubsweep.reports.markdown import shown as _shown
 from hubsweep.reports.markdown import write_table
 from hubsweep.reports.tables import (
     ADAPTATION_COLUMN,
-    ARGMAX_COLUMN,
-    GAIN_COLUMN,
     LABELS,
+    PAIRED_GAINS,
     arms_table,
     runs_table,
     setting_label,
@@ -322,14 +321,9 @@ def _runs_part(results: Results, tables: Path, out: Path, with_studies: bool) ->
             "text (hubsweep-adapt), once for every run on it: not in s / run.",
             "",
         ]
-    if ARGMAX_COLUMN in text:
-        lines += [
-            f"{ARGMAX_COLUMN}, {GAIN_COLUMN}: the rows decide by per-class offsets fitted on "
-            "validation (`trainer.decision`); the first is their test selection metric had "
-            "they decided by argmax, the second the offsets' gain over it, paired by run, in "
-            "points. Validation columns are argmax's.",
-            "",
-        ]
+    for g in PAIRED_GAINS:
+        if g.column in text:
+            lines += [f"{g.column}, {g.gain_column}: {g.note}", ""]
     lines += config_pairs(groups, tables)
     curves = _config_labels(groups)
     tested = {label: runs for label, runs in curves.items() if any(r.test for r in runs)}

@@ -26,9 +26,59 @@ SCORES = ("accuracy", "macro_f1")
 LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "loss": "loss"}
 # A module adapted by hubsweep-adapt: its one-time cost, beside the runs' or arms' seconds.
 ADAPTATION_COLUMN = "module adaptation (min)"
-# Runs that decide by a tuned rule (trainer.decision): their test selection metric had
-# they decided by argmax, and the rule's gain over it paired by run.
-ARGMAX_COLUMN, GAIN_COLUMN = "test by argmax", "decision − argmax (test)"
+
+
+@dataclass(frozen=True)
+class PairedGain:
+    """A run setting measured against its own run without it: final.json's `block` holds
+    the run's test selection metric without the setting (`without`) and with it (`with_`);
+    the runs table then shows the first and the gain, paired by run, in points."""
+
+    block: str
+    without: str
+    with_: str
+    prefix: str  # the CSV columns: {prefix}_mean, ...
+    gain_prefix: str
+    column: str  # the Markdown columns
+    gain_column: str
+    note: str  # the line under the table
+
+    def spreads(self, tested: Sequence[Run]) -> tuple[Spread, Spread]:
+        """Over the tested runs with the block: the score without, and with minus without."""
+        pairs = [
+            (b[self.without], b[self.with_])
+            for r in tested
+            if (b := (r.final or {}).get(self.block)) and self.without in b
+        ]
+        return Spread.of([a for a, _ in pairs]), Spread.of([w - a for a, w in pairs])
+
+
+PAIRED_GAINS = (
+    PairedGain(
+        "decision",
+        "test_argmax",
+        "test_decided",
+        "test_argmax",
+        "decision_gain",
+        "test by argmax",
+        "decision − argmax (test)",
+        "the rows decide by per-class offsets fitted on validation (`trainer.decision`); the "
+        "first is their test selection metric had they decided by argmax, the second the "
+        "offsets' gain over it, paired by run, in points. Validation columns are argmax's.",
+    ),
+    PairedGain(
+        "averaging",
+        "test_trained",
+        "test_averaged",
+        "test_trained",
+        "averaging_gain",
+        "test, trained weights",
+        "average − trained (test)",
+        "the rows evaluate the moving average of their weights (`trainer.ema_decay`); the "
+        "first is their test selection metric with the weights as trained (by argmax), the "
+        "second the average's gain over them, paired by run, in points.",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -226,17 +276,6 @@ def top_trials(trials: pd.DataFrame, studies: Sequence[Study], k: int) -> pd.Dat
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _decision_spreads(tested: Sequence[Run]) -> tuple[Spread, Spread]:
-    """Over the tested runs that decide by a tuned rule (final.json's `decision`): their
-    test selection metric by argmax, and the rule's minus it, run by run."""
-    pairs = [
-        (d["test_argmax"], d["test_decided"])
-        for r in tested
-        if (d := (r.final or {}).get("decision")) and "test_argmax" in d
-    ]
-    return Spread.of([a for a, _ in pairs]), Spread.of([b - a for a, b in pairs])
-
-
 def _signed(spread: Spread) -> str:
     """A paired gain in points: +0.41 ± 0.52 [-0.02, +0.85]; "–" with no pairs."""
     if spread.n == 0:
@@ -261,7 +300,7 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
             wall = seconds_per_run(runs)
             recorded = [(r.final or {}).get("module_adaptation") for r in runs]
             adapted = next((a for a in recorded if a), None)
-            argmax, gain = _decision_spreads(tested)
+            paired = [(g, *g.spreads(tested)) for g in PAIRED_GAINS]
             row = {"group": group.name, **settings, "runs": len(runs)}
             numbers.append(
                 {
@@ -270,8 +309,14 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     **_columns(test, "test"),
                     "wall_time_s": wall,
                     "module_adaptation_s": adapted["seconds"] if adapted else 0.0,
-                    **argmax.columns("test_argmax"),
-                    **gain.columns("decision_gain"),
+                    **{
+                        k: v
+                        for g, without, gain in paired
+                        for k, v in {
+                            **without.columns(g.prefix),
+                            **gain.columns(g.gain_prefix),
+                        }.items()
+                    },
                     "statuses": statuses,
                 }
             )
@@ -285,17 +330,21 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "test macro-F1": test["macro_f1"].text(True),
                     "s / run": f"{wall:.1f}" if done else "–",
                     ADAPTATION_COLUMN: f"{adapted['seconds'] / 60:.1f}" if adapted else "–",
-                    ARGMAX_COLUMN: argmax.text(True),
-                    GAIN_COLUMN: _signed(gain),
+                    **{
+                        k: v
+                        for g, without, gain in paired
+                        for k, v in ((g.column, without.text(True)), (g.gain_column, _signed(gain)))
+                    },
                 }
             )
     numbers, text = pd.DataFrame(numbers), pd.DataFrame(text)
     if not numbers.empty and not numbers["module_adaptation_s"].any():
         numbers = numbers.drop(columns="module_adaptation_s")
         text = text.drop(columns=ADAPTATION_COLUMN)
-    if not numbers.empty and numbers["test_argmax_mean"].isna().all():
-        decision = [c for c in numbers if c.startswith(("test_argmax_", "decision_gain_"))]
-        numbers = numbers.drop(columns=decision)
-        text = text.drop(columns=[ARGMAX_COLUMN, GAIN_COLUMN])
+    for g in PAIRED_GAINS:  # columns only where some run has the setting
+        if not numbers.empty and numbers[f"{g.prefix}_mean"].isna().all():
+            unused = [c for c in numbers if c.startswith((f"{g.prefix}_", f"{g.gain_prefix}_"))]
+            numbers = numbers.drop(columns=unused)
+            text = text.drop(columns=[g.column, g.gain_column])
     # A setting that varies in one group only is blank in the others' rows.
     return numbers, text.fillna("")

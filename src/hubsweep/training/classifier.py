@@ -178,6 +178,10 @@ class Classifier:
             self.average.assign_average()
             self.average = None
 
+    def trained_logits(self, role: str) -> np.ndarray:
+        """The logits of the weights as trained, while evaluations see their average."""
+        return self._logits(role)
+
     def logits(self, role: str) -> np.ndarray:
         """The model's logits for every row of `role`, in the split's order, computed batch
         by batch as `eval_batches` groups the rows; while training with `trainer.ema_decay`,

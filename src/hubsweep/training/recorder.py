@@ -68,6 +68,10 @@ class RunResult:
     # metric with argmax and with the offsets, on validation (fitted there: optimistic)
     # and, when tested, on test.
     decision: dict | None = None
+    # trainer.ema_decay: the decay, and the selection metric by argmax with the weights as
+    # trained and with their average (what the run reports), on validation and, when
+    # tested, on test: the average's gain, paired within the run.
+    averaging: dict | None = None
     history: list[dict] = field(default_factory=list, repr=False)
     # The trained classifier (embedding layer first), for programmatic use; not serialised.
     model: keras.Model | None = field(default=None, repr=False, compare=False)
@@ -110,6 +114,7 @@ class RunRecorder:
         self.test: dict | None = None
         self.offsets: np.ndarray | None = None  # the decision rule's (training/decision.py)
         self.decision: dict | None = None
+        self.averaging: dict | None = None
         self.events: EventLog | None = None
         self.result: RunResult | None = None
         self.trained_with = 1  # set by a population to its size, with the run's share
@@ -220,6 +225,18 @@ class RunRecorder:
             "test (final model): acc %.4f  macro-F1 %.4f", metrics["accuracy"], metrics["macro_f1"]
         )
 
+    def compare_average(self, trained: dict[str, np.ndarray], averaged: dict[str, np.ndarray]):
+        """With trainer.ema_decay: each split's logits with the weights as trained and with
+        their average (the model's); their selection metrics, by argmax, in `averaging`."""
+        names = self.data.label_names
+        self.averaging = {"decay": self.cfg.trainer.ema_decay}
+        for role in trained:
+            labels = self.data.splits[role].labels
+            for kind, logits in (("trained", trained[role]), ("averaged", averaged[role])):
+                score = classification_metrics(labels, logits, names)[self.metric]
+                self.averaging[f"{role}_{kind}"] = score
+        log.info("weight average: %s", self.averaging)
+
     def finish(self, status: str, error: str | None = None) -> RunResult:
         """Close the events, draw the learning curve, write final.json; the run's result.
 
@@ -284,6 +301,7 @@ class RunRecorder:
             cache_build_s=self._cache_build_s(),
             module_adaptation=adaptation_summary(self.cfg.embedding.handle),
             decision=self.decision,
+            averaging=self.averaging,
             history=history,
             model=self.model,
         )

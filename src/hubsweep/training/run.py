@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from omegaconf import DictConfig
@@ -28,7 +29,7 @@ from hubsweep.results.layout import EXPORTED_MODULE_DIR, RunStatus
 from hubsweep.training.build import build_classifier, frozen_features
 from hubsweep.training.classifier import Classifier
 from hubsweep.training.head import build_head
-from hubsweep.training.loop import run_loop
+from hubsweep.training.loop import LoopResult, run_loop
 from hubsweep.training.population import (
     Member,
     blocker,
@@ -115,14 +116,31 @@ def _train(cfg: DictConfig, recorder: RunRecorder, cache: TrialCache) -> RunResu
         progress=t.progress,
         buckets=t.length_buckets,
     )
+    tested = t.evaluate_test and loop.status == RunStatus.COMPLETED
+    trained = _trained_logits(classifier, loop, tested)  # before the average replaces them
     classifier.use_average()
     recorder.trained(loop)
     if loop.status != RunStatus.DIVERGED:
         if t.export_module:
             _export_module(cfg, classifier, Path(recorder.writer.run_dir))
-        if t.evaluate_test and loop.status == RunStatus.COMPLETED:
-            recorder.record_test(classifier.logits("test"))
+        final = {"validation": loop.last_logits}
+        if tested:
+            final["test"] = classifier.logits("test")
+            recorder.record_test(final["test"])
+        if trained:
+            recorder.compare_average(trained, final)
     return recorder.finish(loop.status)
+
+
+def _trained_logits(
+    classifier: Classifier, loop: LoopResult, tested: bool
+) -> dict[str, np.ndarray]:
+    """With trainer.ema_decay, the logits of the weights as trained on validation (and test
+    when tested), to pair with their average's; none otherwise or when the run diverged."""
+    if classifier.average is None or loop.status == RunStatus.DIVERGED:
+        return {}
+    roles = ["validation", *(["test"] if tested else [])]
+    return {role: classifier.trained_logits(role) for role in roles}
 
 
 def _train_compiled(
