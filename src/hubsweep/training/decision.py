@@ -61,7 +61,7 @@ def fit_offsets(
                 scores[i] = score(trial)
             if scores.max() > best + 1e-12:
                 offsets[c] = _plateau_centre(OFFSET_GRID, scores)
-                best, moved = score(offsets), True
+                best, moved = float(scores.max()), True  # what the plateau's centre scores
         if not moved:
             break
     return offsets

@@ -186,10 +186,10 @@ class RunRecorder:
             decided = loop.last_logits
             if self.offsets is not None:
                 decided = loop.last_logits + self.offsets
-                before, after = (
-                    classification_metrics(split.labels, loop.last_logits, names, o)[self.metric]
-                    for o in (None, self.offsets)
-                )
+                # The last evaluation scored these logits by argmax.
+                before = loop.history[-1][self.metric]
+                fitted = classification_metrics(split.labels, loop.last_logits, names, self.offsets)
+                after = fitted[self.metric]
                 self.decision = {
                     "rule": rule,
                     "offsets": dict(zip(names, self.offsets.round(4).tolist(), strict=True)),
