@@ -52,6 +52,12 @@ class PairedGain:
         ]
         return Spread.of([a for a, _ in pairs]), Spread.of([w - a for a, w in pairs])
 
+    def columns(self, tested: Sequence[Run]) -> tuple[dict, dict]:
+        """The runs table's columns for these runs: (numbers, formatted)."""
+        without, gain = self.spreads(tested)
+        numbers = {**without.columns(self.prefix), **gain.columns(self.gain_prefix)}
+        return numbers, {self.column: without.text(True), self.gain_column: _signed(gain)}
+
 
 PAIRED_GAINS = (
     PairedGain(
@@ -300,7 +306,10 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
             wall = seconds_per_run(runs)
             recorded = [(r.final or {}).get("module_adaptation") for r in runs]
             adapted = next((a for a in recorded if a), None)
-            paired = [(g, *g.spreads(tested)) for g in PAIRED_GAINS]
+            paired_numbers, paired_text = {}, {}
+            for g in PAIRED_GAINS:
+                numbers_of, text_of = g.columns(tested)
+                paired_numbers, paired_text = paired_numbers | numbers_of, paired_text | text_of
             row = {"group": group.name, **settings, "runs": len(runs)}
             numbers.append(
                 {
@@ -309,14 +318,7 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     **_columns(test, "test"),
                     "wall_time_s": wall,
                     "module_adaptation_s": adapted["seconds"] if adapted else 0.0,
-                    **{
-                        k: v
-                        for g, without, gain in paired
-                        for k, v in {
-                            **without.columns(g.prefix),
-                            **gain.columns(g.gain_prefix),
-                        }.items()
-                    },
+                    **paired_numbers,
                     "statuses": statuses,
                 }
             )
@@ -330,11 +332,7 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "test macro-F1": test["macro_f1"].text(True),
                     "s / run": f"{wall:.1f}" if done else "–",
                     ADAPTATION_COLUMN: f"{adapted['seconds'] / 60:.1f}" if adapted else "–",
-                    **{
-                        k: v
-                        for g, without, gain in paired
-                        for k, v in ((g.column, without.text(True)), (g.gain_column, _signed(gain)))
-                    },
+                    **paired_text,
                 }
             )
     numbers, text = pd.DataFrame(numbers), pd.DataFrame(text)
