@@ -34,9 +34,11 @@ def _reference(weights: list[np.ndarray], decay: float) -> np.ndarray:
     return sum(c * w for c, w in zip(coefficients, weights, strict=True)) / (1 - decay**t)
 
 
-def test_the_average_is_bias_corrected_and_swapping_it_in_keeps_the_trained_values():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_average_is_bias_corrected_and_swapping_it_in_keeps_the_trained_values(compiled):
+    """Separate ops and the XLA-compiled pass (`trainer.xla`) alike."""
     var = tf.Variable([1.0, -2.0])
-    average = WeightAverage([var], 0.9)
+    average = WeightAverage([var], 0.9, compiled=compiled)
     np.testing.assert_array_equal(average.averaged()[0], [1.0, -2.0])  # before any step
     seen = []
     for value in ([2.0, 0.0], [4.0, 1.0], [3.0, 5.0]):
@@ -52,12 +54,19 @@ def test_the_average_is_bias_corrected_and_swapping_it_in_keeps_the_trained_valu
     np.testing.assert_allclose(var.numpy(), expected, rtol=1e-6)
 
 
-def test_each_evaluation_scores_the_average_of_the_weights_after_every_step(make_cfg):
+@pytest.mark.parametrize("xla", [False, True])
+def test_each_evaluation_scores_the_average_of_the_weights_after_every_step(make_cfg, xla):
     """The Keras feature path with a linear head, evaluated after every step: each
     evaluation equals the head's logits with the reference average of the raw weights seen
-    so far, and when training ends the model holds the last average."""
+    so far, and when training ends the model holds the last average; the average folded
+    in by separate ops and by one XLA-compiled pass alike (`trainer.xla`)."""
     decay, steps = 0.8, 12
-    cfg = make_cfg(f"trainer.ema_decay={decay}", f"trainer.steps={steps}", "trainer.eval_every=1")
+    cfg = make_cfg(
+        f"trainer.ema_decay={decay}",
+        f"trainer.steps={steps}",
+        "trainer.eval_every=1",
+        f"trainer.xla={xla}",
+    )
     cache = TrialCache.for_config(cfg)
     data = cache.dataset(cfg.dataset, ["train", "validation"])
     classifier = build_classifier(cfg, data, cache.features)

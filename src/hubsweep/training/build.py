@@ -89,7 +89,17 @@ def build_classifier(
                 ", ".join(classes),
                 100 * share,
             )
-    args = (model, head, optimizer, data, t.eval_batch_size, t.class_weight, scaffolds, t.ema_decay)
+    args = (
+        model,
+        head,
+        optimizer,
+        data,
+        t.eval_batch_size,
+        t.class_weight,
+        scaffolds,
+        t.ema_decay,
+        t.xla,
+    )
     if not e.trainable and t.feature_cache:
         return FeatureClassifier(*args, features=frozen_features(cfg, data, cache, layer))
     if e.trainable and t.fast_path and getattr(layer, "layerwise", False):

@@ -95,6 +95,7 @@ class Classifier:
         class_weight: str = "none",
         scaffolds: Scaffolds | None = None,
         ema_decay: float = 0.0,
+        xla: bool = False,
     ) -> None:
         self.model, self.head, self.optimizer = model, head, optimizer
         self.scaffolds = scaffolds
@@ -110,7 +111,11 @@ class Classifier:
         self.optimizer._create_all_weights(self.variables)
         # What evaluations see while it is set (`trainer.ema_decay`; the scaffolds' heads
         # decide no logits): the trained variables' average, swapped in and out.
-        self.average = WeightAverage(self.trainable_variables(), ema_decay) if ema_decay else None
+        self.average = (
+            WeightAverage(self.trainable_variables(), ema_decay, compiled=xla)
+            if ema_decay
+            else None
+        )
 
     def trainable_variables(self) -> list[tf.Variable]:
         return self.model.trainable_variables
