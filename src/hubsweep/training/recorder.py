@@ -225,7 +225,9 @@ class RunRecorder:
             "test (final model): acc %.4f  macro-F1 %.4f", metrics["accuracy"], metrics["macro_f1"]
         )
 
-    def compare_average(self, trained: dict[str, np.ndarray], averaged: dict[str, np.ndarray]):
+    def compare_average(
+        self, trained: dict[str, np.ndarray], averaged: dict[str, np.ndarray]
+    ) -> None:
         """With trainer.ema_decay: each split's logits with the weights as trained and with
         their average (the model's); their selection metrics, by argmax, in `averaging`."""
         names = self.data.label_names
