@@ -182,14 +182,15 @@ hubsweep-train -m --config-dir results/encoders_tapt_scaffold/finetune/full_tapt
 # not repeat trial for trial), each run deciding test by per-class offsets fitted on its
 # validation logits (trainer.decision=tuned_offsets); final.json keeps what argmax scored on
 # the same run, and the report pairs the two. Seeds 1-8 (encoders_decision/: 33 min), then
-# six new ones, 9-14 (encoders_decision_rerun/: 25 min).
-winner_decided=(experiment=encoders_finetuned embedding.trainable=true
+# six new ones, 9-14 (encoders_decision_rerun/: 25 min). `winner`: its values, which this
+# block and the two after it extend.
+winner=(experiment=encoders_finetuned embedding.trainable=true
   embedding.layer_lr_decay=0.9 trainer.mixed_precision=true
   optimizer.learning_rate=0.0001816283337525252 schedule.warmup_fraction=0.10450219941789951
   optimizer.weight_decay=0.03170925391504378 trainer.batch_size=16 trainer.steps=500
   'dataset.scaffold_keys=[sectionName]' trainer.scaffold_weight=0.42694966206821394
-  trainer.decision=tuned_offsets trainer.evaluate_test=true dataset.source_dir="$data/scicite"
-  trainer.progress=false)
+  trainer.evaluate_test=true dataset.source_dir="$data/scicite" trainer.progress=false)
+winner_decided=("${winner[@]}" trainer.decision=tuned_offsets)
 hubsweep-train -m "${winner_decided[@]}" experiment_name=encoders_decision \
   'trainer.seed=1,2,3,4,5,6,7,8'
 hubsweep-train -m "${winner_decided[@]}" experiment_name=encoders_decision_rerun \
@@ -198,13 +199,8 @@ hubsweep-train -m "${winner_decided[@]}" experiment_name=encoders_decision_rerun
 # handles), on the new seeds 9-14, paired with encoders_decision_rerun/'s argmax scores
 # (encoders_tapt_winner/: 25 min), then on three more, 15-17 (encoders_tapt_winner_rerun/:
 # 13 min).
-winner_on_tapt=(experiment=encoders_finetuned embedding.trainable=true
-  embedding.layer_lr_decay=0.9 trainer.mixed_precision=true
-  optimizer.learning_rate=0.0001816283337525252 schedule.warmup_fraction=0.10450219941789951
-  optimizer.weight_decay=0.03170925391504378 trainer.batch_size=16 trainer.steps=500
-  'dataset.scaffold_keys=[sectionName]' trainer.scaffold_weight=0.42694966206821394
-  embedding.preprocess_handle="$tapt/preprocess" embedding.handle="$tapt/encoder"
-  trainer.evaluate_test=true dataset.source_dir="$data/scicite" trainer.progress=false)
+winner_on_tapt=("${winner[@]}" embedding.preprocess_handle="$tapt/preprocess"
+  embedding.handle="$tapt/encoder")
 hubsweep-train -m "${winner_on_tapt[@]}" experiment_name=encoders_tapt_winner \
   'trainer.seed=9,10,11,12,13,14'
 hubsweep-train -m "${winner_on_tapt[@]}" experiment_name=encoders_tapt_winner_rerun \
@@ -215,13 +211,7 @@ hubsweep-train -m "${winner_on_tapt[@]}" experiment_name=encoders_tapt_winner_re
 # run, and the report pairs the two. Seeds 9-14 (encoders_ema/: 38 min; run before the
 # average's update was XLA-compiled, ab03990: equal to float rounding), then eight new
 # ones, 15-22 (encoders_ema_rerun/: 40 min).
-winner_ema=(experiment=encoders_finetuned embedding.trainable=true
-  embedding.layer_lr_decay=0.9 trainer.mixed_precision=true
-  optimizer.learning_rate=0.0001816283337525252 schedule.warmup_fraction=0.10450219941789951
-  optimizer.weight_decay=0.03170925391504378 trainer.batch_size=16 trainer.steps=500
-  'dataset.scaffold_keys=[sectionName]' trainer.scaffold_weight=0.42694966206821394
-  trainer.ema_decay=0.995 trainer.evaluate_test=true dataset.source_dir="$data/scicite"
-  trainer.progress=false)
+winner_ema=("${winner[@]}" trainer.ema_decay=0.995)
 hubsweep-train -m "${winner_ema[@]}" experiment_name=encoders_ema 'trainer.seed=9,10,11,12,13,14'
 hubsweep-train -m "${winner_ema[@]}" experiment_name=encoders_ema_rerun \
   'trainer.seed=15,16,17,18,19,20,21,22'

@@ -32,12 +32,12 @@ ADAPTATION_COLUMN = "module adaptation (min)"
 class PairedGain:
     """A run setting measured against its own run without it: final.json's `block` holds
     the run's test selection metric without the setting (`without`) and with it (`with_`);
-    the runs table then shows the first and the gain, paired by run, in points."""
+    the runs table then shows the first and the gain, paired by run, in points. The CSV
+    columns are named after `without` and `gain_prefix`: {without}_mean, ..."""
 
     block: str
     without: str
     with_: str
-    prefix: str  # the CSV columns: {prefix}_mean, ...
     gain_prefix: str
     column: str  # the Markdown columns
     gain_column: str
@@ -55,7 +55,7 @@ class PairedGain:
     def columns(self, tested: Sequence[Run]) -> tuple[dict, dict]:
         """The runs table's columns for these runs: (numbers, formatted)."""
         without, gain = self.spreads(tested)
-        numbers = {**without.columns(self.prefix), **gain.columns(self.gain_prefix)}
+        numbers = {**without.columns(self.without), **gain.columns(self.gain_prefix)}
         return numbers, {self.column: without.text(True), self.gain_column: _signed(gain)}
 
 
@@ -64,7 +64,6 @@ PAIRED_GAINS = (
         "decision",
         "test_argmax",
         "test_decided",
-        "test_argmax",
         "decision_gain",
         "test by argmax",
         "decision − argmax (test)",
@@ -76,7 +75,6 @@ PAIRED_GAINS = (
         "averaging",
         "test_trained",
         "test_averaged",
-        "test_trained",
         "averaging_gain",
         "test, trained weights",
         "average − trained (test)",
@@ -340,8 +338,8 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
         numbers = numbers.drop(columns="module_adaptation_s")
         text = text.drop(columns=ADAPTATION_COLUMN)
     for g in PAIRED_GAINS:  # columns only where some run has the setting
-        if not numbers.empty and numbers[f"{g.prefix}_mean"].isna().all():
-            unused = [c for c in numbers if c.startswith((f"{g.prefix}_", f"{g.gain_prefix}_"))]
+        if not numbers.empty and numbers[f"{g.without}_mean"].isna().all():
+            unused = [c for c in numbers if c.startswith((f"{g.without}_", f"{g.gain_prefix}_"))]
             numbers = numbers.drop(columns=unused)
             text = text.drop(columns=[g.column, g.gain_column])
     # A setting that varies in one group only is blank in the others' rows.
