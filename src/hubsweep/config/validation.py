@@ -121,6 +121,11 @@ def validate(cfg: DictConfig) -> None:
         "trainer.ema_decay",
         f"must be in [0, 1) (0: off; 0.99 averages ~100 steps), got {t.ema_decay}",
     )
+    require(
+        0 <= t.label_smoothing < 1,
+        "trainer.label_smoothing",
+        f"must be in [0, 1) (0: off; 0.1 is usual), got {t.label_smoothing}",
+    )
     require(cfg.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0")
 
     d = cfg.dataset

@@ -35,6 +35,7 @@ HPARAM_KEYS = (
     "trainer.scaffold_weight",
     "trainer.decision",
     "trainer.ema_decay",
+    "trainer.label_smoothing",
 )
 TRAIN_LOSS, LEARNING_RATE = "train/loss", "train/learning_rate"
 

@@ -99,6 +99,7 @@ def build_classifier(
         scaffolds,
         t.ema_decay,
         t.xla,
+        t.label_smoothing,
     )
     if not e.trainable and t.feature_cache:
         return FeatureClassifier(*args, features=frozen_features(cfg, data, cache, layer))

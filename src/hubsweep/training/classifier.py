@@ -41,6 +41,21 @@ CLASS_WEIGHTS = {
 }
 
 
+def _label_loss(smoothing: float, num_classes: int):
+    """The label's cross-entropy, `loss(labels, logits, sample_weight)`; with
+    `trainer.label_smoothing` ε, against the targets (1 − ε) · one-hot + ε / C (Szegedy et al.
+    2016, Keras's `label_smoothing`): the true class's log-likelihood weighs 1 − ε + ε / C,
+    every class's ε / C, so the logits are no longer pushed apart without end."""
+    if not smoothing:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    smoothed = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing)
+
+    def loss(labels: tf.Tensor, logits: tf.Tensor, sample_weight=None) -> tf.Tensor:
+        return smoothed(tf.one_hot(labels, num_classes), logits, sample_weight=sample_weight)
+
+    return loss
+
+
 def batch_order(
     n: int,
     batch_size: int,
@@ -96,6 +111,7 @@ class Classifier:
         scaffolds: Scaffolds | None = None,
         ema_decay: float = 0.0,
         xla: bool = False,
+        label_smoothing: float = 0.0,
     ) -> None:
         self.model, self.head, self.optimizer = model, head, optimizer
         self.scaffolds = scaffolds
@@ -105,7 +121,7 @@ class Classifier:
         self.class_weights = None if weights is None else tf.constant(weights)
         self.sizes = {role: len(split) for role, split in data.splits.items()}
         self.eval_batch_size = eval_batch_size
-        self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.loss_fn = _label_loss(label_smoothing, data.num_classes)
         self.variables = self.trainable_variables() + (scaffolds.variables if scaffolds else [])
         # Slots must exist before the first step: variables cannot be created in a loop.
         self.optimizer._create_all_weights(self.variables)

@@ -94,6 +94,8 @@ def blocker(cfg: DictConfig, alone: bool = False) -> str | None:
         return "dropout (a population draws no dropout masks)"
     if t.ema_decay:
         return "trainer.ema_decay (a population keeps no averaged weights)"
+    if t.label_smoothing:
+        return "trainer.label_smoothing (a population trains on the labels as they are)"
     if not alone and (t.evaluate_test or t.export_module):
         return "trainer.evaluate_test / trainer.export_module (trials need neither)"
     return None
