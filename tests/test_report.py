@@ -312,6 +312,26 @@ def test_runs_and_grids_are_tabulated_with_seeds_pooled(report, experiment):
         )
 
 
+def test_every_run_is_listed_by_seed_with_the_scores_its_final_json_holds(report, experiment):
+    scores = pd.read_csv(report / "tables" / "run_scores.csv")
+    grid = scores[scores.group == "multirun/grid"]
+    assert len(grid) == len(GRID) and sorted(grid.seed) == sorted(s for _, s in GRID)
+    for job, (trainable, seed) in enumerate(GRID):
+        final = read_final(experiment / "multirun" / "grid" / str(job))
+        row = grid[(grid.seed == seed) & (grid["embedding.trainable"] == (trainable == "true"))]
+        assert len(row) == 1
+        assert row.iloc[0].test_macro_f1 == pytest.approx(final["test"]["macro_f1"])
+        assert row.iloc[0].val_accuracy == pytest.approx(final["final"]["accuracy"])
+        assert row.iloc[0].status == final["status"]
+        assert row.iloc[0].directory.endswith(f"multirun/grid/{job}")
+    single = scores[scores.group == "runs"]
+    assert sorted(single.seed) == [0, 1]
+    # The runs table's means are these rows'.
+    runs = pd.read_csv(report / "tables" / "runs.csv").set_index("group")
+    assert runs.loc["runs", "test_accuracy_mean"] == pytest.approx(single.test_accuracy.mean())
+    assert "`tables/run_scores.csv`" in (report / "report.md").read_text()
+
+
 def test_configs_of_several_groups_are_labelled_by_the_settings_that_differ(report, experiment):
     # The single runs (trainable false by default) are the grid's trainable=false config
     # run again: the two share a label and so get their group's name; the grid's other

@@ -27,6 +27,7 @@ from hubsweep.reports.tables import (
     LABELS,
     PAIRED_GAINS,
     arms_table,
+    run_scores,
     runs_table,
     setting_label,
     top_trials,
@@ -315,6 +316,10 @@ def _runs_part(results: Results, tables: Path, out: Path, with_studies: bool) ->
         write_table(numbers, text, tables, "runs"),
         "",
     ]
+    scores = run_scores(groups)
+    if not scores.empty:
+        scores.to_csv(tables / "run_scores.csv", index=False)
+        lines += ["Every run, by seed, with its scores: `tables/run_scores.csv`.", ""]
     if ADAPTATION_COLUMN in text:
         lines += [
             f"{ADAPTATION_COLUMN}: the rows' module was first adapted to the task's training "

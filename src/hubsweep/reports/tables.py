@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from scipy import stats
 
 from hubsweep.reports.collect import Run, RunGroup, Study, last_reported
+from hubsweep.reports.markdown import shown
 from hubsweep.results.layout import RunStatus
 from hubsweep.study.liveness import (
     CACHE_BUILD_TIME,
@@ -344,3 +345,35 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
             text = text.drop(columns=[g.column, g.gain_column])
     # A setting that varies in one group only is blank in the others' rows.
     return numbers, text.fillna("")
+
+
+def run_scores(groups: Sequence[RunGroup]) -> pd.DataFrame:
+    """One row per run: its group, the config's varying settings, its seed and status, the
+    final validation and the test scores, its compute seconds, each paired setting's test
+    score without the setting, and its directory. The numbers behind the runs table's means,
+    so that runs of another report on the same seeds can be paired with these, seed by seed."""
+    rows = []
+    for group in groups:
+        for settings, runs in group.configs():
+            for r in runs:
+                final = r.final or {}
+                validation, test = final.get("final") or {}, r.test or {}
+                paired = {
+                    g.without: block[g.without]
+                    for g in PAIRED_GAINS
+                    if g.without in (block := final.get(g.block) or {})
+                }
+                rows.append(
+                    {
+                        "group": group.name,
+                        **settings,
+                        "seed": r.setting("trainer.seed"),
+                        "status": r.status,
+                        **{f"val_{m}": validation.get(m) for m in SCORES},
+                        **{f"test_{m}": test.get(m) for m in SCORES},
+                        "compute_s": compute_s(final) if validation else None,
+                        **paired,
+                        "directory": shown(r.directory),
+                    }
+                )
+    return pd.DataFrame(rows)
