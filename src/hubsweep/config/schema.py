@@ -166,9 +166,9 @@ class TrainerConfig:
     # validation, test, predictions and an exported module see the average, training the
     # raw weights. 0: off (the trained weights); 0.99 averages over ~the last 100 steps.
     ema_decay: float = 0.0
-    # The training loss's targets smoothed: (1 - label_smoothing) * one-hot +
+    # The label's training targets smoothed: (1 - label_smoothing) * one-hot +
     # label_smoothing / num_classes (Keras's label_smoothing). 0: the labels as they are.
-    # Evaluation losses never are smoothed.
+    # Evaluation losses and scaffolds' losses never are smoothed.
     label_smoothing: float = 0.0
 
 

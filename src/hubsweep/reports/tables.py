@@ -349,9 +349,10 @@ def runs_table(groups: Sequence[RunGroup]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def run_scores(groups: Sequence[RunGroup]) -> pd.DataFrame:
     """One row per run: its group, the config's varying settings, its seed and status, the
-    final validation and the test scores, its compute seconds, each paired setting's test
-    score without the setting, and its directory. The numbers behind the runs table's means,
-    so that runs of another report on the same seeds can be paired with these, seed by seed."""
+    final validation and the test scores, its seconds (as the runs table's), each paired
+    setting's test score without the setting, and its directory. The numbers behind the runs
+    table's means, so that runs of another report on the same seeds pair with these, seed by
+    seed."""
     rows = []
     for group in groups:
         for settings, runs in group.configs():
@@ -371,7 +372,7 @@ def run_scores(groups: Sequence[RunGroup]) -> pd.DataFrame:
                         "status": r.status,
                         **{f"val_{m}": validation.get(m) for m in SCORES},
                         **{f"test_{m}": test.get(m) for m in SCORES},
-                        "compute_s": compute_s(final) if validation else None,
+                        "wall_time_s": compute_s(final) if validation else None,
                         **paired,
                         "directory": shown(r.directory),
                     }

@@ -142,8 +142,9 @@ class RunWriter:
 
 def _train_loss_terms(run_dir: Path) -> str:
     """What the run's training loss holds that the validation loss does not, from its
-    config.yaml: class weights (trainer.class_weight), scaffold losses
-    (dataset.scaffold_keys); "" where neither or unreadable."""
+    config.yaml: class weights (trainer.class_weight), smoothed targets
+    (trainer.label_smoothing: its floor is then their entropy, not 0), scaffold losses
+    (dataset.scaffold_keys); "" where none or unreadable."""
     try:
         config = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
     except (OSError, yaml.YAMLError):
@@ -153,6 +154,8 @@ def _train_loss_terms(run_dir: Path) -> str:
     terms = ""
     if isinstance(trainer, dict) and trainer.get("class_weight") not in (None, "none"):
         terms += ", class-weighted"
+    if isinstance(trainer, dict) and trainer.get("label_smoothing"):
+        terms += f", label-smoothed (ε={trainer['label_smoothing']:g})"
     if isinstance(dataset, dict) and dataset.get("scaffold_keys"):
         terms += ", + scaffolds"
     return terms
@@ -165,7 +168,8 @@ def draw_learning_curve(run_dir: Path, history: list[dict], title: str) -> None:
 
     if not history:
         return
-    # Class weights and scaffolds change the training loss, not the validation one.
+    # Class weights, smoothed targets and scaffolds change the training loss, not the
+    # validation one.
     terms = _train_loss_terms(Path(run_dir))
     steps = [h["step"] for h in history]
     fig = Figure(figsize=(11, 4.2), layout="constrained")

@@ -45,7 +45,8 @@ def _label_loss(smoothing: float, num_classes: int):
     """The label's cross-entropy, `loss(labels, logits, sample_weight)`; with
     `trainer.label_smoothing` ε, against the targets (1 − ε) · one-hot + ε / C (Szegedy et al.
     2016, Keras's `label_smoothing`): the true class's log-likelihood weighs 1 − ε + ε / C,
-    every class's ε / C, so the logits are no longer pushed apart without end."""
+    every other class's ε / C, so the logits are no longer pushed apart without end. The
+    scaffolds' losses keep their own targets as they are."""
     if not smoothing:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     smoothed = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing)
