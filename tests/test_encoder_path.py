@@ -395,3 +395,28 @@ def test_bfloat16_on_a_cpu_without_bfloat16_instructions_is_one_warning(
         said = [m for r in caplog.records if "bfloat16 instructions" in (m := r.getMessage())]
         assert len(said) == warnings, (cpu, said)
         assert all("trainer.mixed_precision=false" in m for m in said)
+
+
+def test_one_step_program_serves_chunks_of_every_length(tiny_bert, make_cfg):  # noqa: F811
+    """The loop's chunks come in several lengths (evaluations, every 100 steps): the step
+    program is traced once for all of them, and steps as one traced per length does."""
+    import functools
+
+    from hubsweep.training.build import build_classifier
+    from hubsweep.training.classifier import Classifier, batch_order
+    from hubsweep.training.trial_cache import TrialCache
+
+    cfg = _cfg(make_cfg, tiny_bert[1], *FINE_TUNE, run="results/chunks/run")
+    cache = TrialCache.for_config(cfg)
+    data = cache.dataset(cfg.dataset, ["train", "validation"])
+    one, other = (build_classifier(cfg, data, cache.features) for _ in range(2))
+    assert one.path == "encoder token ids"
+    per_length = tf.function(functools.partial(Classifier._train_chunk.python_function, other))
+    order = batch_order(len(data.splits["train"]), cfg.trainer.batch_size, 0)
+    for k in (2, 1, 3, 1):
+        chunk = np.stack([next(order) for _ in range(k)])
+        np.testing.assert_allclose(
+            one.train_chunk(chunk).numpy(), per_length(tf.constant(chunk)).numpy(), rtol=1e-5
+        )
+    assert one._train_chunk.experimental_get_tracing_count() == 1
+    assert per_length.experimental_get_tracing_count() == 3

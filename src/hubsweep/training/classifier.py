@@ -162,9 +162,15 @@ class Classifier:
         logits = self.head(vectors, training=True)
         return self.loss(idx, logits) + self.scaffolds.loss(idx, vectors)
 
-    @tf.function
-    def train_chunk(self, order: tf.Tensor) -> tf.Tensor:
+    def train_chunk(self, order) -> tf.Tensor:
         """Run one step per row of `order` ([steps, batch] indices); return each step's loss."""
+        return self._train_chunk(tf.cast(order, tf.int64))
+
+    # One program for chunks of any length: a run's chunks end at each evaluation and every
+    # 100 steps, so they come in several lengths, and tracing a fine-tuned encoder's step
+    # costs seconds (benchmarks/bench_retracing.py).
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)])
+    def _train_chunk(self, order: tf.Tensor) -> tf.Tensor:
         steps = tf.shape(order)[0]
         losses = tf.TensorArray(tf.float32, size=steps)
         for i in tf.range(steps):
