@@ -2,14 +2,15 @@
 # Rebuild every reference report from nothing: the CORD-19 Swivel and Word2Vec modules, the
 # experiments on the SciCite release files, their reports into results/reference/, and the
 # tutorial notebook executed and rendered.
-# About 22 hours on the faster 2-core machines (a 2-core AMD EPYC with AVX512-BF16), more
+# About 24 hours on the faster 2-core machines (a 2-core AMD EPYC with AVX512-BF16), more
 # on the slower: the searched fine-tuned MiniLM arms and their checks take most of it (on
 # the faster: top 2 about 80 min, all layers about 100 min, MiniLM adapted to SciCite's
 # text about 26 min and all layers on it about 100 min, the first winner at twice the
 # steps 40 min, with and without class weights 50 min, on the adapted pair 25 min, the
 # section-name runs about 3.5 hours, the two-worker studies and their re-runs about 3
 # hours, the decision rule's runs and the winner on the adapted pair 100 min, the weight
-# average's runs 80 min; each block's own comment gives its time).
+# average's runs 80 min, the label smoothing's and their pairs 2 hours; each block's own
+# comment gives its time).
 # Usage: bash results/reference/regenerate.sh [OUTPUT_ROOT]
 # (OUTPUT_ROOT defaults to results/reference; give another to compare with the committed ones).
 set -euo pipefail
@@ -215,6 +216,18 @@ winner_ema=("${winner[@]}" trainer.ema_decay=0.995)
 hubsweep-train -m "${winner_ema[@]}" experiment_name=encoders_ema 'trainer.seed=9,10,11,12,13,14'
 hubsweep-train -m "${winner_ema[@]}" experiment_name=encoders_ema_rerun \
   'trainer.seed=15,16,17,18,19,20,21,22'
+# The same winner with its training targets smoothed (trainer.label_smoothing=0.1, the
+# usual value, chosen before any run): seeds 9-14 (encoders_smoothing/: 30 min), then
+# eight new ones, 15-22 (encoders_smoothing_rerun/: 35 min); beside them the winner as
+# trained on the same seeds, by the same code, so each run pairs with its seed's
+# (encoders_smoothing_baseline/: 60 min).
+winner_smoothed=("${winner[@]}" trainer.label_smoothing=0.1)
+hubsweep-train -m "${winner_smoothed[@]}" experiment_name=encoders_smoothing \
+  'trainer.seed=9,10,11,12,13,14'
+hubsweep-train -m "${winner_smoothed[@]}" experiment_name=encoders_smoothing_rerun \
+  'trainer.seed=15,16,17,18,19,20,21,22'
+hubsweep-train -m "${winner[@]}" experiment_name=encoders_smoothing_baseline \
+  'trainer.seed=9,10,11,12,13,14,15,16,17,18,19,20,21,22'
 
 for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encoders \
   encoders_steps encoders_class_weight encoders_tapt encoders_section encoders_scaffold \
@@ -223,7 +236,8 @@ for experiment in tutorial frozen_vs_finetuned heads embedding_x_trainable encod
   encoders_top2_workers encoders_full_hyperband encoders_top2_hyperband \
   encoders_tapt_scaffold encoders_tapt_scaffold_rerun encoders_decision \
   encoders_decision_rerun encoders_tapt_winner encoders_tapt_winner_rerun encoders_ema \
-  encoders_ema_rerun; do
+  encoders_ema_rerun encoders_smoothing encoders_smoothing_rerun \
+  encoders_smoothing_baseline; do
   hubsweep-report "results/$experiment" --output "$out/$experiment"
 done
 
